@@ -1,0 +1,20 @@
+"""StRA-Face networks: the StRA block, ResNet50 / MobileNetV2 backbones and baselines, one registry."""
+from .heads import ClassifierHead, EmbeddingHead, Network
+from .registry import create_model, list_models, register_model
+from .stra import LocalAttention, ModeAttention, StRA, StRAConfig, diversity_loss, mode_diversity, neighbourhood
+
+__all__ = [
+    "ClassifierHead",
+    "EmbeddingHead",
+    "LocalAttention",
+    "ModeAttention",
+    "Network",
+    "StRA",
+    "StRAConfig",
+    "create_model",
+    "diversity_loss",
+    "list_models",
+    "mode_diversity",
+    "neighbourhood",
+    "register_model",
+]

@@ -1,0 +1,1 @@
+"""StRA-Face REST service: detection, alignment, embedding, expression, verification, gallery."""

@@ -1,0 +1,1 @@
+"""Shared image pipeline: decode, detect, align, model-input normalisation."""

@@ -1,0 +1,26 @@
+"""`stra-face <command> [args]`: one entry point that hands over to each part's own `main`."""
+from __future__ import annotations
+
+import importlib
+import sys
+
+# command -> (module, help). Modules are imported only when their command runs.
+COMMANDS = {
+    "flops": ("models.flops", "params and GMACs of every registered model (the paper's Table 1)"),
+    "export": ("training.export", "export a registered model or checkpoint to ONNX, with a parity check"),
+}
+
+
+def usage() -> str:
+    lines = ["usage: stra-face <command> [args]", "", "commands:"]
+    lines += [f"  {name:<10} {help_text}" for name, (_, help_text) in COMMANDS.items()]
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> None:
+    argv = sys.argv[1:] if argv is None else argv
+    if not argv or argv[0] in ("-h", "--help") or argv[0] not in COMMANDS:
+        print(usage())
+        raise SystemExit(0 if not argv or argv[0] in ("-h", "--help") else 2)
+    module = importlib.import_module(COMMANDS[argv[0]][0])
+    module.main(argv[1:])

@@ -1,0 +1,1 @@
+"""Training, evaluation, benchmarking and export of StRA-Face models."""
