@@ -8,6 +8,8 @@ import sys
 COMMANDS = {
     "flops": ("models.flops", "params and GMACs of every registered model (the paper's Table 1)"),
     "export": ("training.export", "export a registered model or checkpoint to ONNX, with a parity check"),
+    "serve": ("service.cli", "start the REST API (uvicorn; settings from STRA_* environment variables)"),
+    "fer": ("training.fer", "train / evaluate / ship the FER2013 expression classifier"),
 }
 
 

@@ -5,6 +5,8 @@ import numpy as np
 
 FACE_SIZE = 112  # ArcFace-aligned RGB faces
 EXPRESSION_SIZE = 48  # FER2013 grayscale faces
+# FER2013 labels 0..6, the expression model's output order.
+EXPRESSIONS = ("angry", "disgust", "fear", "happy", "sad", "surprise", "neutral")
 
 
 def to_face_input(faces: np.ndarray) -> np.ndarray:

@@ -1,0 +1,49 @@
+"""Image bytes -> detected faces -> embeddings / expressions: the path every route shares."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+from starlette.concurrency import run_in_threadpool
+
+from service.pipeline.align import align_face, expression_crop
+from service.pipeline.decode import decode_image
+from service.pipeline.detect import Detection
+from service.state import ServiceState
+
+
+@dataclass
+class AnalyzedImage:
+    width: int
+    height: int
+    detections: list[Detection]
+    embeddings: np.ndarray | None = None  # (F, D)
+    expressions: np.ndarray | None = None  # (F, 7)
+
+
+@dataclass(frozen=True)
+class DetectionOptions:
+    min_face_size: int | None = None
+    threshold: float | None = None
+
+
+def _decode_and_detect(state: ServiceState, data: bytes, options: DetectionOptions):
+    settings = state.settings
+    image = decode_image(data, settings.max_image_bytes, settings.max_image_pixels)
+    detections = state.detector.detect(image, options.min_face_size, options.threshold)[: settings.max_faces]
+    return image, detections
+
+
+async def analyze_image(state: ServiceState, data: bytes, options: DetectionOptions, *, embed: bool = False, flip: bool = False, expression: bool = False) -> AnalyzedImage:
+    image, detections = await run_in_threadpool(_decode_and_detect, state, data, options)
+    state.metrics.faces.inc(len(detections))
+    result = AnalyzedImage(image.shape[1], image.shape[0], detections)
+    if not detections:
+        return result
+    if embed:
+        faces = await run_in_threadpool(lambda: np.stack([align_face(image, d.landmarks) for d in detections]))
+        result.embeddings = await state.embed_batcher.submit(faces, flip)
+    if expression:
+        crops = await run_in_threadpool(lambda: np.stack([expression_crop(image, d.landmarks) for d in detections]))
+        result.expressions = await state.expression_batcher.submit(crops)
+    return result

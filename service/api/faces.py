@@ -1,0 +1,70 @@
+"""Single-image routes: detect, embed, expression, analyze."""
+from __future__ import annotations
+
+from typing import Annotated
+
+import numpy as np
+from fastapi import APIRouter, Depends, Query, Request
+
+from service.analysis import AnalyzedImage, DetectionOptions, analyze_image
+from service.api.deps import State, detection_options, image_body, read_images
+from service.pipeline.detect import Detection
+from service.pipeline.preprocess import EXPRESSIONS
+from service.schemas import (
+    AnalyzedFace, AnalyzeResponse, Box, DetectedFace, DetectResponse, EmbeddedFace, EmbedResponse, ErrorResponse,
+    Expression, ExpressionFace, ExpressionResponse, ImageSize,
+)
+
+router = APIRouter(prefix="/v1", tags=["faces"])
+ERRORS = {code: {"model": ErrorResponse} for code in (401, 403, 413, 415, 422, 503)}
+Options = Annotated[DetectionOptions, Depends(detection_options)]
+Flip = Annotated[bool | None, Query(description="also embed the mirrored face and sum (server default when absent)")]
+
+
+def detected(detection: Detection) -> dict:
+    x1, y1, x2, y2 = (float(v) for v in detection.box)
+    return {"box": Box(x1=x1, y1=y1, x2=x2, y2=y2), "score": detection.score, "landmarks": [(float(x), float(y)) for x, y in detection.landmarks]}
+
+
+def expression_of(probabilities: np.ndarray) -> Expression:
+    return Expression(dominant=EXPRESSIONS[int(np.argmax(probabilities))], probabilities={n: float(p) for n, p in zip(EXPRESSIONS, probabilities)})
+
+
+def size_of(result: AnalyzedImage) -> ImageSize:
+    return ImageSize(width=result.width, height=result.height)
+
+
+async def _one_image(request: Request, state) -> bytes:
+    return (await read_images(request, ("image",), state.settings.max_image_bytes))["image"]
+
+
+@router.post("/detect", response_model=DetectResponse, responses=ERRORS, openapi_extra=image_body("image"), summary="every face: box, score, 5 landmarks")
+async def detect(request: Request, state: State, options: Options) -> DetectResponse:
+    result = await analyze_image(state, await _one_image(request, state), options)
+    return DetectResponse(image=size_of(result), faces=[DetectedFace(**detected(d)) for d in result.detections])
+
+
+@router.post("/embed", response_model=EmbedResponse, responses=ERRORS, openapi_extra=image_body("image"), summary="every face: L2-normalised embedding")
+async def embed(request: Request, state: State, options: Options, flip: Flip = None) -> EmbedResponse:
+    flip = state.settings.flip_embeddings if flip is None else flip
+    result = await analyze_image(state, await _one_image(request, state), options, embed=True, flip=flip)
+    faces = [EmbeddedFace(**detected(d), embedding=e.tolist()) for d, e in zip(result.detections, result.embeddings if result.detections else [])]
+    return EmbedResponse(image=size_of(result), model_sha256=state.embedder.sha256, faces=faces)
+
+
+@router.post("/expression", response_model=ExpressionResponse, responses=ERRORS, openapi_extra=image_body("image"), summary="every face: 7-class expression probabilities")
+async def expression(request: Request, state: State, options: Options) -> ExpressionResponse:
+    result = await analyze_image(state, await _one_image(request, state), options, expression=True)
+    faces = [ExpressionFace(**detected(d), expression=expression_of(p)) for d, p in zip(result.detections, result.expressions if result.detections else [])]
+    return ExpressionResponse(image=size_of(result), faces=faces)
+
+
+@router.post("/analyze", response_model=AnalyzeResponse, responses=ERRORS, openapi_extra=image_body("image"), summary="every face: embedding and expression from one detection pass")
+async def analyze(request: Request, state: State, options: Options, flip: Flip = None) -> AnalyzeResponse:
+    flip = state.settings.flip_embeddings if flip is None else flip
+    result = await analyze_image(state, await _one_image(request, state), options, embed=True, flip=flip, expression=True)
+    faces = [
+        AnalyzedFace(**detected(d), embedding=e.tolist(), expression=expression_of(p))
+        for d, e, p in zip(result.detections, result.embeddings if result.detections else [], result.expressions if result.detections else [])
+    ]
+    return AnalyzeResponse(image=size_of(result), model_sha256=state.embedder.sha256, faces=faces)

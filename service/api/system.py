@@ -1,0 +1,42 @@
+"""Liveness, readiness, metrics and build information."""
+from __future__ import annotations
+
+from fastapi import APIRouter, Request
+from fastapi.responses import JSONResponse, Response
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+
+from service.api.deps import State
+
+router = APIRouter(tags=["system"])
+
+
+@router.get("/health", summary="liveness: the process answers")
+async def health() -> dict:
+    return {"status": "ok"}
+
+
+@router.get("/ready", summary="readiness: models loaded and the gallery reachable")
+async def ready(request: Request) -> JSONResponse:
+    state = getattr(request.app.state, "service", None)
+    checks = {"models": state is not None, "gallery": False}
+    if state is not None:
+        try:
+            state.gallery.ping()
+            checks["gallery"] = True
+        except Exception as error:  # readiness reports the failure instead of raising it
+            checks["gallery_error"] = str(error)
+    ok = checks["models"] and checks["gallery"]
+    return JSONResponse({"status": "ready" if ok else "not_ready", "checks": checks}, status_code=200 if ok else 503)
+
+
+@router.get("/metrics", summary="Prometheus metrics")
+async def metrics(request: Request) -> Response:
+    return Response(generate_latest(request.app.state.metrics.registry), media_type=CONTENT_TYPE_LATEST)
+
+
+info_router = APIRouter(prefix="/v1", tags=["system"])
+
+
+@info_router.get("/info", summary="models, their sha256 and ONNX Runtime providers in use, thresholds")
+async def info(state: State) -> dict:
+    return state.info()

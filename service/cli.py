@@ -1,0 +1,29 @@
+"""`stra-face serve`: uvicorn with the settings from the environment (STRA_*), flags override."""
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+
+
+def main(argv: list[str] | None = None) -> None:
+    import uvicorn
+
+    from service.settings import Settings
+
+    settings = Settings()
+    parser = argparse.ArgumentParser(prog="stra-face serve", description="start the StRA-Face API")
+    parser.add_argument("--host", default=settings.host)
+    parser.add_argument("--port", type=int, default=settings.port)
+    parser.add_argument("--workers", type=int, default=settings.workers, help="uvicorn worker processes (each loads the models)")
+    parser.add_argument("--log-level", default=os.environ.get("STRA_LOG_LEVEL", "info"))
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    for path in (settings.embedding_model, settings.expression_model):
+        if not path.exists():
+            raise SystemExit(f"model file not found: {path} (set STRA_EMBEDDING_MODEL / STRA_EXPRESSION_MODEL)")
+    uvicorn.run("service.app:app_factory", factory=True, host=args.host, port=args.port, workers=args.workers, log_level=args.log_level)
+
+
+if __name__ == "__main__":
+    main()

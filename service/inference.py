@@ -1,0 +1,161 @@
+"""ONNX Runtime sessions for the shipped models, and micro-batching of concurrent requests."""
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import logging
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import onnxruntime as ort
+
+from service.pipeline.preprocess import EXPRESSIONS, to_expression_input, to_face_input
+
+log = logging.getLogger("stra_face.inference")
+
+
+def sha256_file(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for chunk in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+class OnnxModel:
+    """One ONNX file in one session; records the providers ONNX Runtime really uses."""
+
+    def __init__(self, path: Path, providers: list[str], intra_op_threads: int = 0):
+        if not path.exists():
+            raise FileNotFoundError(f"model file not found: {path}")
+        available = ort.get_available_providers()
+        wanted = [p for p in providers if p in available]
+        skipped = [p for p in providers if p not in available]
+        if skipped:
+            log.warning("%s: providers %s not available here (available: %s)", path.name, skipped, available)
+        options = ort.SessionOptions()
+        if intra_op_threads:
+            options.intra_op_num_threads = intra_op_threads
+        self.path = path
+        self.session = ort.InferenceSession(str(path), options, providers=wanted or ["CPUExecutionProvider"])
+        self.providers = self.session.get_providers()  # what the session actually got, after fallbacks
+        self.sha256 = sha256_file(path)
+        self.input_name = self.session.get_inputs()[0].name
+        self.input_shape = self.session.get_inputs()[0].shape
+        log.info("%s loaded: providers %s, sha256 %s", path.name, self.providers, self.sha256[:12])
+        if "CUDAExecutionProvider" in providers and "CUDAExecutionProvider" not in self.providers:
+            log.warning("%s runs WITHOUT the GPU: CUDAExecutionProvider was requested but is not in use", path.name)
+
+    def run(self, batch: np.ndarray) -> np.ndarray:
+        return self.session.run(None, {self.input_name: batch})[0]
+
+
+class EmbeddingModel(OnnxModel):
+    def embed(self, faces: np.ndarray, flip: bool = False) -> np.ndarray:
+        """(N, 112, 112, 3) aligned RGB faces -> (N, D) L2-normalised embeddings (image + mirror summed when flip)."""
+        batch = to_face_input(faces)
+        features = self.run(batch)
+        if flip:
+            features = features + self.run(batch[..., ::-1].copy())
+        return features / np.linalg.norm(features, axis=1, keepdims=True).clip(min=1e-12)
+
+
+class ExpressionModel(OnnxModel):
+    def probabilities(self, crops: np.ndarray) -> np.ndarray:
+        """(N, 48, 48) grayscale crops -> (N, 7) softmax probabilities in EXPRESSIONS order."""
+        logits = self.run(to_expression_input(crops)).astype(np.float64)
+        logits -= logits.max(axis=1, keepdims=True)
+        probabilities = np.exp(logits)
+        return (probabilities / probabilities.sum(axis=1, keepdims=True)).astype(np.float32)
+
+    labels = EXPRESSIONS
+
+
+class Overloaded(RuntimeError):
+    """The batch queue is full: the caller should retry later (HTTP 503)."""
+
+
+@dataclass
+class _Pending:
+    items: np.ndarray
+    options: tuple
+    future: asyncio.Future
+    enqueued: float = field(default_factory=time.perf_counter)
+
+
+class MicroBatcher:
+    """Gathers the faces of concurrent requests into one model call.
+
+    A worker task takes the first waiting request, then keeps taking requests with the same
+    options until `max_size` faces are gathered or `max_wait_ms` has passed, runs the model
+    once in a worker thread and hands each request its slice. The queue is bounded (in
+    faces): when full, `submit` raises Overloaded instead of letting latency grow without end.
+    """
+
+    def __init__(self, function, max_size: int, max_wait_ms: float, queue_size: int, observe_batch=None):
+        self.function = function  # (items, *options) -> outputs, row-aligned with items
+        self.max_size = max_size
+        self.max_wait = max_wait_ms / 1000
+        self.queue_size = queue_size
+        self.observe_batch = observe_batch or (lambda size: None)
+        self._queue: asyncio.Queue[_Pending] | None = None
+        self._queued_items = 0
+        self._worker: asyncio.Task | None = None
+
+    async def start(self) -> None:
+        self._queue = asyncio.Queue()
+        self._worker = asyncio.create_task(self._run())
+
+    async def stop(self) -> None:
+        if self._worker is not None:
+            self._worker.cancel()
+            try:
+                await self._worker
+            except asyncio.CancelledError:
+                pass
+
+    async def submit(self, items: np.ndarray, *options) -> np.ndarray:
+        if len(items) == 0:
+            return self.function(items, *options)
+        if self._queued_items + len(items) > self.queue_size:
+            raise Overloaded(f"{self._queued_items} faces are waiting for the model; retry later")
+        future = asyncio.get_running_loop().create_future()
+        self._queued_items += len(items)
+        await self._queue.put(_Pending(items, options, future))
+        return await future
+
+    async def _run(self) -> None:
+        loop = asyncio.get_running_loop()
+        carry: _Pending | None = None
+        while True:
+            first = carry or await self._queue.get()
+            carry = None
+            group, size = [first], len(first.items)
+            deadline = first.enqueued + self.max_wait
+            while size < self.max_size:
+                timeout = deadline - time.perf_counter()
+                try:
+                    pending = self._queue.get_nowait() if timeout <= 0 else await asyncio.wait_for(self._queue.get(), timeout)
+                except (asyncio.QueueEmpty, asyncio.TimeoutError):
+                    break
+                if pending.options != first.options or size + len(pending.items) > self.max_size:
+                    carry = pending  # starts the next batch
+                    break
+                group.append(pending)
+                size += len(pending.items)
+            self._queued_items -= size
+            self.observe_batch(size)
+            try:
+                outputs = await loop.run_in_executor(None, self.function, np.concatenate([p.items for p in group]), *first.options)
+            except Exception as error:  # the batch failed: every request in it gets the error
+                for pending in group:
+                    if not pending.future.done():
+                        pending.future.set_exception(error)
+                continue
+            start = 0
+            for pending in group:
+                if not pending.future.done():
+                    pending.future.set_result(outputs[start:start + len(pending.items)])
+                start += len(pending.items)

@@ -1,0 +1,48 @@
+"""Prometheus metrics on a registry of the app's own (several apps in one process stay apart)."""
+from __future__ import annotations
+
+import time
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+from starlette.types import ASGIApp, Receive, Scope, Send
+
+
+class Metrics:
+    def __init__(self):
+        self.registry = CollectorRegistry()
+        self.requests = Counter("stra_requests_total", "HTTP requests", ["route", "method", "status"], registry=self.registry)
+        self.latency = Histogram(
+            "stra_request_seconds", "HTTP request latency", ["route", "method"], registry=self.registry,
+            buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30),
+        )
+        self.batch_size = Histogram("stra_batch_faces", "faces per model call", ["model"], registry=self.registry, buckets=(1, 2, 4, 8, 16, 32, 64, 128))
+        self.faces = Counter("stra_faces_detected_total", "faces detected", registry=self.registry)
+        self.provider = Gauge("stra_model_provider", "1 for the ONNX Runtime provider each model runs on", ["model", "provider"], registry=self.registry)
+
+
+class MetricsMiddleware:
+    """Counts and times every request by its route template (/v1/subjects/{subject_id}, not the raw path)."""
+
+    def __init__(self, app: ASGIApp, metrics: Metrics):
+        self.app = app
+        self.metrics = metrics
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        status = {"code": 500}
+
+        async def send_wrapper(message):
+            if message["type"] == "http.response.start":
+                status["code"] = message["status"]
+            await send(message)
+
+        start = time.perf_counter()
+        try:
+            await self.app(scope, receive, send_wrapper)
+        finally:
+            route = scope.get("route")
+            template = getattr(route, "path", "unmatched")
+            self.metrics.requests.labels(template, scope["method"], str(status["code"])).inc()
+            self.metrics.latency.labels(template, scope["method"]).observe(time.perf_counter() - start)

@@ -1,0 +1,43 @@
+"""Service settings, read from the environment (prefix STRA_) or a .env file."""
+from __future__ import annotations
+
+from pathlib import Path
+
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+ASSETS = Path(__file__).resolve().parent / "assets" / "models"
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="STRA_", env_file=".env", extra="ignore")
+
+    host: str = "127.0.0.1"
+    port: int = 8000
+    workers: int = 1
+
+    embedding_model: Path = ASSETS / "face_embedding.onnx"
+    expression_model: Path = ASSETS / "expression.onnx"
+    thresholds_file: Path = ASSETS / "thresholds.json"
+    # ONNX Runtime providers in order of preference; unavailable ones are skipped (and logged).
+    providers: list[str] = ["CUDAExecutionProvider", "CPUExecutionProvider"]
+    intra_op_threads: int = 0  # 0: ONNX Runtime's default
+
+    max_image_bytes: int = 10 * 2**20
+    max_image_pixels: int = 40_000_000
+    max_faces: int = 64  # faces per image passed to the models (largest first)
+    min_face_size: int = 20
+    detection_threshold: float = 0.9
+    detection_max_side: int = 1280
+    flip_embeddings: bool = False  # default of the per-request `flip` option
+
+    batch_max_size: int = 64
+    batch_max_wait_ms: float = 5.0
+    batch_queue_size: int = 1024  # faces waiting per model; beyond that requests get 503
+
+    default_far: float = 1e-3
+    gallery_path: Path = Path("data/gallery.sqlite3")
+    gallery_dsn: str | None = Field(default=None, description="postgresql://... to use PostgreSQL + pgvector instead of SQLite")
+    store_images: bool = False  # default of the per-enrollment `store_image` option
+
+    api_keys: list[str] = []  # empty: no authentication

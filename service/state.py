@@ -1,0 +1,84 @@
+"""Everything the routes share, built once at start-up (models, detector, batchers, gallery)."""
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import onnxruntime as ort
+
+from stra_face import __version__
+from service.gallery import Gallery, open_gallery
+from service.inference import EmbeddingModel, ExpressionModel, MicroBatcher
+from service.metrics import Metrics
+from service.pipeline.detect import FaceDetector
+from service.settings import Settings
+from service.thresholds import Calibration, load_calibration
+
+log = logging.getLogger("stra_face.state")
+
+
+@dataclass
+class ServiceState:
+    settings: Settings
+    metrics: Metrics
+    detector: FaceDetector
+    embedder: EmbeddingModel
+    expression: ExpressionModel
+    embed_batcher: MicroBatcher
+    expression_batcher: MicroBatcher
+    gallery: Gallery
+    calibration: Calibration | None
+
+    @classmethod
+    def load(cls, settings: Settings, metrics: Metrics) -> "ServiceState":
+        embedder = EmbeddingModel(Path(settings.embedding_model), settings.providers, settings.intra_op_threads)
+        expression = ExpressionModel(Path(settings.expression_model), settings.providers, settings.intra_op_threads)
+        for name, model in (("embedding", embedder), ("expression", expression)):
+            metrics.provider.labels(name, model.providers[0]).set(1)
+        calibration = load_calibration(Path(settings.thresholds_file), embedder.sha256)
+        if calibration is None:
+            log.warning("no calibrated thresholds for embedding model %s in %s: /v1/verify and /v1/identify need an explicit threshold", embedder.sha256[:12], settings.thresholds_file)
+        detector = FaceDetector(settings.min_face_size, settings.detection_threshold, settings.detection_max_side)
+        dimension = int(embedder.session.get_outputs()[0].shape[-1])
+        gallery = open_gallery(settings.gallery_path, settings.gallery_dsn, dimension)
+
+        def batcher(function, model_name: str) -> MicroBatcher:
+            return MicroBatcher(
+                function, settings.batch_max_size, settings.batch_max_wait_ms, settings.batch_queue_size,
+                observe_batch=metrics.batch_size.labels(model_name).observe,
+            )
+
+        return cls(
+            settings, metrics, detector, embedder, expression,
+            batcher(embedder.embed, "embedding"), batcher(expression.probabilities, "expression"),
+            gallery, calibration,
+        )
+
+    async def start(self) -> None:
+        await self.embed_batcher.start()
+        await self.expression_batcher.start()
+
+    async def stop(self) -> None:
+        await self.embed_batcher.stop()
+        await self.expression_batcher.stop()
+        self.gallery.close()
+
+    def info(self) -> dict:
+        return {
+            "version": __version__,
+            "onnxruntime": ort.__version__,
+            "available_providers": ort.get_available_providers(),
+            "models": {
+                name: {"path": str(model.path), "sha256": model.sha256, "providers": model.providers, "input_shape": [str(d) for d in model.input_shape]}
+                for name, model in (("embedding", self.embedder), ("expression", self.expression))
+            },
+            "expressions": list(self.expression.labels),
+            "thresholds": None if self.calibration is None else {
+                "source": self.calibration.source,
+                "far_to_cosine": {f"{far:g}": t for far, t in sorted(self.calibration.thresholds.items())},
+                "default_far": self.settings.default_far,
+            },
+            "gallery": "postgresql+pgvector" if self.settings.gallery_dsn else "sqlite",
+        }
