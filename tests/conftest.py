@@ -1,0 +1,77 @@
+"""Shared fixtures: real data location, small random ONNX models, a service factory."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+
+ROOT = Path(__file__).resolve().parents[1]
+SHARED_DATA = (ROOT / ".." / "shared" / "data").resolve()
+FACES = SHARED_DATA / "faces"
+
+
+def need(path: Path) -> Path:
+    if not path.exists():
+        pytest.skip(f"real data not available: {path} (see ../shared/data/README.md)")
+    return path
+
+
+def with_batchnorm_statistics(model: torch.nn.Module, input_shape: tuple[int, int, int]) -> torch.nn.Module:
+    """Random weights, but BatchNorm statistics measured on noise: without them every input maps to
+    nearly the same embedding, and tests could not tell one face from another."""
+    for module in model.modules():
+        if isinstance(module, torch.nn.modules.batchnorm._BatchNorm):
+            module.momentum = None  # cumulative average
+    model.train()
+    with torch.no_grad():
+        for _ in range(4):
+            model(torch.rand(32, *input_shape) * 2 - 1)
+    return model.eval()
+
+
+@pytest.fixture(scope="session")
+def random_onnx_models(tmp_path_factory) -> dict[str, Path]:
+    """Randomly initialised MobileNetV2 embedding/expression models: the service's plumbing
+    does not depend on what the weights learned (trained-model tests use the shipped files)."""
+    import models
+    from training.export import export_onnx
+
+    folder = tmp_path_factory.mktemp("onnx")
+    torch.manual_seed(0)
+    embedding = export_onnx(with_batchnorm_statistics(models.create_model("mobilenetv2_100", embedding_dim=128), (3, 112, 112)), folder / "embedding.onnx", (3, 112, 112))
+    expression = export_onnx(with_batchnorm_statistics(models.create_model("mobilenetv2_100", num_classes=7, in_chans=1, stem_stride=2), (1, 48, 48)), folder / "expression.onnx", (1, 48, 48))
+    return {"embedding": embedding, "expression": expression}
+
+
+@pytest.fixture
+def make_client(random_onnx_models, tmp_path):
+    """make_client(**settings) -> a started TestClient; the gallery lives in tmp_path."""
+    from fastapi.testclient import TestClient
+
+    from service.app import create_app
+    from service.settings import Settings
+
+    clients = []
+
+    def factory(**overrides):
+        values = {
+            "embedding_model": random_onnx_models["embedding"],
+            "expression_model": random_onnx_models["expression"],
+            "thresholds_file": tmp_path / "thresholds.json",
+            "gallery_path": tmp_path / "gallery.sqlite3",
+            "providers": ["CPUExecutionProvider"],
+        } | overrides
+        client = TestClient(create_app(Settings(**values)))
+        client.__enter__()
+        clients.append(client)
+        return client
+
+    yield factory
+    for client in clients:
+        client.__exit__(None, None, None)
+
+
+def write_thresholds(path: Path, sha256: str, thresholds: dict[str, float]) -> None:
+    path.write_text(json.dumps({sha256: {"model": "test", "dataset": "unit-test", "pairs": 0, "thresholds": thresholds}}))
