@@ -50,7 +50,7 @@ def _parse_field(field_type: Any, text: str) -> Any:
         if text.lower() in ("0", "false", "no", "off"):
             return False
         raise argparse.ArgumentTypeError(f"not a boolean: {text!r}")
-    if field_type is dict or origin is dict:
+    if field_type in (dict, list) or origin in (dict, list):
         return json.loads(text)
     return field_type(text)
 
