@@ -57,6 +57,7 @@ class FerConfig:
     eval_tta: str = "flip"  # TTA used for the per-epoch PublicTest check
     max_steps: int = 0  # >0: stop each epoch after this many steps (smoke runs)
     train_subset: int = 0  # >0: first N training images only (smoke runs)
+    eval_subset: int = 0  # >0: first N PublicTest images for the per-epoch check (smoke runs)
 
 
 def build_model(config: FerConfig) -> nn.Module:
@@ -120,8 +121,10 @@ class SplitReport:
     confusion: list[list[int]]  # rows: true class, columns: predicted
 
 
-def evaluate(predict: Predictor, data: FerData, split: str, tta: str, progress: bool = False) -> SplitReport:
+def evaluate(predict: Predictor, data: FerData, split: str, tta: str, progress: bool = False, limit: int = 0) -> SplitReport:
     subset = data.split(split)
+    if limit:
+        subset = FerData(subset.images[:limit], subset.labels[:limit], subset.usage[:limit])
     predictions = predict_probabilities(predict, subset, tta, progress=progress).argmax(1)
     confusion = np.zeros((len(EXPRESSIONS), len(EXPRESSIONS)), np.int64)
     np.add.at(confusion, (subset.labels, predictions), 1)
@@ -170,7 +173,6 @@ def train(config: FerConfig) -> Path:
     train_data = data.split("Training")
     if config.train_subset:
         train_data = FerData(train_data.images[: config.train_subset], train_data.labels[: config.train_subset], train_data.usage[: config.train_subset])
-    val_data = data.split("PublicTest")
     loader = engine.make_loader(FerDataset(train_data, fer_train_augmentation()), config.batch_size, runtime, train=True, workers=config.workers, seed=config.seed)
 
     model = build_model(config).to(runtime.device)
@@ -203,7 +205,7 @@ def train(config: FerConfig) -> Path:
         )
         if runtime.is_main:
             # Model selection on PublicTest only; PrivateTest stays untouched until `eval`.
-            public = evaluate(torch_predictor(model, runtime.device), data, "PublicTest", config.eval_tta)
+            public = evaluate(torch_predictor(model, runtime.device), data, "PublicTest", config.eval_tta, limit=config.eval_subset)
             is_best = public.accuracy > best
             best = max(best, public.accuracy)
             checkpointer.save(
