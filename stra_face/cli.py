@@ -10,6 +10,9 @@ COMMANDS = {
     "export": ("training.export", "export a registered model or checkpoint to ONNX, with a parity check"),
     "serve": ("service.cli", "start the REST API (uvicorn; settings from STRA_* environment variables)"),
     "fer": ("training.fer", "train / evaluate / ship the FER2013 expression classifier"),
+    "face": ("training.face", "prepare data / train / ship the face-embedding model"),
+    "benchmark": ("training.benchmark", "10-fold verification benchmark (LFW / CFP / .bin), ROC, threshold calibration"),
+    "attention": ("training.attention", "mode-attention maps of a trained StRA model (Fig. 3 / Fig. 4)"),
 }
 
 

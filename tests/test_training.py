@@ -169,3 +169,19 @@ def test_face_training_with_distillation_smoke(tmp_path):
 
     model, checkpoint = load_checkpoint_model(out / "last.pt")
     assert model(torch.zeros(2, 3, 112, 112)).shape == (2, 512) and len(checkpoint["identities"]) == 12
+
+
+def test_attention_maps_are_recorded_and_plotted(tmp_path):
+    import models
+    from training.attention import coefficient_maps, plot_distribution, plot_faces
+
+    model = models.create_model("resnet50_stra", num_classes=7, in_chans=1, stem_stride=2, last_stride=1).eval()
+    images = torch.rand(5, 1, 48, 48) * 2 - 1
+    maps = coefficient_maps(model, images, batch_size=2)
+    assert maps.shape == (5, 8, 6, 6) and maps.min() >= 0 and maps.max() <= 1
+    faces = ((images[:, 0].numpy() + 1) * 127.5).astype(np.uint8)
+    plot_faces(faces[:3], maps[:3], tmp_path / "faces.png")
+    plot_distribution(maps, faces.mean(0), tmp_path / "dist.png")
+    assert (tmp_path / "faces.png").stat().st_size > 1000 and (tmp_path / "dist.png").stat().st_size > 1000
+    with pytest.raises(ValueError, match="no mode attention"):
+        coefficient_maps(models.create_model("resnet50", num_classes=7), torch.zeros(1, 3, 48, 48))
