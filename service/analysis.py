@@ -6,6 +6,7 @@ from dataclasses import dataclass
 import numpy as np
 from starlette.concurrency import run_in_threadpool
 
+from service.errors import APIError
 from service.pipeline.align import align_face, expression_crop
 from service.pipeline.decode import decode_image
 from service.pipeline.detect import Detection
@@ -35,6 +36,8 @@ def _decode_and_detect(state: ServiceState, data: bytes, options: DetectionOptio
 
 
 async def analyze_image(state: ServiceState, data: bytes, options: DetectionOptions, *, embed: bool = False, flip: bool = False, expression: bool = False) -> AnalyzedImage:
+    if expression and state.expression is None:
+        raise APIError(503, "model_unavailable", f"no expression model is installed (expected at {state.settings.expression_model})")
     image, detections = await run_in_threadpool(_decode_and_detect, state, data, options)
     state.metrics.faces.inc(len(detections))
     result = AnalyzedImage(image.shape[1], image.shape[0], detections)

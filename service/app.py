@@ -26,7 +26,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         state = ServiceState.load(settings, metrics)
         await state.start()
         app.state.service = state
-        log.info("ready: embedding on %s, expression on %s", state.embedder.providers[0], state.expression.providers[0])
+        log.info("ready: embedding on %s, expression on %s", state.embedder.providers[0], state.expression.providers[0] if state.expression else "(no model)")
         try:
             yield
         finally:

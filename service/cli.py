@@ -19,9 +19,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--log-level", default=os.environ.get("STRA_LOG_LEVEL", "info"))
     args = parser.parse_args(argv)
     logging.basicConfig(level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    for path in (settings.embedding_model, settings.expression_model):
-        if not path.exists():
-            raise SystemExit(f"model file not found: {path} (set STRA_EMBEDDING_MODEL / STRA_EXPRESSION_MODEL)")
+    if not settings.embedding_model.exists():
+        raise SystemExit(f"embedding model not found: {settings.embedding_model} (set STRA_EMBEDDING_MODEL)")
     uvicorn.run("service.app:app_factory", factory=True, host=args.host, port=args.port, workers=args.workers, log_level=args.log_level)
 
 

@@ -3,7 +3,6 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 ASSETS = Path(__file__).resolve().parent / "assets" / "models"
@@ -37,7 +36,6 @@ class Settings(BaseSettings):
 
     default_far: float = 1e-3
     gallery_path: Path = Path("data/gallery.sqlite3")
-    gallery_dsn: str | None = Field(default=None, description="postgresql://... to use PostgreSQL + pgvector instead of SQLite")
     store_images: bool = False  # default of the per-enrollment `store_image` option
 
     api_keys: list[str] = []  # empty: no authentication

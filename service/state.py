@@ -5,7 +5,6 @@ import logging
 from dataclasses import dataclass
 from pathlib import Path
 
-import numpy as np
 import onnxruntime as ort
 
 from stra_face import __version__
@@ -25,24 +24,28 @@ class ServiceState:
     metrics: Metrics
     detector: FaceDetector
     embedder: EmbeddingModel
-    expression: ExpressionModel
+    expression: ExpressionModel | None  # optional: a verification-only deployment needs no expression model
     embed_batcher: MicroBatcher
-    expression_batcher: MicroBatcher
+    expression_batcher: MicroBatcher | None
     gallery: Gallery
     calibration: Calibration | None
 
     @classmethod
     def load(cls, settings: Settings, metrics: Metrics) -> "ServiceState":
         embedder = EmbeddingModel(Path(settings.embedding_model), settings.providers, settings.intra_op_threads)
-        expression = ExpressionModel(Path(settings.expression_model), settings.providers, settings.intra_op_threads)
+        expression = None
+        if Path(settings.expression_model).exists():
+            expression = ExpressionModel(Path(settings.expression_model), settings.providers, settings.intra_op_threads)
+        else:
+            log.warning("no expression model at %s: /v1/expression and /v1/analyze answer 503", settings.expression_model)
         for name, model in (("embedding", embedder), ("expression", expression)):
-            metrics.provider.labels(name, model.providers[0]).set(1)
+            if model is not None:
+                metrics.provider.labels(name, model.providers[0]).set(1)
         calibration = load_calibration(Path(settings.thresholds_file), embedder.sha256)
         if calibration is None:
             log.warning("no calibrated thresholds for embedding model %s in %s: /v1/verify and /v1/identify need an explicit threshold", embedder.sha256[:12], settings.thresholds_file)
         detector = FaceDetector(settings.min_face_size, settings.detection_threshold, settings.detection_max_side)
-        dimension = int(embedder.session.get_outputs()[0].shape[-1])
-        gallery = open_gallery(settings.gallery_path, settings.gallery_dsn, dimension)
+        gallery = open_gallery(settings.gallery_path)
 
         def batcher(function, model_name: str) -> MicroBatcher:
             return MicroBatcher(
@@ -52,17 +55,19 @@ class ServiceState:
 
         return cls(
             settings, metrics, detector, embedder, expression,
-            batcher(embedder.embed, "embedding"), batcher(expression.probabilities, "expression"),
+            batcher(embedder.embed, "embedding"), batcher(expression.probabilities, "expression") if expression else None,
             gallery, calibration,
         )
 
     async def start(self) -> None:
         await self.embed_batcher.start()
-        await self.expression_batcher.start()
+        if self.expression_batcher is not None:
+            await self.expression_batcher.start()
 
     async def stop(self) -> None:
         await self.embed_batcher.stop()
-        await self.expression_batcher.stop()
+        if self.expression_batcher is not None:
+            await self.expression_batcher.stop()
         self.gallery.close()
 
     def info(self) -> dict:
@@ -73,12 +78,13 @@ class ServiceState:
             "models": {
                 name: {"path": str(model.path), "sha256": model.sha256, "providers": model.providers, "input_shape": [str(d) for d in model.input_shape]}
                 for name, model in (("embedding", self.embedder), ("expression", self.expression))
+                if model is not None
             },
-            "expressions": list(self.expression.labels),
+            "expressions": list(ExpressionModel.labels) if self.expression is not None else None,
             "thresholds": None if self.calibration is None else {
                 "source": self.calibration.source,
                 "far_to_cosine": {f"{far:g}": t for far, t in sorted(self.calibration.thresholds.items())},
                 "default_far": self.settings.default_far,
             },
-            "gallery": "postgresql+pgvector" if self.settings.gallery_dsn else "sqlite",
+            "gallery": "sqlite",
         }

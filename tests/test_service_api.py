@@ -3,7 +3,6 @@ from __future__ import annotations
 
 import base64
 import io
-import json
 from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
@@ -246,3 +245,13 @@ def test_concurrent_enrollments_lose_nothing(client):
     assert counts == [3] * 8
     batches = client.get("/metrics").text
     assert "stra_batch_faces_count" in batches
+
+
+def test_without_expression_model_only_its_routes_are_unavailable(make_client, tmp_path):
+    client = make_client(expression_model=tmp_path / "missing.onnx")
+    assert_error(client.post("/v1/expression", **upload(photo(OBAMA))), 503, "model_unavailable")
+    assert_error(client.post("/v1/analyze", **upload(photo(OBAMA))), 503, "model_unavailable")
+    assert client.post("/v1/embed", **upload(photo(OBAMA))).status_code == 200
+    ready = client.get("/ready").json()
+    assert ready["status"] == "ready" and ready["checks"]["expression_model"] is False
+    assert "expression" not in client.get("/v1/info").json()["models"]

@@ -20,6 +20,8 @@ async def ready(request: Request) -> JSONResponse:
     state = getattr(request.app.state, "service", None)
     checks = {"models": state is not None, "gallery": False}
     if state is not None:
+        checks["expression_model"] = state.expression is not None  # optional: its routes answer 503 without it
+    if state is not None:
         try:
             state.gallery.ping()
             checks["gallery"] = True

@@ -1,15 +1,11 @@
-"""The 1:N gallery: subjects and their face embeddings, persisted (SQLite, or PostgreSQL + pgvector)."""
+"""The 1:N gallery: subjects and their face embeddings, persisted in SQLite."""
 from __future__ import annotations
 
 from service.gallery.base import Gallery, GalleryError, Match, Subject, SubjectFace
 from service.gallery.sqlite import SQLiteGallery
 
 
-def open_gallery(path, dsn: str | None, dimension: int) -> Gallery:
-    if dsn:
-        from service.gallery.postgres import PostgresGallery
-
-        return PostgresGallery(dsn, dimension)
+def open_gallery(path) -> Gallery:
     return SQLiteGallery(path)
 
 
