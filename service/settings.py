@@ -36,6 +36,8 @@ class Settings(BaseSettings):
 
     default_far: float = 1e-3
     gallery_path: Path = Path("data/gallery.sqlite3")
+    # postgresql://user:password@host/db — when set, the gallery lives in PostgreSQL, not gallery_path.
+    gallery_dsn: str | None = None
     store_images: bool = False  # default of the per-enrollment `store_image` option
 
     api_keys: list[str] = []  # empty: no authentication

@@ -45,7 +45,7 @@ class ServiceState:
         if calibration is None:
             log.warning("no calibrated thresholds for embedding model %s in %s: /v1/verify and /v1/identify need an explicit threshold", embedder.sha256[:12], settings.thresholds_file)
         detector = FaceDetector(settings.min_face_size, settings.detection_threshold, settings.detection_max_side)
-        gallery = open_gallery(settings.gallery_path)
+        gallery = open_gallery(settings.gallery_path, settings.gallery_dsn)
 
         def batcher(function, model_name: str) -> MicroBatcher:
             return MicroBatcher(
@@ -86,5 +86,5 @@ class ServiceState:
                 "far_to_cosine": {f"{far:g}": t for far, t in sorted(self.calibration.thresholds.items())},
                 "default_far": self.settings.default_far,
             },
-            "gallery": "sqlite",
+            "gallery": self.gallery.kind,
         }

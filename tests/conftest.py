@@ -2,6 +2,10 @@
 from __future__ import annotations
 
 import json
+import os
+import shutil
+import subprocess
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -75,3 +79,38 @@ def make_client(random_onnx_models, tmp_path):
 
 def write_thresholds(path: Path, sha256: str, thresholds: dict[str, float]) -> None:
     path.write_text(json.dumps({sha256: {"model": "test", "dataset": "unit-test", "pairs": 0, "thresholds": thresholds}}))
+
+
+def find_initdb() -> Path | None:
+    found = shutil.which("initdb")
+    if found:
+        return Path(found).resolve()
+    candidates = sorted(Path("/usr/lib/postgresql").glob("*/bin/initdb"))
+    return candidates[-1] if candidates else None
+
+
+@pytest.fixture(scope="session")
+def postgres_dsn():
+    """A DSN from the environment, or a throwaway server started from the local binaries."""
+    pytest.importorskip("psycopg", reason="psycopg is not installed (pip install -e '.[postgres]')")
+    if os.environ.get("STRA_TEST_POSTGRES_DSN"):
+        yield os.environ["STRA_TEST_POSTGRES_DSN"]
+        return
+    initdb = find_initdb()
+    if initdb is None:
+        pytest.skip("no PostgreSQL here: set STRA_TEST_POSTGRES_DSN or install Debian's postgresql package")
+    bin_dir = initdb.parent
+    root = Path(tempfile.mkdtemp(prefix="stra-pg-"))
+    # initdb refuses to run as root: the server runs as the `postgres` system user then.
+    as_user = ["runuser", "-u", "postgres", "--"] if os.geteuid() == 0 else []
+    if as_user:
+        shutil.chown(root, "postgres")
+    data, socket_dir = root / "data", root
+    subprocess.run([*as_user, str(initdb), "-D", str(data), "-A", "trust", "-U", "postgres"], check=True, capture_output=True)
+    options = f"-k {socket_dir} -c listen_addresses='' -p 5439 -c fsync=off"
+    subprocess.run([*as_user, str(bin_dir / "pg_ctl"), "-D", str(data), "-o", options, "-w", "-l", str(root / "log"), "start"], check=True, capture_output=True)
+    try:
+        yield f"postgresql://postgres@/postgres?host={socket_dir}&port=5439"
+    finally:
+        subprocess.run([*as_user, str(bin_dir / "pg_ctl"), "-D", str(data), "-m", "immediate", "stop"], capture_output=True)
+        shutil.rmtree(root, ignore_errors=True)

@@ -88,3 +88,27 @@ def test_threshold_for_far_never_promises_less_than_asked():
     assert calibration.threshold_for(5e-3) == (0.3, 1e-3)
     assert calibration.threshold_for(0.5) == (0.2, 1e-2)
     assert calibration.threshold_for(1e-6) == (0.4, 1e-4)  # stricter than calibrated: the strictest available
+
+
+def test_fp16_model_is_widened_for_the_cpu_provider_and_keeps_its_outputs(tmp_path):
+    import onnx
+    import torch
+
+    import models
+    from service.inference import OnnxModel, has_fp16_weights
+    from training.export import export_onnx
+
+    torch.manual_seed(0)
+    network = models.create_model("mobilenetv2_100", embedding_dim=64).eval()
+    path = export_onnx(network, tmp_path / "small.onnx", (3, 64, 64), fp16=True)
+    assert has_fp16_weights(onnx.load(str(path)))
+    model = OnnxModel(path, ["CPUExecutionProvider"])
+    assert model.widened
+    assert not any(value.type == "tensor(float16)" for value in model.session.get_inputs() + model.session.get_outputs())
+    batch = np.random.default_rng(0).standard_normal((3, 3, 64, 64)).astype(np.float32)
+    with torch.no_grad():
+        expected = network(torch.from_numpy(batch)).numpy()
+    produced = model.run(batch)
+    assert produced.dtype == np.float32
+    # fp16-rounded weights computed in fp32: within fp16 precision of the original network
+    assert np.abs(produced - expected).max() < 1e-2 * np.ptp(expected)

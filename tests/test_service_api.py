@@ -255,3 +255,19 @@ def test_without_expression_model_only_its_routes_are_unavailable(make_client, t
     ready = client.get("/ready").json()
     assert ready["status"] == "ready" and ready["checks"]["expression_model"] is False
     assert "expression" not in client.get("/v1/info").json()["models"]
+
+
+def test_gallery_in_postgres_when_a_dsn_is_configured(make_client, postgres_dsn):
+    import psycopg
+
+    with psycopg.connect(postgres_dsn, autocommit=True) as db:
+        db.execute("DROP TABLE IF EXISTS faces, subjects, gallery_version")
+    client = make_client(gallery_dsn=postgres_dsn)
+    assert client.get("/v1/info").json()["gallery"] == "postgresql"
+    assert client.get("/ready").json()["checks"]["gallery"] is True
+    assert client.post("/v1/subjects", json={"id": "obama"}).status_code == 201
+    face_id = client.post("/v1/subjects/obama/faces", **upload(photo(OBAMA))).json()["face"]["id"]
+    top = client.post("/v1/identify?threshold=0.99", **upload(photo(OBAMA))).json()["faces"][0]["matches"][0]
+    assert top["subject_id"] == "obama" and top["face_id"] == face_id
+    client.__exit__(None, None, None)
+    assert [f["id"] for f in make_client(gallery_dsn=postgres_dsn).get("/v1/subjects/obama").json()["faces"]] == [face_id]

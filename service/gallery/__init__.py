@@ -1,11 +1,18 @@
-"""The 1:N gallery: subjects and their face embeddings, persisted in SQLite."""
+"""The 1:N gallery: subjects and their face embeddings, in SQLite (default) or PostgreSQL."""
 from __future__ import annotations
+
+from pathlib import Path
 
 from service.gallery.base import Gallery, GalleryError, Match, Subject, SubjectFace
 from service.gallery.sqlite import SQLiteGallery
 
 
-def open_gallery(path) -> Gallery:
+def open_gallery(path: str | Path, dsn: str | None = None) -> Gallery:
+    """PostgreSQL when a DSN is given (needs the `postgres` extra), else SQLite at `path`."""
+    if dsn:
+        from service.gallery.postgres import PostgresGallery
+
+        return PostgresGallery(dsn)
     return SQLiteGallery(path)
 
 

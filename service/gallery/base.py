@@ -43,6 +43,31 @@ class Match:
     similarity: float
 
 
+def rank_subjects(matrix: np.ndarray, keys: list[tuple[str, str, str | None]], embedding: np.ndarray, top_k: int) -> list[Match]:
+    """Exact cosine search: rows of `matrix` are unit embeddings keyed (face_id, subject_id, name);
+    the best face of each subject counts, subjects ranked by it."""
+    if not keys:
+        return []
+    similarities = matrix @ np.asarray(embedding, np.float32)
+    candidates = min(len(keys), 8 * top_k)
+    while True:  # sort only the best candidates; widen when faces of few subjects fill them
+        if candidates < len(keys):
+            top = np.argpartition(-similarities, candidates - 1)[:candidates]
+            order = top[np.argsort(-similarities[top])]
+        else:
+            order = np.argsort(-similarities)
+        best: dict[str, Match] = {}
+        for index in order:
+            face_id, subject_id, name = keys[index]
+            if subject_id not in best:
+                best[subject_id] = Match(subject_id, name, face_id, float(similarities[index]))
+                if len(best) == top_k:
+                    return list(best.values())
+        if candidates >= len(keys):
+            return list(best.values())
+        candidates = min(len(keys), 4 * candidates)
+
+
 class Gallery(ABC):
     """Embeddings are stored per model sha256: a face enrolled with one model never meets another's."""
 

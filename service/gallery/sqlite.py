@@ -9,7 +9,7 @@ from pathlib import Path
 
 import numpy as np
 
-from service.gallery.base import Gallery, GalleryError, Match, Subject, SubjectFace, subject_not_found
+from service.gallery.base import Gallery, GalleryError, Match, Subject, SubjectFace, rank_subjects, subject_not_found
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS subjects (
@@ -38,8 +38,8 @@ def now() -> str:
 class SQLiteGallery(Gallery):
     """One connection shared by all threads behind a lock (SQLite has one writer anyway).
 
-    The search matrix of each model is cached and rebuilt after a write, so identification
-    costs one matrix-vector product instead of a table scan per request.
+    The search matrix of each model is cached and rebuilt after a write (by this or another
+    process), so identification costs one matrix-vector product instead of a table scan.
     """
 
     def __init__(self, path: str | Path):
@@ -53,6 +53,8 @@ class SQLiteGallery(Gallery):
         self._db.executescript(SCHEMA)
         self._lock = threading.RLock()
         self._cache: dict[str, tuple[np.ndarray, list[tuple[str, str, str | None]]]] = {}
+        self._data_version = None
+        self.kind = "sqlite"
 
     def _write(self, statements):
         """Runs callable(statements) inside BEGIN IMMEDIATE ... COMMIT, rolling back on error."""
@@ -129,6 +131,11 @@ class SQLiteGallery(Gallery):
 
     def _matrix(self, model_sha256: str):
         with self._lock:
+            # data_version changes when another connection (another worker process) commits.
+            version = self._db.execute("PRAGMA data_version").fetchone()[0]
+            if version != self._data_version:
+                self._cache.clear()
+                self._data_version = version
             if model_sha256 not in self._cache:
                 rows = self._db.execute(
                     "SELECT f.id, f.subject_id, s.name, f.embedding FROM faces f JOIN subjects s ON s.id = f.subject_id WHERE f.model_sha256 = ?",
@@ -140,17 +147,7 @@ class SQLiteGallery(Gallery):
 
     def search(self, embedding: np.ndarray, model_sha256: str, top_k: int) -> list[Match]:
         matrix, keys = self._matrix(model_sha256)
-        if not keys:
-            return []
-        similarities = matrix @ np.asarray(embedding, np.float32)
-        best: dict[str, Match] = {}
-        for index in np.argsort(-similarities):
-            face_id, subject_id, name = keys[index]
-            if subject_id not in best:
-                best[subject_id] = Match(subject_id, name, face_id, float(similarities[index]))
-                if len(best) == top_k:
-                    break
-        return list(best.values())
+        return rank_subjects(matrix, keys, embedding, top_k)
 
     def ping(self) -> None:
         with self._lock:
