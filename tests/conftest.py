@@ -106,9 +106,15 @@ def postgres_dsn():
     if as_user:
         shutil.chown(root, "postgres")
     data, socket_dir = root / "data", root
-    subprocess.run([*as_user, str(initdb), "-D", str(data), "-A", "trust", "-U", "postgres"], check=True, capture_output=True)
     options = f"-k {socket_dir} -c listen_addresses='' -p 5439 -c fsync=off"
-    subprocess.run([*as_user, str(bin_dir / "pg_ctl"), "-D", str(data), "-o", options, "-w", "-l", str(root / "log"), "start"], check=True, capture_output=True)
+    for command in (
+        [*as_user, str(initdb), "-D", str(data), "-A", "trust", "-U", "postgres"],
+        [*as_user, str(bin_dir / "pg_ctl"), "-D", str(data), "-o", options, "-w", "-l", str(root / "log"), "start"],
+    ):
+        started = subprocess.run(command, capture_output=True, text=True)
+        if started.returncode != 0:
+            shutil.rmtree(root, ignore_errors=True)
+            pytest.skip(f"could not start a throwaway PostgreSQL ({command[len(as_user)]}): {started.stderr.strip()[-300:]}")
     try:
         yield f"postgresql://postgres@/postgres?host={socket_dir}&port=5439"
     finally:
