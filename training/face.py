@@ -266,6 +266,14 @@ def ship(args: argparse.Namespace) -> None:
         "validation_verification_accuracy": checkpoint.get("val_accuracy"),
         "metrics": {name: {k: v for k, v in dataclasses.asdict(r).items() if k != "roc"} for name, r in results.items()},
         "thresholds": f"{args.thresholds_file.name}, calibrated on CFP-FP impostor pairs",
+        "data": {
+            "labelled": f'{checkpoint["config"]["data"]} ({len(checkpoint["identities"])} identities, '
+            f'the last {checkpoint["config"]["val_identities"]} held out for model selection)',
+            "distillation": [teacher["embeddings"] for teacher in checkpoint["config"]["teachers"]],
+            "benchmark": f"CFP ({args.cfp}), never trained on",
+        },
+        "limitations": "identities seen in training are few (read the card's data): compare CFP-FP TAR@FAR "
+        "with your own needs before trusting `verified`; no fairness audit has been run",
         "reproduce": "python -m training.benchmark " + " ".join(command),
     }
     out.with_suffix(".card.json").write_text(json.dumps(card, indent=2) + "\n")

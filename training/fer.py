@@ -56,8 +56,8 @@ class FerConfig:
     device: str = "auto"
     eval_tta: str = "flip"  # TTA used for the per-epoch PublicTest check
     max_steps: int = 0  # >0: stop each epoch after this many steps (smoke runs)
-    train_subset: int = 0  # >0: first N training images only (smoke runs)
-    eval_subset: int = 0  # >0: first N PublicTest images for the per-epoch check (smoke runs)
+    train_subset: int = 0  # >0: a seeded random N training images only (smoke runs)
+    eval_subset: int = 0  # >0: a random N PublicTest images for the per-epoch check (smoke runs)
 
 
 def build_model(config: FerConfig) -> nn.Module:
@@ -124,7 +124,7 @@ class SplitReport:
 def evaluate(predict: Predictor, data: FerData, split: str, tta: str, progress: bool = False, limit: int = 0) -> SplitReport:
     subset = data.split(split)
     if limit:
-        subset = FerData(subset.images[:limit], subset.labels[:limit], subset.usage[:limit])
+        subset = subset.sample(limit)
     predictions = predict_probabilities(predict, subset, tta, progress=progress).argmax(1)
     confusion = np.zeros((len(EXPRESSIONS), len(EXPRESSIONS)), np.int64)
     np.add.at(confusion, (subset.labels, predictions), 1)
@@ -172,7 +172,7 @@ def train(config: FerConfig) -> Path:
     data = load_fer2013(config.data)
     train_data = data.split("Training")
     if config.train_subset:
-        train_data = FerData(train_data.images[: config.train_subset], train_data.labels[: config.train_subset], train_data.usage[: config.train_subset])
+        train_data = train_data.sample(config.train_subset, config.seed)
     loader = engine.make_loader(FerDataset(train_data, fer_train_augmentation()), config.batch_size, runtime, train=True, workers=config.workers, seed=config.seed)
 
     model = build_model(config).to(runtime.device)

@@ -37,6 +37,11 @@ class FerData:
         keep = self.usage == usage
         return FerData(self.images[keep], self.labels[keep], self.usage[keep])
 
+    def sample(self, count: int, seed: int = 0) -> "FerData":
+        """A seeded random subset (files are grouped by class, so the first N would be one class)."""
+        keep = np.sort(np.random.default_rng(seed).permutation(len(self))[:count])
+        return FerData(self.images[keep], self.labels[keep], self.usage[keep])
+
     def __len__(self) -> int:
         return len(self.labels)
 

@@ -1,0 +1,73 @@
+"""The trained models the service loads by default: their cards tell the truth, and the face model
+tells real people apart (photos of ../shared/data/faces, none of them seen in training)."""
+from __future__ import annotations
+
+import itertools
+import json
+
+import numpy as np
+import pytest
+
+from conftest import FACES, need
+from service.inference import EmbeddingModel, sha256_file
+from service.pipeline.align import align_face
+from service.pipeline.decode import decode_image
+from service.pipeline.detect import FaceDetector
+from service.settings import ASSETS, Settings
+
+SHIPPED = sorted(ASSETS.glob("*.onnx"))
+
+# Distinct photos per person (resolution variants of one photo left out: they would be easy pairs).
+PEOPLE = {
+    "obama": ["examples/knn_examples/train/obama/obama.jpg", "examples/knn_examples/train/obama/obama2.jpg",
+              "examples/knn_examples/test/obama1.jpg", "tests/test_images/obama3.jpg"],
+    "biden": ["examples/biden.jpg", "examples/knn_examples/train/biden/biden2.jpg"],
+    "kit_harington": ["examples/knn_examples/train/kit_harington/john1.jpeg",
+                      "examples/knn_examples/train/kit_harington/john2.jpeg",
+                      "examples/knn_examples/test/johnsnow_test1.jpg"],
+    "rose_leslie": ["examples/knn_examples/train/rose_leslie/img1.jpg", "examples/knn_examples/train/rose_leslie/img2.jpg"],
+    "alex_lacamoire": ["examples/knn_examples/train/alex_lacamoire/img1.jpg",
+                       "examples/knn_examples/test/alex_lacamoire1.jpg", "examples/alex-lacamoire.png"],
+}
+
+
+def test_the_default_settings_point_at_shipped_models():
+    assert Settings().embedding_model.exists(), "the face model must ship in service/assets/models"
+    assert Settings().embedding_model in SHIPPED
+
+
+@pytest.mark.parametrize("model", SHIPPED, ids=lambda path: path.name)
+def test_every_shipped_model_matches_its_card(model):
+    card = json.loads(model.with_suffix(".card.json").read_text())
+    assert card["file"] == model.name
+    assert card["sha256"] == sha256_file(model) and card["size_bytes"] == model.stat().st_size
+    assert card["reproduce"].startswith("python -m training.")
+    assert card["metrics"], "a card without measured metrics"
+
+
+def test_thresholds_are_calibrated_for_the_shipped_face_model():
+    settings = Settings()
+    thresholds = json.loads(settings.thresholds_file.read_text())
+    entry = thresholds[sha256_file(settings.embedding_model)]
+    # A stricter false-accept rate needs a higher similarity.
+    assert entry["thresholds"]["0.001"] > entry["thresholds"]["0.01"]
+
+
+@pytest.mark.slow
+def test_shipped_face_model_ranks_same_person_pairs_above_different_people():
+    settings = Settings()
+    model = EmbeddingModel(settings.embedding_model, ["CPUExecutionProvider"])
+    detector = FaceDetector()
+    embeddings, identities = [], []
+    for person, paths in PEOPLE.items():
+        for path in paths:
+            image = decode_image(need(FACES / path).read_bytes())
+            largest = max(detector.detect(image), key=lambda face: face.area)
+            embeddings.append(model.embed(align_face(image, largest.landmarks)[None], flip=True)[0])
+            identities.append(person)
+    same, different = [], []
+    for i, j in itertools.combinations(range(len(identities)), 2):
+        (same if identities[i] == identities[j] else different).append(float(embeddings[i] @ embeddings[j]))
+    # ROC AUC over all pairs: 0.5 for a model that learned nothing.
+    auc = np.mean([s > d for s in same for d in different])
+    assert auc > 0.75, f"same-vs-different AUC {auc:.3f} (same {np.mean(same):.3f}, different {np.mean(different):.3f})"
