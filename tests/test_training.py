@@ -185,3 +185,23 @@ def test_attention_maps_are_recorded_and_plotted(tmp_path):
     assert (tmp_path / "faces.png").stat().st_size > 1000 and (tmp_path / "dist.png").stat().st_size > 1000
     with pytest.raises(ValueError, match="no mode attention"):
         coefficient_maps(models.create_model("resnet50", num_classes=7), torch.zeros(1, 3, 48, 48))
+
+
+@pytest.mark.parametrize("config_file", sorted((ROOT / "training" / "configs").glob("*.toml")), ids=lambda path: path.name)
+def test_every_shipped_config_parses_and_names_a_registered_model(config_file):
+    import models
+    from training import engine
+    from training.face import FaceConfig
+    from training.fer import FerConfig
+
+    config_cls = FaceConfig if config_file.name.startswith("face_") else FerConfig
+    config = engine.parse_config(config_cls, ["--config", str(config_file)], "test")
+    assert config.model in models.list_models()
+    assert config.epochs > 0 and config.lr > 0
+
+
+def test_fer_sample_is_seeded_and_spans_the_classes(fer):
+    training = fer.split("Training")
+    sample = training.sample(512, seed=3)
+    assert len(sample) == 512 and np.array_equal(sample.labels, training.sample(512, seed=3).labels)
+    assert len(np.unique(sample.labels)) == 7  # the first 512 files would all be "angry"
