@@ -150,7 +150,7 @@ class FacePreparer:
             self._detector = FaceDetector(score_threshold=0.6)
         detections = self._detector.detect(image)
         if detections:
-            return align_face(image, detections[0].landmarks)
+            return align_face(image, max(detections, key=lambda face: face.area).landmarks)
         self.fallbacks += 1
         height, width = image.shape[:2]
         side = min(height, width)
