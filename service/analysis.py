@@ -48,5 +48,5 @@ async def analyze_image(state: ServiceState, data: bytes, options: DetectionOpti
         result.embeddings = await state.embed_batcher.submit(faces, flip)
     if expression:
         crops = await run_in_threadpool(lambda: np.stack([expression_crop(image, d.landmarks) for d in detections]))
-        result.expressions = await state.expression_batcher.submit(crops)
+        result.expressions = await state.expression_batcher.submit(crops, state.settings.flip_expressions)
     return result

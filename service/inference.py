@@ -105,13 +105,22 @@ class EmbeddingModel(OnnxModel):
         return features / np.linalg.norm(features, axis=1, keepdims=True).clip(min=1e-12)
 
 
+def _softmax(logits: np.ndarray) -> np.ndarray:
+    logits = logits.astype(np.float64)
+    logits -= logits.max(axis=1, keepdims=True)
+    probabilities = np.exp(logits)
+    return probabilities / probabilities.sum(axis=1, keepdims=True)
+
+
 class ExpressionModel(OnnxModel):
-    def probabilities(self, crops: np.ndarray) -> np.ndarray:
-        """(N, 48, 48) grayscale crops -> (N, 7) softmax probabilities in EXPRESSIONS order."""
-        logits = self.run(to_expression_input(crops)).astype(np.float64)
-        logits -= logits.max(axis=1, keepdims=True)
-        probabilities = np.exp(logits)
-        return (probabilities / probabilities.sum(axis=1, keepdims=True)).astype(np.float32)
+    def probabilities(self, crops: np.ndarray, flip: bool = False) -> np.ndarray:
+        """(N, 48, 48) grayscale crops -> (N, 7) softmax probabilities in EXPRESSIONS order.
+
+        flip: the mean of the probabilities of each crop and its mirror (training's `--tta flip`).
+        """
+        batch = to_expression_input(crops)
+        views = [batch, batch[..., ::-1].copy()] if flip else [batch]
+        return np.mean([_softmax(self.run(view)) for view in views], axis=0).astype(np.float32)
 
     labels = EXPRESSIONS
 

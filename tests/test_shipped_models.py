@@ -1,5 +1,6 @@
-"""The trained models the service loads by default: their cards tell the truth, and the face model
-tells real people apart (photos of ../shared/data/faces, none of them seen in training)."""
+"""The trained models the service loads by default: their cards tell the truth, the face model
+tells real people apart (photos of ../shared/data/faces, none of them seen in training), and the
+expression model scores on FER2013's PrivateTest what its card says."""
 from __future__ import annotations
 
 import itertools
@@ -8,14 +9,16 @@ import json
 import numpy as np
 import pytest
 
-from conftest import FACES, need
-from service.inference import EmbeddingModel, sha256_file
+from conftest import FACES, SHARED_DATA, need
+from service.inference import EmbeddingModel, ExpressionModel, sha256_file
 from service.pipeline.align import align_face
 from service.pipeline.decode import decode_image
 from service.pipeline.detect import FaceDetector
 from service.settings import ASSETS, Settings
+from training.fer_data import load_fer2013
 
 SHIPPED = sorted(ASSETS.glob("*.onnx"))
+FER2013 = SHARED_DATA / "fer2013" / "fer2013_jpg.npz"
 
 # Distinct photos per person (resolution variants of one photo left out: they would be easy pairs).
 PEOPLE = {
@@ -34,6 +37,7 @@ PEOPLE = {
 def test_the_default_settings_point_at_shipped_models():
     assert Settings().embedding_model.exists(), "the face model must ship in service/assets/models"
     assert Settings().embedding_model in SHIPPED
+    assert Settings().expression_model in SHIPPED
 
 
 @pytest.mark.parametrize("model", SHIPPED, ids=lambda path: path.name)
@@ -71,3 +75,23 @@ def test_shipped_face_model_ranks_same_person_pairs_above_different_people():
     # ROC AUC over all pairs: 0.5 for a model that learned nothing.
     auc = np.mean([s > d for s in same for d in different])
     assert auc > 0.75, f"same-vs-different AUC {auc:.3f} (same {np.mean(same):.3f}, different {np.mean(different):.3f})"
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("flip", [False, True], ids=["none", "flip"])
+def test_shipped_expression_model_scores_its_card_accuracy_on_private_test(flip):
+    """Through the service's own ExpressionModel (fp16 widened to fp32 on the CPU provider, mirror
+    TTA as the service's flip_expressions setting does), not the exporter's session: the number
+    users get is the number on the card."""
+    settings = Settings()
+    card = json.loads(settings.expression_model.with_suffix(".card.json").read_text())
+    private = load_fer2013(need(FER2013)).split("PrivateTest")
+    model = ExpressionModel(settings.expression_model, ["CPUExecutionProvider"])
+    predictions = np.concatenate(
+        [model.probabilities(private.images[start : start + 512], flip).argmax(1) for start in range(0, len(private), 512)]
+    )
+    accuracy = float((predictions == private.labels).mean())
+    majority = np.bincount(private.labels).max() / len(private)
+    card_accuracy = card["metrics"]["PrivateTest/" + ("flip" if flip else "none")]["accuracy"]
+    assert accuracy == pytest.approx(card_accuracy, abs=0.003)
+    assert accuracy > majority + 0.2, f"PrivateTest accuracy {accuracy:.3f}; answering the majority class scores {majority:.3f}"

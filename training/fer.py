@@ -286,7 +286,9 @@ def run_ship(args: argparse.Namespace) -> None:
         "model": checkpoint["model"],
         "recipe": checkpoint["config"],
         "epochs_trained": checkpoint["epoch"] + 1,
-        "data": "FER2013 (Kaggle image folder), trained on Training (28,709), checkpoint chosen on PublicTest",
+        "epochs_scheduled": checkpoint["config"]["epochs"],
+        "data": f"FER2013 ({Path(checkpoint['config']['data']).name}): trained on Training (28,709 images), "
+        f"checkpoint chosen on PublicTest (best of {checkpoint['config']['epochs']} epochs), PrivateTest measured once",
         "metrics": {key: {"accuracy": value["accuracy"], "per_class": value["per_class"]} for key, value in results.items()},
         "reproduce": f"python -m training.fer eval --onnx {out} --data {args.data} --tta none flip tencrop",
     }
