@@ -119,8 +119,11 @@ class ExpressionModel(OnnxModel):
         flip: the mean of the probabilities of each crop and its mirror (training's `--tta flip`).
         """
         batch = to_expression_input(crops)
-        views = [batch, batch[..., ::-1].copy()] if flip else [batch]
-        return np.mean([_softmax(self.run(view)) for view in views], axis=0).astype(np.float32)
+        if not flip:
+            return _softmax(self.run(batch)).astype(np.float32)
+        # Crops and mirrors in one model call.
+        probabilities = _softmax(self.run(np.concatenate([batch, batch[..., ::-1]])))
+        return ((probabilities[: len(batch)] + probabilities[len(batch) :]) / 2).astype(np.float32)
 
     labels = EXPRESSIONS
 
