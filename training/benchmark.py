@@ -5,11 +5,15 @@
     python -m training.benchmark --checkpoint runs/face/stra/best.pt --bin lfw.bin cfp_fp.bin agedb_30.bin
     python -m training.benchmark --teacher dlib --cfp ../shared/data/cfp          # the distillation teacher
     python -m training.benchmark --onnx m.onnx --lfw-pairs pairs.txt --lfw-root lfw/   # LFW image folder
+    python -m training.benchmark --onnx m.onnx --lfw-pairs lfw/pairs.txt --lfw-root lfw/aligned112.npz \
+        --lfw-exclude training/data/lfw_training_overlap.txt   # a face pack; LFW also without people seen in training
 
 Protocol (InsightFace `verification.py`): inputs in [-1, 1]; embedding = f(image) + f(mirror),
 L2-normalised; distance = squared L2; thresholds 0..4 step 0.01; 10 folds in order (no
 shuffling): the threshold is chosen on 9 folds and accuracy measured on the 10th; mean ± std.
 TAR@FAR is measured over all pairs where there are enough impostor pairs (>= 1/FAR).
+Image folders can also be face packs (`python -m training.face_data pack`, 112x112), which is how
+the benchmark sets travel to a GPU machine.
 """
 from __future__ import annotations
 
@@ -26,6 +30,7 @@ from tqdm import tqdm
 
 from service.pipeline.align import align_face
 from service.pipeline.preprocess import FACE_SIZE, to_face_input
+from training.face_data import FacePack
 
 # (N, 112, 112, 3) uint8 aligned RGB -> (N, D) raw (unnormalised) features
 Embedder = Callable[[np.ndarray], np.ndarray]
@@ -45,6 +50,44 @@ class PairSet:
 
 
 # --------------------------------------------------------------------------- readers
+
+
+@dataclass(frozen=True)
+class PackedImage:
+    """One face of a pack, addressed like a file: `<pack>:<relative path>`."""
+
+    pack: FacePack
+    relative: str
+
+    def __str__(self) -> str:
+        return f"{self.pack.path}:{self.relative}"
+
+    def encoded(self) -> bytes:
+        return self.pack.encoded(self.pack.index_of(self.relative))
+
+
+def image_locator(root: str | Path) -> Callable[[str], Path | PackedImage]:
+    """relative path -> a file under root, or a face in the pack root (or `<root>.npz`), 112x112 faces."""
+    root = Path(root)
+    if not root.exists() and root.with_name(root.name + ".npz").exists():
+        root = root.with_name(root.name + ".npz")  # the folder packed under the same name
+    if root.suffix != ".npz":
+        return lambda relative: root / relative
+    pack = FacePack(root)
+    if pack.size != FACE_SIZE:
+        raise ValueError(f"{root}: benchmark packs hold {FACE_SIZE}x{FACE_SIZE} faces, this one {pack.size}x{pack.size}")
+    return lambda relative: PackedImage(pack, relative)
+
+
+def person_of(image: Path | PackedImage) -> str:
+    return Path(image.relative if isinstance(image, PackedImage) else image).parent.name
+
+
+def without_people(pairset: PairSet, people: set[str], name: str) -> PairSet:
+    """The pairs in which neither face belongs to `people` (folds kept, so still a 10-fold protocol)."""
+    excluded = np.array([person_of(image) in people for image in pairset.images])
+    keep = ~excluded[pairset.pairs].any(axis=1)
+    return PairSet(name, pairset.images, pairset.pairs[keep], pairset.issame[keep], pairset.folds[keep])
 
 
 def contiguous_folds(count: int, n_folds: int = 10) -> np.ndarray:
@@ -67,12 +110,12 @@ def read_lfw_pairs(pairs_txt: str | Path, images_root: str | Path, extension: st
     """LFW View 2: header "10 300", then per fold 300 `name i j` then 300 `name1 i name2 j` lines."""
     lines = Path(pairs_txt).read_text().split("\n")
     n_folds, per_fold = (int(v) for v in lines[0].split())
-    root = Path(images_root)
-    index: dict[Path, int] = {}
+    locate = image_locator(images_root)
+    index: dict[object, int] = {}
     images, pairs, issame, folds = [], [], [], []
 
     def image_id(name: str, number: str) -> int:
-        path = root / name / f"{name}_{int(number):04d}.{extension}"
+        path = locate(f"{name}/{name}_{int(number):04d}.{extension}")
         if path not in index:
             index[path] = len(images)
             images.append(path)
@@ -99,21 +142,22 @@ def read_cfp(cfp_root: str | Path, protocol: str, images_dir: str = "aligned112"
     root = Path(cfp_root)
     if protocol not in ("FF", "FP"):
         raise ValueError("protocol is FF or FP")
+    locate = image_locator(root / images_dir)
 
-    def pair_list(kind: str) -> dict[int, Path]:
+    def pair_list(kind: str) -> dict[int, object]:
         entries = {}
         for line in (root / "Protocol" / f"Pair_list_{kind}.txt").read_text().split("\n"):
             if line.strip():
                 number, relative = line.split()
                 person, pose, file = Path(relative).parts[-3:]  # ../Data/Images/001/frontal/01.jpg
-                entries[int(number)] = root / images_dir / person / pose / file
+                entries[int(number)] = locate(f"{person}/{pose}/{file}")
         return entries
 
     first, second = pair_list("F"), pair_list(protocol[1])
-    index: dict[Path, int] = {}
+    index: dict[object, int] = {}
     images, pairs, issame, folds = [], [], [], []
 
-    def image_id(path: Path) -> int:
+    def image_id(path) -> int:
         if path not in index:
             index[path] = len(images)
             images.append(path)
@@ -159,6 +203,8 @@ class FacePreparer:
 
 
 def load_rgb(source) -> np.ndarray:
+    if isinstance(source, PackedImage):
+        source = source.encoded()
     data = np.frombuffer(source, np.uint8) if isinstance(source, (bytes, bytearray)) else np.fromfile(str(source), np.uint8)
     image = cv2.imdecode(data, cv2.IMREAD_COLOR)
     if image is None:
@@ -321,9 +367,10 @@ def plot_roc(results: list[VerificationResult], path: Path, title: str) -> None:
 
 def table_row(model: str, results: dict[str, VerificationResult]) -> str:
     """The paper's Table 2 layout: one row, a column per benchmark (accuracy %)."""
-    columns = ["lfw", "cfp_ff", "cfp_fp", "agedb_30", "calfw", "cplfw"]
+    columns = ["lfw", "lfw_no_overlap", "cfp_ff", "cfp_fp", "agedb_30", "calfw", "cplfw"]
     cells = [f"{results[c].accuracy_mean * 100:.2f} ± {results[c].accuracy_std * 100:.2f}" if c in results else "–" for c in columns]
-    return "| model | LFW | CFP-FF | CFP-FP | AgeDB-30 | CALFW | CPLFW |\n| --- | --- | --- | --- | --- | --- | --- |\n" + f"| {model} | " + " | ".join(cells) + " |"
+    header = "| model | LFW | LFW (people not in training) | CFP-FF | CFP-FP | AgeDB-30 | CALFW | CPLFW |"
+    return header + "\n" + "| --- " * (len(columns) + 1) + "|\n" + f"| {model} | " + " | ".join(cells) + " |"
 
 
 # --------------------------------------------------------------------------- command
@@ -340,7 +387,9 @@ def main(argv: list[str] | None = None) -> dict[str, VerificationResult]:
     parser.add_argument("--cfp-images", default="aligned112", help="image folder under --cfp")
     parser.add_argument("--cfp-protocols", nargs="+", default=["FF", "FP"], choices=["FF", "FP"])
     parser.add_argument("--lfw-pairs", type=Path)
-    parser.add_argument("--lfw-root", type=Path)
+    parser.add_argument("--lfw-root", type=Path, help="LFW image folder or face pack (default: beside --lfw-pairs)")
+    parser.add_argument("--lfw-exclude", type=Path, help="people (one name a line) also left out in a second LFW row, "
+                        "`lfw_no_overlap`: those found in the training data (python -m training.overlap)")
     parser.add_argument("--batch-size", type=int, default=64)
     parser.add_argument("--out", type=Path, default=Path("runs/bench/latest"), help="results.json and roc.png go here")
     parser.add_argument("--name", help="model name in the table row")
@@ -353,6 +402,9 @@ def main(argv: list[str] | None = None) -> dict[str, VerificationResult]:
         pairsets += [read_cfp(args.cfp, protocol, args.cfp_images) for protocol in args.cfp_protocols]
     if args.lfw_pairs:
         pairsets.append(read_lfw_pairs(args.lfw_pairs, args.lfw_root or args.lfw_pairs.parent))
+        if args.lfw_exclude:
+            people = set(args.lfw_exclude.read_text().split())
+            pairsets.append(without_people(pairsets[-1], people, "lfw_no_overlap"))
     if not pairsets:
         parser.error("give at least one of --bin, --cfp, --lfw-pairs")
 

@@ -29,7 +29,7 @@ from service.pipeline.preprocess import EXPRESSION_SIZE, EXPRESSIONS
 from training import engine
 from training.fer_data import SPLITS, FerData, FerDataset, fer_train_augmentation, load_fer2013, tta_views
 
-DEFAULT_DATA = "../shared/data/fer2013/fer2013_images.zip"
+DEFAULT_DATA = "../shared/data/fer2013/fer2013_jpg.npz"
 
 
 @dataclass
