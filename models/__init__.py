@@ -1,6 +1,6 @@
 """StRA-Face networks: the StRA block, ResNet50 / MobileNetV2 backbones and baselines, one registry."""
 from .heads import ClassifierHead, EmbeddingHead, Network
-from .registry import create_model, list_models, register_model
+from .registry import create_model, list_models, register_fixed_model, register_model
 from .stra import LocalAttention, ModeAttention, StRA, StRAConfig, diversity_loss, mode_diversity, neighbourhood
 
 __all__ = [
@@ -16,5 +16,6 @@ __all__ = [
     "list_models",
     "mode_diversity",
     "neighbourhood",
+    "register_fixed_model",
     "register_model",
 ]

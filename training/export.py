@@ -106,7 +106,7 @@ def check_parity(
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="stra-face export", description=__doc__.splitlines()[0])
-    parser.add_argument("model", choices=list_models())
+    parser.add_argument("model", choices=list_models(fixed=True))
     parser.add_argument("--out", type=Path, required=True)
     parser.add_argument("--input-shape", type=int, nargs=3, default=(3, 112, 112), metavar=("C", "H", "W"))
     parser.add_argument("--num-classes", type=int, default=0)

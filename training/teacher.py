@@ -9,23 +9,19 @@ landmark model on our aligned crop, then `get_face_chip` (150x150, padding 0.25)
 from __future__ import annotations
 
 import argparse
-import importlib.util
 from pathlib import Path
 
 import cv2
 import numpy as np
 from tqdm import tqdm
 
-TEACHER_DIM = 128
+from models.dlib_resnet import DLIB_CHIP_PADDING, DLIB_CHIP_SIZE, DLIB_DESCRIPTOR_DIM, dlib_model_file
+
+TEACHER_DIM = DLIB_DESCRIPTOR_DIM
 
 
 def _model_file(name: str) -> str:
-    # face_recognition_models' __init__ imports pkg_resources (gone from new setuptools), so
-    # locate its data folder without importing it.
-    spec = importlib.util.find_spec("face_recognition_models")
-    if spec is None or not spec.submodule_search_locations:
-        raise ImportError("the teacher needs `pip install dlib-bin face_recognition_models`")
-    return str(Path(spec.submodule_search_locations[0]) / "models" / name)
+    return str(dlib_model_file(name))
 
 
 class DlibTeacher:
@@ -42,7 +38,7 @@ class DlibTeacher:
         # The crop is the face: its landmarks are searched in the whole image.
         box = self._dlib.rectangle(0, 0, width - 1, height - 1)
         shape = self.landmarks(face_rgb, box)
-        chip = self._dlib.get_face_chip(face_rgb, shape, size=150, padding=0.25)
+        chip = self._dlib.get_face_chip(face_rgb, shape, size=DLIB_CHIP_SIZE, padding=DLIB_CHIP_PADDING)
         descriptor = np.asarray(self.encoder.compute_face_descriptor(chip), dtype=np.float32)
         return descriptor / np.linalg.norm(descriptor)
 
