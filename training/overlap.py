@@ -61,38 +61,50 @@ def nearest(queries: np.ndarray, gallery: np.ndarray, exclude_self: bool = False
     return index, distances[np.arange(len(queries)), index]
 
 
+def training_people(roots: list[Path], per_identity: int) -> dict[str, list[Path]]:
+    """Identities of several <identity>/<face> folders merged by name (a file in two of them counted once)."""
+    people: dict[str, list[Path]] = {}
+    for root in roots:
+        for name, images in identity_images(root, per_identity).items():
+            merged = people.setdefault(name, [])
+            seen = {p.name for p in merged}
+            merged += [p for p in images if p.name not in seen][: per_identity - len(merged)]
+    return people
+
+
+def lfw_people(lfw: Path, per_identity: int) -> dict[str, list[Path]]:
+    pair_people = lfw_pair_people(lfw / "pairs.txt")
+    return {n: images for n, images in identity_images(lfw / "aligned112", per_identity).items() if n in pair_people}
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="python -m training.overlap", description=__doc__.splitlines()[0])
     parser.add_argument("--train", type=Path, nargs="+", required=True, help="<identity>/<face> folders, merged by identity name")
     parser.add_argument("--lfw", type=Path, required=True, help="LFW root with pairs.txt and aligned112/")
-    parser.add_argument("--per-identity", type=int, default=8, help="faces per person in a centroid")
+    parser.add_argument("--per-identity", type=int, default=4, help="faces per person in a centroid")
+    parser.add_argument("--side", choices=["both", "train", "lfw"], default="both",
+                        help="compute (and cache) one side's centroids only, e.g. in two parallel processes")
     parser.add_argument("--threshold", type=float, default=DEFAULT_THRESHOLD)
     parser.add_argument("--out", type=Path, default=Path("runs/overlap"))
     parser.add_argument("--list", type=Path, help="write the matched LFW names here (one a line)")
     args = parser.parse_args(argv)
 
     args.out.mkdir(parents=True, exist_ok=True)
-    cache = args.out / "centroids.npz"
-    if cache.exists():
+    sides = {"train": lambda: training_people(args.train, args.per_identity),
+             "lfw": lambda: lfw_people(args.lfw, args.per_identity)}
+    centres = {}
+    for side in ("train", "lfw") if args.side == "both" else (args.side,):
+        cache = args.out / f"centroids_{side}.npz"  # resumable, and the two sides can run as two processes
+        if not cache.exists():
+            from training.teacher import DlibTeacher
+
+            names, vectors = centroids(sides[side](), DlibTeacher().embed, f"{side} identities")
+            np.savez(cache, names=np.array(names), vectors=vectors)
         stored = np.load(cache)
-        train_names, train_vectors = stored["train_names"].tolist(), stored["train"]
-        lfw_names, lfw_vectors = stored["lfw_names"].tolist(), stored["lfw"]
-    else:
-        from training.teacher import DlibTeacher
-
-        teacher = DlibTeacher()
-        train_people: dict[str, list[Path]] = {}
-        for root in args.train:
-            for name, images in identity_images(root, args.per_identity).items():
-                merged = train_people.setdefault(name, [])
-                seen = {p.name for p in merged}
-                merged += [p for p in images if p.name not in seen][: args.per_identity - len(merged)]
-        pair_people = lfw_pair_people(args.lfw / "pairs.txt")
-        lfw_people = {n: imgs for n, imgs in identity_images(args.lfw / "aligned112", args.per_identity).items() if n in pair_people}
-        train_names, train_vectors = centroids(train_people, teacher.embed, "training identities")
-        lfw_names, lfw_vectors = centroids(lfw_people, teacher.embed, "LFW pair identities")
-        np.savez(cache, train_names=np.array(train_names), train=train_vectors, lfw_names=np.array(lfw_names), lfw=lfw_vectors)
-
+        centres[side] = (stored["names"].astype(str).tolist(), stored["vectors"])
+    if args.side != "both":
+        return
+    (train_names, train_vectors), (lfw_names, lfw_vectors) = centres["train"], centres["lfw"]
     match, distance = nearest(lfw_vectors, train_vectors)
     _, impostor = nearest(lfw_vectors, lfw_vectors, exclude_self=True)
     table = []

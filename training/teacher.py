@@ -3,21 +3,17 @@
 A training-time extra only (`pip install -e '.[teacher]'`: dlib-bin + face_recognition_models),
 never a service dependency. The teacher sees faces the way it was trained: its own 5-point
 landmark model on our aligned crop, then `get_face_chip` (150x150, padding 0.25).
-
-    python -m training.teacher --images celeba299/aligned112 --out teacher_celeba.npz
+`training.benchmark --teacher dlib` and `training.overlap` use it as dlib ships it; training runs
+the PyTorch port (`models.dlib_resnet`) inside the loop instead.
 """
 from __future__ import annotations
 
-import argparse
 from pathlib import Path
 
 import cv2
 import numpy as np
-from tqdm import tqdm
 
-from models.dlib_resnet import DLIB_CHIP_PADDING, DLIB_CHIP_SIZE, DLIB_DESCRIPTOR_DIM, dlib_model_file
-
-TEACHER_DIM = DLIB_DESCRIPTOR_DIM
+from models.dlib_resnet import DLIB_CHIP_PADDING, DLIB_CHIP_SIZE, dlib_model_file
 
 
 def _model_file(name: str) -> str:
@@ -48,36 +44,3 @@ def read_rgb(path: Path) -> np.ndarray:
     if image is None:
         raise ValueError(f"cannot decode {path}")
     return cv2.cvtColor(image, cv2.COLOR_BGR2RGB)
-
-
-def embed_folder(root: Path, teacher: DlibTeacher, flip: bool = False) -> tuple[list[str], np.ndarray]:
-    """Teacher descriptors for every image under root, keyed by path relative to root.
-
-    flip=True sums the descriptors of the image and its mirror before normalising, as the
-    verification protocol does for every model it benchmarks.
-    """
-    paths = sorted(p for p in root.rglob("*") if p.suffix.lower() in {".jpg", ".jpeg", ".png", ".bmp"})
-    embeddings = []
-    for path in tqdm(paths, desc="teacher", unit="img"):
-        image = read_rgb(path)
-        vector = teacher.embed(image)
-        if flip:
-            vector = vector + teacher.embed(np.ascontiguousarray(image[:, ::-1]))
-        embeddings.append(vector / np.linalg.norm(vector))
-    return [str(p.relative_to(root)) for p in paths], np.stack(embeddings)
-
-
-def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(prog="python -m training.teacher", description=__doc__.splitlines()[0])
-    parser.add_argument("--images", type=Path, required=True, help="folder of face images (any depth)")
-    parser.add_argument("--out", type=Path, required=True, help=".npz with `paths` and `embeddings`")
-    parser.add_argument("--flip", action="store_true", help="sum with the mirrored image's descriptor")
-    args = parser.parse_args(argv)
-    paths, embeddings = embed_folder(args.images, DlibTeacher(), flip=args.flip)
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    np.savez_compressed(args.out, paths=np.array(paths), embeddings=embeddings)
-    print(f"{args.out}: {len(paths)} faces, {embeddings.shape[1]}-d")
-
-
-if __name__ == "__main__":
-    main()
