@@ -229,6 +229,8 @@ def train(config: FaceConfig) -> Path:
             trainable, loader, step, optimizer, scheduler, runtime, epoch=epoch, amp=config.amp,
             diversity_weight=config.diversity_weight, grad_clip=config.grad_clip, max_steps=config.max_steps,
         )
+        # every face, labelled or distillation-only (the engine counts the margin-labelled ones)
+        faces_per_second = steps_per_epoch * config.batch_size * runtime.world_size / (time.perf_counter() - started)
         if runtime.is_main:
             val_accuracy = float("nan")
             if validation is not None:
@@ -255,7 +257,7 @@ def train(config: FaceConfig) -> Path:
             row = {
                 "epoch": epoch, "train_loss": round(stats.loss, 5), "train_accuracy": round(stats.accuracy, 5),
                 "diversity": round(stats.diversity, 5), "val_verification_accuracy": round(val_accuracy, 5),
-                "lr": scheduler.get_last_lr()[0], "images_per_second": round(stats.images_per_second, 1),
+                "lr": scheduler.get_last_lr()[0], "images_per_second": round(faces_per_second, 1),
                 "seconds": round(time.perf_counter() - started, 1),
             }
             log.write(row)
@@ -381,27 +383,33 @@ def pipeline(argv: list[str]) -> None:
     own, rest = parser.parse_known_args(argv)
     base = engine.parse_config(FaceConfig, rest, "recipe shared by every model (python -m training.face train --help)")
     own.out.mkdir(parents=True, exist_ok=True)
-    cards, results = {}, {}
     for name in own.models:
         started = time.perf_counter()
         config = dataclasses.replace(base, model=name, out=str(own.out / name))
         best = train(config)
         train_minutes = (time.perf_counter() - started) / 60
-        card, results[name] = ship(best, own.out / f"{name}.onnx", own.cfp, own.lfw, own.out / "bench" / name, own.out / "thresholds.json",
+        card, _ = ship(best, own.out / f"{name}.onnx", own.cfp, own.lfw, own.out / "bench" / name, own.out / "thresholds.json",
                     fp16=not own.fp32, lfw_exclude=own.lfw_exclude if own.lfw_exclude.exists() else None)
         card["training_minutes"] = round(train_minutes, 2)
         (own.out / f"{name}.card.json").write_text(json.dumps(card, indent=2) + "\n")
-        cards[name] = card
-    from training.benchmark import table_row
+    write_summary(own.out, base)
 
-    lines = [f"# Face students: {', '.join(own.models)}", "", f"Recipe: `{json.dumps(dataclasses.asdict(base))}`", ""]
-    for name, card in cards.items():
-        metrics = card["metrics"]
-        lines.append(f"## {name} ({card['training_minutes']} min training, {card['hardware']}, {card['code_revision']})")
-        lines.append(table_row(name, results[name]))
-        lines.append("TAR@FAR: " + "; ".join(f"{k} {v['tar_at_far']}" for k, v in metrics.items()))
+
+def write_summary(out: Path, recipe: FaceConfig) -> None:
+    """summary.md over every model carded in `out` (so models trained in separate calls meet in one table)."""
+    from training.benchmark import VerificationResult, table_row
+
+    shared = {k: v for k, v in dataclasses.asdict(recipe).items() if k not in ("model", "out")}
+    lines = ["# Face students", "", f"Recipe: `{json.dumps(shared)}`", ""]
+    for card_file in sorted(out.glob("*.card.json")):
+        card = json.loads(card_file.read_text())
+        name = card["model"]["name"]
+        results = json.loads((out / "bench" / name / "results.json").read_text())
+        lines.append(f"## {name} ({card.get('training_minutes', '?')} min training, {card['hardware']}, {card['code_revision']})")
+        lines.append(table_row(name, {k: VerificationResult(**v) for k, v in results.items()}))
+        lines.append("TAR@FAR: " + "; ".join(f"{k} {v['tar_at_far']}" for k, v in results.items()))
         lines.append("")
-    (own.out / "summary.md").write_text("\n".join(lines))
+    (out / "summary.md").write_text("\n".join(lines))
     print("\n".join(lines))
 
 

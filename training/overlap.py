@@ -4,9 +4,10 @@
         --lfw ../shared/data/lfw --out runs/overlap --list training/data/lfw_training_overlap.txt
 
 CelebA folders are numeric identities (no names), so names cannot be compared. Each person's
-centroid is the mean of dlib's unit descriptors of their faces (dlib's own landmarks and chip,
-`training.teacher`); an LFW person matches a training identity when the Euclidean distance of
-the re-normalised centroids is below `--threshold`. The threshold is justified by the impostor
+centroid is the mean of the teacher's unit descriptors of their faces (dlib's ResNet in PyTorch,
+`models.dlib_resnet`, on the chip cut from each aligned crop exactly as training cuts it,
+`training.face_data.teacher_chip_matrix`); an LFW person matches a training identity when the
+Euclidean distance of the re-normalised centroids is below `--threshold`. The threshold is justified by the impostor
 rate it would give among LFW people themselves (every LFW name is a different person, so any
 LFW-LFW centroid match below it is a false match): the report prints both figures per threshold.
 The list it writes is what `training.benchmark --lfw-exclude` leaves out.
@@ -41,15 +42,28 @@ def lfw_pair_people(pairs_txt: Path) -> set[str]:
     return names
 
 
-def centroids(people: dict[str, list[Path]], embed, desc: str) -> tuple[list[str], np.ndarray]:
-    from training.teacher import read_rgb
+def centroids(people: dict[str, list[Path]], teacher, desc: str, batch_size: int = 64) -> tuple[list[str], np.ndarray]:
+    """Unit mean descriptor per person (faces as aligned, no mirror)."""
+    import cv2
+    import torch
 
-    names, vectors = [], []
-    for name, images in tqdm(people.items(), desc=desc, unit="person"):
-        mean = np.mean([embed(read_rgb(path)) for path in images], axis=0)
-        names.append(name)
-        vectors.append(mean / np.linalg.norm(mean))
-    return names, np.stack(vectors).astype(np.float32)
+    from training.face_data import TEACHER_CHIP, render, teacher_chip_matrix
+
+    chip = np.vstack([teacher_chip_matrix(), [0, 0, 1]])
+    owners = [name for name, images in people.items() for _ in images]
+    files = [path for images in people.values() for path in images]
+    vectors = []
+    for start in tqdm(range(0, len(files), batch_size), desc=desc, unit="batch"):
+        chips = [render(cv2.cvtColor(cv2.imread(str(path)), cv2.COLOR_BGR2RGB), chip, TEACHER_CHIP) for path in files[start:start + batch_size]]
+        with torch.inference_mode():
+            batch = teacher(torch.from_numpy(np.stack(chips)).permute(0, 3, 1, 2).float()).numpy()
+        vectors.append(batch / np.linalg.norm(batch, axis=1, keepdims=True))
+    vectors = np.concatenate(vectors)
+    names = list(people)
+    row_of = {name: row for row, name in enumerate(names)}
+    sums = np.zeros((len(names), vectors.shape[1]), np.float64)
+    np.add.at(sums, [row_of[name] for name in owners], vectors)
+    return names, (sums / np.linalg.norm(sums, axis=1, keepdims=True)).astype(np.float32)
 
 
 def nearest(queries: np.ndarray, gallery: np.ndarray, exclude_self: bool = False) -> tuple[np.ndarray, np.ndarray]:
@@ -96,9 +110,9 @@ def main(argv: list[str] | None = None) -> None:
     for side in ("train", "lfw") if args.side == "both" else (args.side,):
         cache = args.out / f"centroids_{side}.npz"  # resumable, and the two sides can run as two processes
         if not cache.exists():
-            from training.teacher import DlibTeacher
+            from models.dlib_resnet import load_dlib_resnet
 
-            names, vectors = centroids(sides[side](), DlibTeacher().embed, f"{side} identities")
+            names, vectors = centroids(sides[side](), load_dlib_resnet().eval(), f"{side} faces")
             np.savez(cache, names=np.array(names), vectors=vectors)
         stored = np.load(cache)
         centres[side] = (stored["names"].astype(str).tolist(), stored["vectors"])
@@ -118,7 +132,7 @@ def main(argv: list[str] | None = None) -> None:
     report = {
         "lfw_pair_people": len(lfw_names), "training_identities": len(train_names), "per_identity": args.per_identity,
         "threshold": args.threshold, "matched": len(matched), "by_threshold": table,
-        "method": "dlib descriptor centroids (training.teacher), Euclidean distance of unit centroids",
+        "method": "dlib_resnet_v1 descriptor centroids (crop->chip warp of training), Euclidean distance of unit centroids",
     }
     (args.out / "report.json").write_text(json.dumps(report, indent=2) + "\n")
     with (args.out / "matches.tsv").open("w") as handle:
