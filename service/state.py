@@ -45,7 +45,10 @@ class ServiceState:
         if calibration is None:
             log.warning("no calibrated thresholds for embedding model %s in %s: /v1/verify and /v1/identify need an explicit threshold", embedder.sha256[:12], settings.thresholds_file)
         detector = FaceDetector(settings.min_face_size, settings.detection_threshold, settings.detection_max_side)
-        gallery = open_gallery(settings.gallery_path, settings.gallery_dsn)
+        gallery = open_gallery(
+            settings.gallery_path, settings.gallery_dsn, use_pgvector=settings.gallery_pgvector,
+            ann_min_faces=settings.gallery_ann_min_faces, ann_candidates=settings.gallery_ann_candidates,
+        )
 
         def batcher(function, model_name: str) -> MicroBatcher:
             return MicroBatcher(

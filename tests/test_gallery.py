@@ -1,8 +1,10 @@
-"""The same gallery tests against SQLite and a real PostgreSQL server (skipped, with the reason,
-where neither STRA_TEST_POSTGRES_DSN nor Debian's PostgreSQL binaries are available)."""
+"""The same gallery tests against SQLite, a real PostgreSQL server (exact search) and the same
+server with pgvector, every search through its HNSW index (skipped, with the reason, where neither
+STRA_TEST_POSTGRES_DSN nor Debian's PostgreSQL binaries are available, or pgvector cannot be built)."""
 from __future__ import annotations
 
 import threading
+import time
 import uuid
 
 import numpy as np
@@ -13,9 +15,17 @@ from service.gallery import GalleryError, SQLiteGallery, open_gallery
 MODEL = "a" * 64
 
 
-@pytest.fixture(params=["sqlite", "postgresql"])
+def empty_postgres(dsn: str) -> None:
+    import psycopg
+
+    with psycopg.connect(dsn, autocommit=True) as db:  # each test starts empty
+        db.execute("DROP TABLE IF EXISTS faces, subjects, gallery_version")
+
+
+@pytest.fixture(params=["sqlite", "postgresql", "pgvector"])
 def make_gallery(request, tmp_path):
-    """make_gallery() -> a gallery; several calls share one database (like several workers)."""
+    """make_gallery() -> a gallery; several calls share one database (like several workers).
+    pgvector: every search goes through the HNSW index (ann_min_faces=0)."""
     opened = []
     if request.param == "sqlite":
         path = tmp_path / "gallery.sqlite3"
@@ -24,14 +34,13 @@ def make_gallery(request, tmp_path):
             opened.append(SQLiteGallery(path))
             return opened[-1]
     else:
-        dsn = request.getfixturevalue("postgres_dsn")
-        import psycopg
-
-        with psycopg.connect(dsn, autocommit=True) as db:  # each test starts empty
-            db.execute("DROP TABLE IF EXISTS faces, subjects, gallery_version")
+        pgvector = request.param == "pgvector"
+        dsn = request.getfixturevalue("pgvector_dsn" if pgvector else "postgres_dsn")
+        empty_postgres(dsn)
 
         def factory():
-            opened.append(open_gallery(tmp_path / "unused.sqlite3", dsn))
+            opened.append(open_gallery(tmp_path / "unused.sqlite3", dsn, use_pgvector=pgvector, ann_min_faces=0))
+            assert opened[-1].kind == ("postgresql+pgvector" if pgvector else "postgresql")
             return opened[-1]
 
     yield factory
@@ -148,3 +157,106 @@ def test_ranking_matches_a_full_sort_when_one_subject_fills_the_top():
     expected = [order[0]] + [index for index in order[200:204]]
     assert [m.face_id for m in matches] == [f"f{i}" for i in expected]
     assert [m.subject_id for m in matches][0] == "crowd"
+
+
+@pytest.fixture
+def hnsw_dsn(pgvector_dsn):
+    """A fresh database whose planner avoids scanning every row and sorting when it can: on galleries
+    this small it would rightly do both instead of asking the HNSW index, and these tests are about it."""
+    import psycopg
+    from psycopg.conninfo import make_conninfo
+
+    with psycopg.connect(pgvector_dsn, autocommit=True) as db:
+        db.execute("DROP DATABASE IF EXISTS stra_hnsw")
+        db.execute("CREATE DATABASE stra_hnsw")
+        db.execute("ALTER DATABASE stra_hnsw SET enable_seqscan = off")
+        db.execute("ALTER DATABASE stra_hnsw SET enable_sort = off")
+    return make_conninfo(pgvector_dsn, dbname="stra_hnsw")
+
+
+def hnsw_scans(dsn: str, expected: int) -> int:
+    """Index scans of the HNSW indexes so far, once `expected` are counted or after 10 s (a backend
+    reports its statistics as it exits, so the gallery that searched is closed first)."""
+    import psycopg
+
+    deadline = time.monotonic() + 10
+    with psycopg.connect(dsn, autocommit=True) as db:
+        while True:
+            db.execute("SELECT pg_stat_clear_snapshot()")
+            scans = db.execute("SELECT COALESCE(SUM(idx_scan), 0) FROM pg_stat_user_indexes WHERE indexrelname LIKE 'faces_hnsw_%'").fetchone()[0]
+            if scans >= expected or time.monotonic() > deadline:
+                return scans
+            time.sleep(0.1)
+
+
+def clustered(identities: int, per_identity: int, dim: int, rng) -> tuple[np.ndarray, np.ndarray]:
+    """Faces like a face model's: identity centres, samples around them (genuine cosine ~0.6)."""
+    centres = rng.standard_normal((identities, dim))
+    owner = np.repeat(np.arange(identities), per_identity)
+    faces = centres[owner] + 0.8 * rng.standard_normal((len(owner), dim))
+    return owner, (faces / np.linalg.norm(faces, axis=1, keepdims=True)).astype(np.float32)
+
+
+@pytest.mark.slow
+def test_hnsw_search_finds_what_exact_search_finds(hnsw_dsn):
+    from service.gallery.postgres import PostgresGallery
+
+    rng = np.random.default_rng(0)
+    owner, faces = clustered(200, 4, 64, rng)
+    gallery = PostgresGallery(hnsw_dsn, ann_min_faces=0, ann_candidates=20)
+    for subject in range(200):
+        gallery.create_subject(f"s{subject}", None, {})
+    for index, (subject, face) in enumerate(zip(owner, faces)):
+        gallery.add_face(f"s{subject}", f"f{index}", face, MODEL, None)
+    probes_owner, probes = clustered(200, 1, 64, np.random.default_rng(0))  # same centres, fresh samples
+    probes = unit(probes + 0.3 * rng.standard_normal(probes.shape))
+    agree = 0
+    for probe in probes:
+        similarity = faces @ probe
+        exact = [f"s{owner[i]}" for i in np.argsort(-similarity)]
+        exact_top = list(dict.fromkeys(exact))[:5]
+        found = gallery.search(probe, MODEL, top_k=5)
+        agree += [m.subject_id for m in found] == exact_top
+        if found[0].subject_id == exact_top[0]:  # re-ranked exactly: the same similarity as brute force
+            assert found[0].similarity == pytest.approx(float(similarity.max()), abs=1e-5)
+    gallery.close()
+    assert agree >= 0.95 * len(probes)
+    assert hnsw_scans(hnsw_dsn, len(probes)) == len(probes)
+
+
+def test_hnsw_search_looks_past_one_subject_that_fills_the_candidates(hnsw_dsn):
+    from service.gallery.postgres import PostgresGallery
+
+    rng = np.random.default_rng(1)
+    query = unit(rng.standard_normal(32))
+    gallery = PostgresGallery(hnsw_dsn, ann_min_faces=0, ann_candidates=20)
+    gallery.create_subject("crowd", None, {})
+    for k in range(60):  # 60 faces closer to the query than anyone else's: three times the candidates
+        gallery.add_face("crowd", f"c{k}", unit(query + 0.3 * unit(rng.standard_normal(32))), MODEL, None)
+    others = {}
+    for k in range(40):
+        gallery.create_subject(f"s{k}", None, {})
+        others[f"s{k}"] = unit(query + 1.5 * unit(rng.standard_normal(32)))
+        gallery.add_face(f"s{k}", f"o{k}", others[f"s{k}"], MODEL, None)
+    found = gallery.search(query, MODEL, top_k=4)
+    gallery.close()
+    expected = sorted(others, key=lambda s: -float(others[s] @ query))[:3]
+    assert [m.subject_id for m in found] == ["crowd", *expected]
+    assert hnsw_scans(hnsw_dsn, 2) == 2  # the widened second query went through the index too
+
+
+def test_faces_enrolled_without_pgvector_are_indexed_when_it_arrives(hnsw_dsn):
+    from service.gallery.postgres import PostgresGallery
+
+    before = PostgresGallery(hnsw_dsn, use_pgvector=False)
+    assert before.kind == "postgresql"
+    before.create_subject("x", "X", {})
+    before.add_face("x", "x16", unit(np.arange(16) + 1.0), MODEL, None)
+    before.add_face("x", "x8", unit(np.arange(8) + 1.0), "b" * 64, None)  # another model, another size
+    before.close()
+    after = PostgresGallery(hnsw_dsn, ann_min_faces=0)
+    assert after.kind == "postgresql+pgvector"
+    assert [m.face_id for m in after.search(unit(np.arange(16) + 1.0), MODEL, 5)] == ["x16"]
+    assert [m.face_id for m in after.search(unit(np.arange(8) + 1.0), "b" * 64, 5)] == ["x8"]
+    after.close()
+    assert hnsw_scans(hnsw_dsn, 2) == 2

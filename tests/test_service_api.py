@@ -263,7 +263,7 @@ def test_gallery_in_postgres_when_a_dsn_is_configured(make_client, postgres_dsn)
     with psycopg.connect(postgres_dsn, autocommit=True) as db:
         db.execute("DROP TABLE IF EXISTS faces, subjects, gallery_version")
     client = make_client(gallery_dsn=postgres_dsn)
-    assert client.get("/v1/info").json()["gallery"] == "postgresql"
+    assert client.get("/v1/info").json()["gallery"] in ("postgresql", "postgresql+pgvector")  # +pgvector: the server has it
     assert client.get("/ready").json()["checks"]["gallery"] is True
     assert client.post("/v1/subjects", json={"id": "obama"}).status_code == 201
     face_id = client.post("/v1/subjects/obama/faces", **upload(photo(OBAMA))).json()["face"]["id"]

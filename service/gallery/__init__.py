@@ -7,12 +7,13 @@ from service.gallery.base import Gallery, GalleryError, Match, Subject, SubjectF
 from service.gallery.sqlite import SQLiteGallery
 
 
-def open_gallery(path: str | Path, dsn: str | None = None) -> Gallery:
-    """PostgreSQL when a DSN is given (needs the `postgres` extra), else SQLite at `path`."""
+def open_gallery(path: str | Path, dsn: str | None = None, **postgres_options) -> Gallery:
+    """PostgreSQL when a DSN is given (needs the `postgres` extra; options go to PostgresGallery),
+    else SQLite at `path`."""
     if dsn:
         from service.gallery.postgres import PostgresGallery
 
-        return PostgresGallery(dsn)
+        return PostgresGallery(dsn, **postgres_options)
     return SQLiteGallery(path)
 
 

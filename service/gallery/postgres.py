@@ -2,20 +2,27 @@
 
 Embeddings are stored as float32 bytes and searched exactly in process, like the SQLite backend.
 Each write bumps a counter in the same transaction; a search first reads the counter (one cheap
-query) and reloads its cached matrix when another replica has written since. pgvector's ANN
-indexes would serve galleries beyond ~10^6 faces; the extension is not part of Debian's
-PostgreSQL packages available here, so this backend does not depend on it.
+query) and reloads its cached matrix when another replica has written since.
+
+With the pgvector extension (created when the server has it and the role may), every face also
+gets a `vector` column, and each model a partial HNSW (cosine) index on it. Once the gallery
+holds `ann_min_faces` faces (the planner's row estimate), a search asks that index for the best
+`ann_candidates` faces and re-ranks them exactly in process, instead of keeping every embedding in
+each replica's memory. Without the extension the exact path is all there is.
 """
 from __future__ import annotations
 
 import json
+import logging
 import threading
 from contextlib import contextmanager
 
 import numpy as np
 import psycopg
-from psycopg import errors
+from psycopg import errors, sql
 from psycopg_pool import ConnectionPool, PoolTimeout
+
+from pgvector.psycopg import register_vector
 
 from service.gallery.base import Gallery, GalleryError, Match, Subject, SubjectFace, rank_subjects, subject_not_found
 
@@ -39,26 +46,79 @@ CREATE INDEX IF NOT EXISTS faces_by_model ON faces(model_sha256);
 CREATE TABLE IF NOT EXISTS gallery_version (id INT PRIMARY KEY CHECK (id = 1), version BIGINT NOT NULL);
 INSERT INTO gallery_version VALUES (1, 0) ON CONFLICT DO NOTHING;
 """
-SCHEMA_LOCK = 0x57_52_41  # advisory lock: replicas starting together create the schema once
+SCHEMA_LOCK = 0x57_52_41  # advisory lock: replicas starting together create the schema (and indexes) once
+log = logging.getLogger("stra_face.gallery")
 
 
 def iso(timestamp) -> str:
     return timestamp.isoformat(timespec="milliseconds")
 
 
+def ranked_rows(rows) -> tuple[np.ndarray, list[tuple[str, str, str | None]]]:
+    """(face id, subject id, name, float32 bytes) rows -> rank_subjects' matrix and keys."""
+    matrix = np.stack([np.frombuffer(r[3], np.float32) for r in rows]) if rows else np.zeros((0, 0), np.float32)
+    return matrix, [(r[0], r[1], r[2]) for r in rows]
+
+
+def index_name(model_sha256: str, dimensions: int) -> str:
+    return f"faces_hnsw_{model_sha256[:16]}_{dimensions}"
+
+
+def create_index(db, model_sha256: str, dimensions: int) -> None:
+    """One partial HNSW (cosine) index per model: faces of different models (and sizes) never share
+    a graph, and a search names its model as a literal so that the planner picks that index."""
+    name = index_name(model_sha256, dimensions)
+    if db.execute("SELECT to_regclass(%s)", (name,)).fetchone()[0] is None:
+        db.execute(sql.SQL(
+            "CREATE INDEX {} ON faces USING hnsw ((vector::vector({})) vector_cosine_ops) WHERE model_sha256 = {}"
+        ).format(sql.Identifier(name), sql.Literal(dimensions), sql.Literal(model_sha256)))
+
+
 class PostgresGallery(Gallery):
-    def __init__(self, dsn: str, max_connections: int = 8, timeout: float = 10):
-        self._pool = ConnectionPool(dsn, min_size=1, max_size=max_connections, open=True, timeout=timeout)
-        self.kind = "postgresql"
+    def __init__(
+        self, dsn: str, max_connections: int = 8, timeout: float = 10,
+        use_pgvector: bool = True, ann_min_faces: int = 100_000, ann_candidates: int = 100,
+    ):
         try:
-            with self._connection() as db:
+            with psycopg.connect(dsn, connect_timeout=max(1, round(timeout))) as db:
                 db.execute("SELECT pg_advisory_xact_lock(%s)", (SCHEMA_LOCK,))
                 db.execute(SCHEMA)
-        except GalleryError:
-            self._pool.close()  # its workers would retry forever
-            raise
+                self.pgvector = use_pgvector and self._enable_pgvector(db)
+        except psycopg.OperationalError as error:
+            raise GalleryError("database_unavailable", f"PostgreSQL is unreachable: {error}", 503) from error
+        self.kind = "postgresql+pgvector" if self.pgvector else "postgresql"
+        self.ann_min_faces, self.ann_candidates = ann_min_faces, ann_candidates
+        self._pool = ConnectionPool(dsn, min_size=1, max_size=max_connections, open=True, timeout=timeout, configure=self._configure)
         self._lock = threading.Lock()
         self._cache: dict[str, tuple[int, np.ndarray, list[tuple[str, str, str | None]]]] = {}
+        self._indexed: set[tuple[str, int]] = set()  # (model, dimensions) whose HNSW index exists
+
+    @staticmethod
+    def _enable_pgvector(db) -> bool:
+        """Creates the extension when the server has it; adds (and fills) the faces' vector column."""
+        if db.execute("SELECT 1 FROM pg_available_extensions WHERE name = 'vector'").fetchone() is None:
+            log.info("pgvector is not installed in this PostgreSQL: exact search only")
+            return False
+        try:
+            with db.transaction():
+                db.execute("CREATE EXTENSION IF NOT EXISTS vector")
+        except psycopg.errors.InsufficientPrivilege as error:
+            log.warning("pgvector is installed but this role cannot create it (%s): exact search only", error)
+            return False
+        db.execute("ALTER TABLE faces ADD COLUMN IF NOT EXISTS vector vector")
+        register_vector(db)
+        # Faces enrolled while pgvector was absent or turned off get their vector now.
+        rows = db.execute("SELECT id, embedding FROM faces WHERE vector IS NULL").fetchall()
+        with db.cursor() as cursor:
+            cursor.executemany("UPDATE faces SET vector = %s WHERE id = %s", [(np.frombuffer(r[1], np.float32), r[0]) for r in rows])
+        for model_sha256, dimensions in db.execute("SELECT DISTINCT model_sha256, vector_dims(vector) FROM faces").fetchall():
+            create_index(db, model_sha256, dimensions)
+        return True
+
+    def _configure(self, db) -> None:
+        if self.pgvector:
+            register_vector(db)
+            db.commit()  # the pool wants its connections idle
 
     @contextmanager
     def _connection(self, timeout: float | None = None):
@@ -126,19 +186,32 @@ class PostgresGallery(Gallery):
         self._write(delete)
 
     def add_face(self, subject_id: str, face_id: str, embedding: np.ndarray, model_sha256: str, image: bytes | None) -> SubjectFace:
-        blob = np.asarray(embedding, np.float32).tobytes()
+        embedding = np.asarray(embedding, np.float32)
+        if self.pgvector:
+            self._ensure_index(model_sha256, embedding.size)
+
+        row = {"id": face_id, "subject_id": subject_id, "model_sha256": model_sha256, "embedding": embedding.tobytes(), "image": image}
+        if self.pgvector:
+            row["vector"] = embedding
+        statement = sql.SQL("INSERT INTO faces({}) VALUES ({}) RETURNING created_at").format(
+            sql.SQL(", ").join(map(sql.Identifier, row)), sql.SQL(", ").join(sql.Placeholder() * len(row))
+        )
 
         def insert(db):
             try:
-                return db.execute(
-                    "INSERT INTO faces(id, subject_id, model_sha256, embedding, image) VALUES (%s, %s, %s, %s, %s) RETURNING created_at",
-                    (face_id, subject_id, model_sha256, blob, image),
-                ).fetchone()[0]
+                return db.execute(statement, list(row.values())).fetchone()[0]
             except errors.ForeignKeyViolation:
                 raise subject_not_found(subject_id) from None
 
         created = self._write(insert)
         return SubjectFace(face_id, subject_id, model_sha256, iso(created), image is not None)
+
+    def _ensure_index(self, model_sha256: str, dimensions: int) -> None:
+        if (model_sha256, dimensions) not in self._indexed:
+            with self._connection() as db:
+                db.execute("SELECT pg_advisory_xact_lock(%s)", (SCHEMA_LOCK,))
+                create_index(db, model_sha256, dimensions)
+            self._indexed.add((model_sha256, dimensions))
 
     def delete_face(self, subject_id: str, face_id: str) -> None:
         def delete(db):
@@ -147,28 +220,55 @@ class PostgresGallery(Gallery):
 
         self._write(delete)
 
-    def _matrix(self, model_sha256: str):
-        with self._connection() as db:
-            version = db.execute("SELECT version FROM gallery_version WHERE id = 1").fetchone()[0]
-            with self._lock:
-                cached = self._cache.get(model_sha256)
-                if cached is not None and cached[0] == version:
-                    return cached[1], cached[2]
-            # Version read before the rows: the rows are at least that new, so a write that lands in
-            # between only costs one extra reload on the next search, never a stale answer.
-            rows = db.execute(
-                "SELECT f.id, f.subject_id, s.name, f.embedding FROM faces f JOIN subjects s ON s.id = f.subject_id"
-                " WHERE f.model_sha256 = %s",
-                (model_sha256,),
-            ).fetchall()
-        matrix = np.stack([np.frombuffer(r[3], np.float32) for r in rows]) if rows else np.zeros((0, 0), np.float32)
-        keys = [(r[0], r[1], r[2]) for r in rows]
+    def _version(self, db) -> tuple[int, float]:
+        """The gallery version and the planner's estimate of how many faces it holds (no table scan)."""
+        return db.execute(
+            "SELECT version, (SELECT GREATEST(reltuples, 0) FROM pg_class WHERE oid = 'faces'::regclass) FROM gallery_version WHERE id = 1"
+        ).fetchone()
+
+    def _matrix(self, db, version: int, model_sha256: str):
+        with self._lock:
+            cached = self._cache.get(model_sha256)
+            if cached is not None and cached[0] == version:
+                return cached[1], cached[2]
+        # Version read before the rows: the rows are at least that new, so a write that lands in
+        # between only costs one extra reload on the next search, never a stale answer.
+        rows = db.execute(
+            "SELECT f.id, f.subject_id, s.name, f.embedding FROM faces f JOIN subjects s ON s.id = f.subject_id"
+            " WHERE f.model_sha256 = %s",
+            (model_sha256,),
+        ).fetchall()
+        matrix, keys = ranked_rows(rows)
         with self._lock:
             self._cache[model_sha256] = (version, matrix, keys)
         return matrix, keys
 
+    def _ann_search(self, db, embedding: np.ndarray, model_sha256: str, top_k: int) -> list[Match]:
+        """The HNSW index's best faces, re-ranked exactly; asks for more while they hold fewer than
+        top_k subjects (many faces of one person can fill the candidates)."""
+        query = sql.SQL(
+            "SELECT f.id, f.subject_id, s.name, f.embedding FROM ("
+            " SELECT id, subject_id, embedding FROM faces WHERE model_sha256 = {} ORDER BY vector::vector({}) <=> %s LIMIT %s"
+            ") f JOIN subjects s ON s.id = f.subject_id"
+        ).format(sql.Literal(model_sha256), sql.Literal(embedding.size))
+        limit = max(self.ann_candidates, 10 * top_k)
+        while True:
+            # An iterative scan goes on past ef_search, in relaxed order, which the re-ranking makes
+            # exact. (On a small gallery the planner prefers an exact scan to the index: also right.)
+            db.execute(sql.SQL("SET LOCAL hnsw.iterative_scan = relaxed_order; SET LOCAL hnsw.ef_search = {}").format(sql.Literal(min(1000, limit))))
+            rows = db.execute(query, (embedding, limit)).fetchall()
+            matches = rank_subjects(*ranked_rows(rows), embedding, top_k)
+            if len(matches) == top_k or len(rows) < limit:
+                return matches
+            limit *= 4
+
     def search(self, embedding: np.ndarray, model_sha256: str, top_k: int) -> list[Match]:
-        matrix, keys = self._matrix(model_sha256)
+        embedding = np.asarray(embedding, np.float32)
+        with self._connection() as db:
+            version, faces = self._version(db)
+            if self.pgvector and faces >= self.ann_min_faces:
+                return self._ann_search(db, embedding, model_sha256, top_k)
+            matrix, keys = self._matrix(db, version, model_sha256)
         return rank_subjects(matrix, keys, embedding, top_k)
 
     def ping(self) -> None:
