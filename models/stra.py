@@ -131,6 +131,7 @@ class ModeAttention(nn.Module):
         self.scale = 1.0 / math.sqrt(channels // config.groups)
         self.coefficients_tap = nn.Identity()  # hook point for r_ig maps (Fig. 3b / Fig. 4)
         self.diversity: torch.Tensor | None = None  # per-sample regulariser of the last forward
+        self.coefficients: torch.Tensor | None = None  # r_ig maps (B, G, H, W) of the last forward
 
     def modal_vectors(self, s: torch.Tensor) -> torch.Tensor:
         """z_g from S_g (B, G, d, N): the mean over pixels, or a centroid of the representative pixels."""
@@ -153,6 +154,7 @@ class ModeAttention(nn.Module):
         logits = torch.einsum("bgdn,bgd->bgn", s_g, z) * self.scale
         coefficients = logits.sigmoid() if self.gating == "sigmoid" else logits.softmax(dim=1)
         coefficients = self.coefficients_tap(coefficients.reshape(batch, self.groups, height, width))
+        self.coefficients = coefficients
         y = coefficients.reshape(batch, self.groups, 1, height * width) * z.unsqueeze(-1)
         return s + y.reshape(batch, channels, height, width)
 
@@ -181,6 +183,30 @@ class StRA(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         s = self.local(x)
         return s if self.mode is None else self.mode(s)
+
+
+def last_mode_attention(model: nn.Module) -> ModeAttention:
+    blocks = [m for m in model.modules() if isinstance(m, ModeAttention)]
+    if not blocks:
+        raise ValueError("the model has no mode attention (not an StRA model, or mode_attention=False)")
+    return blocks[-1]
+
+
+class WithModes(nn.Module):
+    """`model` with a second output, `modes`: the r_ig maps (B, G, H, W) of its last mode-attention block.
+
+    The maps are computed by the forward pass anyway, so exporting them as a graph output costs
+    nothing (ONNX Runtime skips copying an output nobody asks for).
+    """
+
+    def __init__(self, model: nn.Module):
+        super().__init__()
+        self.model = model
+        self._block_name = next(name for name, m in model.named_modules() if m is last_mode_attention(model))
+
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        output = self.model(x)
+        return output, self.model.get_submodule(self._block_name).coefficients
 
 
 def diversity_loss(model: nn.Module) -> torch.Tensor:

@@ -20,6 +20,8 @@ class AnalyzedImage:
     detections: list[Detection]
     embeddings: np.ndarray | None = None  # (F, D)
     expressions: np.ndarray | None = None  # (F, 7)
+    modes: np.ndarray | None = None  # (F, G, h, w) StRA mode maps, when asked for
+    expression_crops: np.ndarray | None = None  # (F, 48, 48) the crops the expression model saw, when modes are asked for
 
 
 @dataclass(frozen=True)
@@ -35,9 +37,13 @@ def _decode_and_detect(state: ServiceState, data: bytes, options: DetectionOptio
     return image, detections
 
 
-async def analyze_image(state: ServiceState, data: bytes, options: DetectionOptions, *, embed: bool = False, flip: bool = False, expression: bool = False) -> AnalyzedImage:
+async def analyze_image(
+    state: ServiceState, data: bytes, options: DetectionOptions, *, embed: bool = False, flip: bool = False, expression: bool = False, modes: bool = False,
+) -> AnalyzedImage:
     if expression and state.expression is None:
         raise APIError(503, "model_unavailable", f"no expression model is installed (expected at {state.settings.expression_model})")
+    if modes and not state.expression.has_modes:  # refused before any work is done
+        raise APIError(422, "modes_unavailable", f"the installed expression model ({state.expression.path.name}, sha256 {state.expression.sha256[:12]}) has no StRA mode output; modes=true needs an StRA model exported by `python -m training.fer ship`")
     image, detections = await run_in_threadpool(_decode_and_detect, state, data, options)
     state.metrics.faces.inc(len(detections))
     result = AnalyzedImage(image.shape[1], image.shape[0], detections)
@@ -48,5 +54,8 @@ async def analyze_image(state: ServiceState, data: bytes, options: DetectionOpti
         result.embeddings = await state.embed_batcher.submit(faces, flip)
     if expression:
         crops = await run_in_threadpool(lambda: np.stack([expression_crop(image, d.landmarks) for d in detections]))
-        result.expressions = await state.expression_batcher.submit(crops, state.settings.flip_expressions)
+        # The batcher only groups requests with equal options, so requests without modes never pay for them.
+        result.expressions, result.modes = await state.expression_batcher.submit(crops, state.settings.flip_expressions, modes)
+        if modes:
+            result.expression_crops = crops
     return result

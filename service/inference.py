@@ -112,18 +112,40 @@ def _softmax(logits: np.ndarray) -> np.ndarray:
     return probabilities / probabilities.sum(axis=1, keepdims=True)
 
 
+class ModesUnavailable(ValueError):
+    """The expression model has no `modes` output (not an StRA model, or exported without it)."""
+
+
 class ExpressionModel(OnnxModel):
+    MODES = "modes"  # second output of StRA expression models: r_ig maps (N, G, h, w) in [0, 1]
+
+    @property
+    def has_modes(self) -> bool:
+        return any(output.name == self.MODES for output in self.session.get_outputs())
+
     def probabilities(self, crops: np.ndarray, flip: bool = False) -> np.ndarray:
         """(N, 48, 48) grayscale crops -> (N, 7) softmax probabilities in EXPRESSIONS order.
 
         flip: the mean of the probabilities of each crop and its mirror (training's `--tta flip`).
         """
+        return self.predict(crops, flip)[0]
+
+    def predict(self, crops: np.ndarray, flip: bool = False, modes: bool = False) -> tuple[np.ndarray, np.ndarray | None]:
+        """(probabilities (N, 7), mode maps (N, G, h, w) of the crops as given, or None unless `modes`).
+
+        The maps come from the same model call as the probabilities (the graph computes them
+        anyway); with flip they are those of the unmirrored crops, so they stay aligned with them."""
+        if modes and not self.has_modes:
+            raise ModesUnavailable(f"the expression model {self.path.name} (sha256 {self.sha256[:12]}) has no '{self.MODES}' output; mode maps need an StRA model exported by `python -m training.fer ship`")
         batch = to_expression_input(crops)
-        if not flip:
-            return _softmax(self.run(batch)).astype(np.float32)
-        # Crops and mirrors in one model call.
-        probabilities = _softmax(self.run(np.concatenate([batch, batch[..., ::-1]])))
-        return ((probabilities[: len(batch)] + probabilities[len(batch) :]) / 2).astype(np.float32)
+        inputs = np.concatenate([batch, batch[..., ::-1]]) if flip else batch  # crops and mirrors in one call
+        names = [self.session.get_outputs()[0].name] + ([self.MODES] if modes else [])
+        outputs = self.session.run(names, {self.input_name: inputs})
+        probabilities = _softmax(outputs[0])
+        if flip:
+            probabilities = (probabilities[: len(batch)] + probabilities[len(batch) :]) / 2
+        maps = outputs[1][: len(batch)].astype(np.float32) if modes else None
+        return probabilities.astype(np.float32), maps
 
     labels = EXPRESSIONS
 
@@ -150,7 +172,7 @@ class MicroBatcher:
     """
 
     def __init__(self, function, max_size: int, max_wait_ms: float, queue_size: int, observe_batch=None):
-        self.function = function  # (items, *options) -> outputs, row-aligned with items
+        self.function = function  # (items, *options) -> outputs (an array, or a tuple of arrays / None), row-aligned with items
         self.max_size = max_size
         self.max_wait = max_wait_ms / 1000
         self.queue_size = queue_size
@@ -212,5 +234,12 @@ class MicroBatcher:
             start = 0
             for pending in group:
                 if not pending.future.done():
-                    pending.future.set_result(outputs[start:start + len(pending.items)])
+                    pending.future.set_result(_rows(outputs, start, start + len(pending.items)))
                 start += len(pending.items)
+
+
+def _rows(outputs, start: int, stop: int):
+    """Rows start:stop of a batch's outputs: an array, or a tuple of arrays (None entries stay None)."""
+    if isinstance(outputs, tuple):
+        return tuple(None if output is None else output[start:stop] for output in outputs)
+    return outputs[start:stop]

@@ -1,7 +1,7 @@
 """Request and response models of the API."""
 from __future__ import annotations
 
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, model_serializer
 
 from service.pipeline.preprocess import EXPRESSIONS
 
@@ -53,8 +53,40 @@ class Expression(BaseModel):
     probabilities: dict[str, float] = Field(description=f"one probability per class: {', '.join(EXPRESSIONS)}")
 
 
-class ExpressionFace(DetectedFace):
+class ExpressionModes(BaseModel):
+    """What the expression model attended to: the StRA mode coefficients r_ig of its last StRA block."""
+
+    groups: int = Field(description="G, the number of modes (8 for the shipped ResNet50-StRA)", examples=[8])
+    grid: tuple[int, int] = Field(description="rows, columns of each map (6 x 6 for the shipped model)", examples=[(6, 6)])
+    cell_pixels: tuple[float, float] = Field(
+        description="height, width in pixels of the 48x48 expression crop that one grid cell covers: cell (i, j) "
+        "is centred on crop pixel ((j + 0.5) * width, (i + 0.5) * height); the crop is the face aligned on its landmarks",
+        examples=[(8.0, 8.0)],
+    )
+    maps: list[list[list[float]]] = Field(
+        description="G maps of rows x columns values in [0, 1] (sigmoid gates: each mode independently, 1 = the "
+        "location belongs to the mode); computed on the unmirrored crop"
+    )
+    overlay_png: str | None = Field(
+        default=None,
+        description="base64 PNG, only with modes_overlay=true: the crop (3x) and each map over it (jet: blue 0 .. red 1), in one row",
+    )
+
+
+class _OmitsAbsentModes(BaseModel):
+    """Faces serialise `modes` only when it was asked for: no payload when off."""
+
+    @model_serializer(mode="wrap")
+    def _omit_absent_modes(self, handler):
+        data = handler(self)
+        if isinstance(data, dict) and data.get("modes") is None:
+            data.pop("modes", None)
+        return data
+
+
+class ExpressionFace(DetectedFace, _OmitsAbsentModes):
     expression: Expression
+    modes: ExpressionModes | None = Field(default=None, description="only with modes=true")
 
 
 class ExpressionResponse(BaseModel):
@@ -62,9 +94,10 @@ class ExpressionResponse(BaseModel):
     faces: list[ExpressionFace]
 
 
-class AnalyzedFace(DetectedFace):
+class AnalyzedFace(DetectedFace, _OmitsAbsentModes):
     embedding: list[float]
     expression: Expression
+    modes: ExpressionModes | None = Field(default=None, description="only with modes=true")
 
 
 class AnalyzeResponse(BaseModel):

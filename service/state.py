@@ -58,7 +58,7 @@ class ServiceState:
 
         return cls(
             settings, metrics, detector, embedder, expression,
-            batcher(embedder.embed, "embedding"), batcher(expression.probabilities, "expression") if expression else None,
+            batcher(embedder.embed, "embedding"), batcher(expression.predict, "expression") if expression else None,
             gallery, calibration,
         )
 

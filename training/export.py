@@ -4,7 +4,8 @@
     stra-face export resnet50_stra --num-classes 7 --in-chans 1 --input-shape 1 48 48 --out fer.onnx --fp16
 
 The file has one input "input" (N, C, H, W) float32 with a dynamic batch axis and one output
-"output". fp16 files keep float32 inputs and outputs (casts inside the graph), so callers
+"output" (a model returning a tuple, such as models.WithModes, gets one output per element,
+named by `output_names`: "output", "modes"). fp16 files keep float32 inputs and outputs (casts inside the graph), so callers
 never change. Parity runs the file in onnxruntime on random inputs and fails loudly when the
 max abs error passes the tolerance: 1e-4 for fp32, and for fp16 1e-2 of the output's range.
 """
@@ -39,6 +40,7 @@ def export_onnx(
     input_shape: tuple[int, int, int],
     fp16: bool = False,
     opset: int = DEFAULT_OPSET,
+    output_names: tuple[str, ...] = ("output",),
 ) -> Path:
     """Export `model` (eval mode) to a single self-contained ONNX file with a dynamic batch axis."""
     path = Path(path)
@@ -52,7 +54,7 @@ def export_onnx(
             model,
             (example,),
             input_names=["input"],
-            output_names=["output"],
+            output_names=list(output_names),
             dynamic_shapes=({0: batch},),
             opset_version=opset,
             dynamo=True,
@@ -83,24 +85,30 @@ def check_parity(
     batch_sizes: tuple[int, ...] = (1, 3),
     seed: int = 0,
 ) -> float:
-    """Max abs error between onnxruntime and PyTorch eager on random inputs; raises ParityError above tolerance."""
+    """Max abs error between onnxruntime and PyTorch eager on random inputs, over every output of
+    the file (a tuple-returning model is compared element by element); raises ParityError above tolerance."""
     model = model.eval()
     session = onnx_session(path)
+    names = [output.name for output in session.get_outputs()]
     generator = torch.Generator().manual_seed(seed)
     worst, tolerance = 0.0, FP32_TOLERANCE
     for batch in batch_sizes:
         x = torch.randn(batch, *input_shape, generator=generator)
         with torch.no_grad():
-            expected = model(x).numpy()
-        got = session.run(["output"], {"input": x.numpy()})[0]
-        if got.shape != expected.shape:
-            raise ParityError(f"shape {got.shape} from ONNX, {expected.shape} from PyTorch")
-        error = float(np.abs(got.astype(np.float64) - expected).max())
-        if fp16:
-            tolerance = FP16_RELATIVE_TOLERANCE * max(1.0, float(np.abs(expected).max()))
-        worst = max(worst, error)
-        if error > tolerance:
-            raise ParityError(f"{path}: max abs error {error:.3g} > {tolerance:.3g} at batch {batch}")
+            expected_outputs = model(x)
+        expected_outputs = expected_outputs if isinstance(expected_outputs, tuple) else (expected_outputs,)
+        if len(expected_outputs) != len(names):
+            raise ParityError(f"{len(names)} outputs {names} in ONNX, {len(expected_outputs)} from PyTorch")
+        for name, got, expected in zip(names, session.run(names, {"input": x.numpy()}), expected_outputs):
+            expected = expected.numpy()
+            if got.shape != expected.shape:
+                raise ParityError(f"{name}: shape {got.shape} from ONNX, {expected.shape} from PyTorch")
+            error = float(np.abs(got.astype(np.float64) - expected).max())
+            if fp16:
+                tolerance = FP16_RELATIVE_TOLERANCE * max(1.0, float(np.abs(expected).max()))
+            worst = max(worst, error)
+            if error > tolerance:
+                raise ParityError(f"{path}: {name} max abs error {error:.3g} > {tolerance:.3g} at batch {batch}")
     return worst
 
 

@@ -8,6 +8,7 @@ from fastapi import APIRouter, Depends, Query, Request
 
 from service.analysis import AnalyzedImage, DetectionOptions, analyze_image
 from service.api.deps import State, detection_options, image_body, read_images
+from service.modes import face_modes
 from service.pipeline.detect import Detection
 from service.pipeline.preprocess import EXPRESSIONS
 from service.schemas import (
@@ -19,6 +20,8 @@ router = APIRouter(prefix="/v1", tags=["faces"])
 ERRORS = {code: {"model": ErrorResponse} for code in (401, 403, 413, 415, 422, 503)}
 Options = Annotated[DetectionOptions, Depends(detection_options)]
 Flip = Annotated[bool | None, Query(description="also embed the mirrored face and sum (server default when absent)")]
+Modes = Annotated[bool, Query(description="per face, the StRA mode maps of the expression model (`modes`); 422 modes_unavailable for a model without them")]
+ModesOverlay = Annotated[bool, Query(description="also a base64 PNG of the maps over the 48x48 crop (`modes.overlay_png`); implies modes")]
 
 
 def detected(detection: Detection) -> dict:
@@ -28,6 +31,13 @@ def detected(detection: Detection) -> dict:
 
 def expression_of(probabilities: np.ndarray) -> Expression:
     return Expression(dominant=EXPRESSIONS[int(np.argmax(probabilities))], probabilities={n: float(p) for n, p in zip(EXPRESSIONS, probabilities)})
+
+
+def modes_of(result: AnalyzedImage, overlay: bool) -> list:
+    """Per face: its ExpressionModes, or None when modes were not asked for."""
+    if result.modes is None:
+        return [None] * len(result.detections)
+    return [face_modes(maps, crop, overlay) for maps, crop in zip(result.modes, result.expression_crops)]
 
 
 def size_of(result: AnalyzedImage) -> ImageSize:
@@ -53,18 +63,23 @@ async def embed(request: Request, state: State, options: Options, flip: Flip = N
 
 
 @router.post("/expression", response_model=ExpressionResponse, responses=ERRORS, openapi_extra=image_body("image"), summary="every face: 7-class expression probabilities")
-async def expression(request: Request, state: State, options: Options) -> ExpressionResponse:
-    result = await analyze_image(state, await _one_image(request, state), options, expression=True)
-    faces = [ExpressionFace(**detected(d), expression=expression_of(p)) for d, p in zip(result.detections, result.expressions if result.detections else [])]
+async def expression(request: Request, state: State, options: Options, modes: Modes = False, modes_overlay: ModesOverlay = False) -> ExpressionResponse:
+    result = await analyze_image(state, await _one_image(request, state), options, expression=True, modes=modes or modes_overlay)
+    faces = [
+        ExpressionFace(**detected(d), expression=expression_of(p), modes=m)
+        for d, p, m in zip(result.detections, result.expressions if result.detections else [], modes_of(result, modes_overlay))
+    ]
     return ExpressionResponse(image=size_of(result), faces=faces)
 
 
 @router.post("/analyze", response_model=AnalyzeResponse, responses=ERRORS, openapi_extra=image_body("image"), summary="every face: embedding and expression from one detection pass")
-async def analyze(request: Request, state: State, options: Options, flip: Flip = None) -> AnalyzeResponse:
+async def analyze(request: Request, state: State, options: Options, flip: Flip = None, modes: Modes = False, modes_overlay: ModesOverlay = False) -> AnalyzeResponse:
     flip = state.settings.flip_embeddings if flip is None else flip
-    result = await analyze_image(state, await _one_image(request, state), options, embed=True, flip=flip, expression=True)
+    result = await analyze_image(state, await _one_image(request, state), options, embed=True, flip=flip, expression=True, modes=modes or modes_overlay)
     faces = [
-        AnalyzedFace(**detected(d), embedding=e.tolist(), expression=expression_of(p))
-        for d, e, p in zip(result.detections, result.embeddings if result.detections else [], result.expressions if result.detections else [])
+        AnalyzedFace(**detected(d), embedding=e.tolist(), expression=expression_of(p), modes=m)
+        for d, e, p, m in zip(
+            result.detections, result.embeddings if result.detections else [], result.expressions if result.detections else [], modes_of(result, modes_overlay),
+        )
     ]
     return AnalyzeResponse(image=size_of(result), model_sha256=state.embedder.sha256, faces=faces)
