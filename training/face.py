@@ -25,7 +25,8 @@ from torch import nn
 
 import models
 from training import engine
-from training.benchmark import PairSet, contiguous_folds, embed_images, evaluate_pairs, torch_embedder
+from training.benchmark import PairSet, contiguous_folds, evaluate_pairs
+from training.embedders import embed_images, load_checkpoint_model, torch_embedder
 from training.face_data import (
     FaceDataset, FaceRecord, face_train_augmentation, load_teacher_embeddings, scan_identity_folders, scan_unlabelled,
 )
@@ -67,13 +68,6 @@ class FaceConfig:
 
 def model_kwargs(config: FaceConfig) -> dict:
     return {"embedding_dim": config.embedding_dim, "dropout": config.dropout, **config.model_kwargs}
-
-
-def load_checkpoint_model(path: str | Path) -> tuple[nn.Module, dict]:
-    checkpoint = torch.load(path, map_location="cpu", weights_only=False)
-    model = models.create_model(checkpoint["model"]["name"], **checkpoint["model"]["kwargs"])
-    model.load_state_dict(checkpoint["state_dict"])
-    return model.eval(), checkpoint
 
 
 def validation_pairs(records: list[FaceRecord], seed: int, max_pairs: int = 1000) -> PairSet:
@@ -260,6 +254,7 @@ def ship(args: argparse.Namespace) -> None:
         "file": out.name, "sha256": sha256_file(out), "size_bytes": out.stat().st_size,
         "precision": "fp16" if args.fp16 else "fp32",
         "input": "(N, 3, 112, 112) float32 RGB in [-1, 1], ArcFace-aligned (service.pipeline.align.align_face)",
+        "input_kind": "arcface_112", "embedding_dim": checkpoint["model"]["kwargs"]["embedding_dim"],
         "output": "(N, 512) embedding (not normalised)",
         "parity_max_abs_error": parity,
         "model": checkpoint["model"], "recipe": checkpoint["config"], "epochs_trained": checkpoint["epoch"] + 1,
