@@ -50,7 +50,7 @@ async def analyze_image(
     if not detections:
         return result
     if embed:
-        faces = await run_in_threadpool(lambda: np.stack([align_face(image, d.landmarks) for d in detections]))
+        faces = await run_in_threadpool(lambda: np.stack([align_face(image, d.landmarks, state.embedder.input_kind) for d in detections]))
         result.embeddings = await state.embed_batcher.submit(faces, flip)
     if expression:
         crops = await run_in_threadpool(lambda: np.stack([expression_crop(image, d.landmarks) for d in detections]))

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import json
 import logging
 import time
 from dataclasses import dataclass, field
@@ -13,7 +14,7 @@ import onnx
 import onnxruntime as ort
 from onnx import TensorProto, numpy_helper
 
-from service.pipeline.preprocess import EXPRESSIONS, to_expression_input, to_face_input
+from service.pipeline.preprocess import ARCFACE_112, EXPRESSIONS, FACE_INPUTS, to_expression_input, to_face_input
 
 log = logging.getLogger("stra_face.inference")
 
@@ -95,10 +96,31 @@ class OnnxModel:
         return self.session.run(None, {self.input_name: batch})[0]
 
 
+def read_card(model_path: Path) -> dict:
+    """The model card beside an ONNX file (`<stem>.card.json`); {} when there is none."""
+    card = Path(model_path).with_suffix(".card.json")
+    return json.loads(card.read_text()) if card.exists() else {}
+
+
 class EmbeddingModel(OnnxModel):
+    """A face embedding file. Its card's `input_kind` names the aligned face it reads (ArcFace 112x112
+    crop or dlib's 150x150 chip; ArcFace when the card is silent); its output width is its dimension."""
+
+    def __init__(self, path: Path, providers: list[str], intra_op_threads: int = 0):
+        super().__init__(path, providers, intra_op_threads)
+        card = read_card(path)
+        kind = card.get("input_kind", ARCFACE_112.name)
+        if kind not in FACE_INPUTS:
+            raise ValueError(f"{path.name}: its card's input_kind {kind!r} is not one of {sorted(FACE_INPUTS)}")
+        self.input_kind = FACE_INPUTS[kind]
+        self.name = card.get("name", path.stem)
+        if isinstance(self.input_shape[-1], int) and self.input_shape[-1] != self.input_kind.size:
+            raise ValueError(f"{path.name}: input {self.input_shape} does not read {kind} faces ({self.input_kind.size}px)")
+        self.dim = int(self.session.get_outputs()[0].shape[-1])
+
     def embed(self, faces: np.ndarray, flip: bool = False) -> np.ndarray:
-        """(N, 112, 112, 3) aligned RGB faces -> (N, D) L2-normalised embeddings (image + mirror summed when flip)."""
-        batch = to_face_input(faces)
+        """(N, S, S, 3) RGB faces aligned for `input_kind` -> (N, D) L2-normalised embeddings (image + mirror summed when flip)."""
+        batch = to_face_input(faces, self.input_kind)
         features = self.run(batch)
         if flip:
             features = features + self.run(batch[..., ::-1].copy())

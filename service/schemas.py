@@ -141,6 +141,7 @@ class SubjectFaceOut(BaseModel):
     model_sha256: str
     created_at: str
     has_image: bool
+    current_model: bool = Field(description="enrolled with the embedding model now serving; other faces are not searched until re-enrolled")
 
 
 class SubjectOut(BaseModel):
@@ -151,9 +152,15 @@ class SubjectOut(BaseModel):
     faces: list[SubjectFaceOut]
 
 
+class Enrolments(BaseModel):
+    current_model: int = Field(description="gallery faces enrolled with the embedding model now serving (searched)")
+    need_reenrolment: int = Field(description="faces enrolled with another embedding model: kept, not searched")
+
+
 class SubjectList(BaseModel):
     total: int
     subjects: list[SubjectOut]
+    enrolments: Enrolments
 
 
 class EnrollResponse(BaseModel):

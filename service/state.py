@@ -8,7 +8,7 @@ from pathlib import Path
 import onnxruntime as ort
 
 from stra_face import __version__
-from service.gallery import Gallery, open_gallery
+from service.gallery import Gallery, GalleryError, open_gallery
 from service.inference import EmbeddingModel, ExpressionModel, MicroBatcher
 from service.metrics import Metrics
 from service.pipeline.detect import FaceDetector
@@ -83,6 +83,11 @@ class ServiceState:
                 for name, model in (("embedding", self.embedder), ("expression", self.expression))
                 if model is not None
             },
+            # The model that answers /v1/embed, /v1/verify and /v1/identify (STRA_EMBEDDING_MODEL).
+            "embedding_model": {
+                "name": self.embedder.name, "sha256": self.embedder.sha256, "dim": self.embedder.dim,
+                "input_kind": self.embedder.input_kind.name,
+            },
             "expressions": list(ExpressionModel.labels) if self.expression is not None else None,
             "thresholds": None if self.calibration is None else {
                 "source": self.calibration.source,
@@ -90,4 +95,18 @@ class ServiceState:
                 "default_far": self.settings.default_far,
             },
             "gallery": self.gallery.kind,
+            "enrolments": self.info_enrolments(),
         }
+
+    def enrolments(self) -> dict:
+        """Gallery faces searchable with the current model, and those enrolled with another model
+        (kept, never searched: re-enrol them to find those subjects with this model)."""
+        current, other = self.gallery.face_counts(self.embedder.sha256)
+        return {"current_model": current, "need_reenrolment": other}
+
+    def info_enrolments(self) -> dict | None:
+        try:
+            return self.enrolments()
+        except GalleryError as error:  # /v1/info still answers while the database is down
+            log.warning("gallery unavailable for /v1/info: %s", error.message)
+            return None

@@ -10,6 +10,7 @@ import pytest
 
 from conftest import SHARED_DATA, need
 from training import benchmark
+from training.embedders import FacePreparer, load_rgb
 from training.benchmark import (
     PairSet, calibrate, contiguous_folds, evaluate_pairs, read_bin, read_cfp, read_lfw_pairs, roc_curve,
     ten_fold_accuracy, threshold_at_far,
@@ -115,9 +116,9 @@ def test_cfp_protocol_reader_on_the_real_release():
 @pytest.mark.parametrize("image", ["001/frontal/01.jpg", "002/frontal/02.jpg", "003/profile/01.jpg"])
 def test_raw_cfp_images_are_detected_and_aligned_like_the_released_crops(image):
     root = need(SHARED_DATA / "cfp")
-    preparer = benchmark.FacePreparer()
-    aligned = preparer(benchmark.load_rgb(root / "raw_sample" / image)).astype(np.float32)
-    released = benchmark.load_rgb(root / "aligned112" / image)
+    preparer = FacePreparer()
+    aligned = preparer(load_rgb(root / "raw_sample" / image)).astype(np.float32)
+    released = load_rgb(root / "aligned112" / image)
     assert aligned.shape == (112, 112, 3) and preparer.fallbacks == 0
     # The shared crops were made with the same MTCNN + template: a few grey levels of JPEG and
     # landmark jitter apart (a plain resize of the raw image is ~49 levels off, another face ~87).

@@ -10,8 +10,11 @@ import numpy as np
 import pytest
 
 from conftest import ROOT, SHARED_DATA, need
-from training.benchmark import PackedImage, load_rgb, read_lfw_pairs, without_people
-from training.face_data import TEACHER_CHIP, FaceAugment, FaceDataset, FaceFolder, FacePack, open_faces, pack_faces, render, teacher_chip_matrix
+from training.benchmark import read_lfw_pairs, without_people
+from training.embedders import load_rgb
+from training.face_data import (
+    TEACHER_CHIP, FaceAugment, FaceDataset, FaceFolder, FacePack, PackedImage, open_faces, pack_faces, render, teacher_chip_matrix,
+)
 from training.face import split_identities
 
 CELEBA299 = SHARED_DATA / "celeba299" / "aligned112"

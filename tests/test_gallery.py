@@ -80,6 +80,9 @@ def test_subjects_faces_and_search(make_gallery):
     assert [(m.subject_id, m.face_id) for m in matches] == [("alice", "a1"), ("bob", "b1")]
     assert matches[0].name == "Alice" and matches[0].similarity == pytest.approx(float(unit([1, 0.05, 0])[0]), abs=1e-5)
     assert len(gallery.search(unit([1, 0, 0]), MODEL, top_k=1)) == 1
+    # after a switch to model "b...", only bob's other-model face is searched; the rest need re-enrolment
+    assert gallery.face_counts(MODEL) == (3, 1) and gallery.face_counts("b" * 64) == (1, 3)
+    assert [m.face_id for m in gallery.search(unit([1, 0, 0]), "b" * 64, top_k=5)] == ["other-model"]
 
     gallery.delete_face("alice", "a1")
     assert gallery.search(unit([1, 0, 0]), MODEL, top_k=1)[0].face_id == "a2"

@@ -5,12 +5,14 @@ import io
 import struct
 import zlib
 
+import cv2
 import numpy as np
 import pytest
 from PIL import Image
 
 from conftest import FACES, need
-from service.pipeline.align import ARCFACE_TEMPLATE, align_face, expression_crop, similarity_transform
+from service.pipeline.align import ARCFACE_TEMPLATE, DLIB_CHIP_TEMPLATE, align_face, expression_crop, similarity_transform
+from service.pipeline.preprocess import DLIB_CHIP_150
 from service.pipeline.decode import ImageError, decode_image
 
 
@@ -99,6 +101,24 @@ def test_similarity_transform_maps_template_landmarks_exactly():
     matrix = similarity_transform(landmarks)
     mapped = landmarks @ matrix[:, :2].T + matrix[:, 2]
     np.testing.assert_allclose(mapped, ARCFACE_TEMPLATE, atol=1e-3)
+
+
+@pytest.mark.parametrize("scale", [0.8, 4.0], ids=["small-face", "large-face-antialiased"])
+def test_dlib_chip_puts_the_landmarks_on_its_template(scale):
+    """A face's 5 landmarks (drawn as dots) land on DLIB_CHIP_TEMPLATE in the 150x150 chip, also when
+    a large face is shrunk by area first (the antialiasing path must keep the geometry)."""
+    image = np.zeros((1000, 900, 3), np.uint8)
+    landmarks = DLIB_CHIP_TEMPLATE * scale + np.array([130.0, 170.0])
+    for x, y in landmarks:
+        cv2.circle(image, (round(x), round(y)), round(3 * scale), (255, 255, 255), -1)
+    chip = align_face(image, landmarks, DLIB_CHIP_150)
+    assert chip.shape == (150, 150, 3)
+    grey = chip[..., 0].astype(np.float32)
+    for x, y in DLIB_CHIP_TEMPLATE:
+        ys, xs = np.mgrid[round(y) - 6:round(y) + 7, round(x) - 6:round(x) + 7]
+        weights = grey[ys, xs]
+        centre = np.array([(weights * xs).sum(), (weights * ys).sum()]) / weights.sum()
+        assert np.abs(centre - (x, y)).max() < 0.75, (scale, centre, (x, y))
 
 
 def test_align_and_expression_crop_shapes():

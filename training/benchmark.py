@@ -24,16 +24,11 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Callable
 
-import cv2
 import numpy as np
-from tqdm import tqdm
 
-from service.pipeline.align import align_face
-from service.pipeline.preprocess import FACE_SIZE, to_face_input
-from training.face_data import FacePack
-
-# (N, 112, 112, 3) uint8 aligned RGB -> (N, D) raw (unnormalised) features
-Embedder = Callable[[np.ndarray], np.ndarray]
+from service.pipeline.preprocess import FACE_SIZE
+from training.embedders import FacePreparer, embed_images, load_checkpoint_model, onnx_embedder, teacher_embedder, torch_embedder
+from training.face_data import FacePack, PackedImage
 FARS = (1e-2, 1e-3, 1e-4)
 THRESHOLDS = np.arange(0, 4, 0.01)
 
@@ -50,20 +45,6 @@ class PairSet:
 
 
 # --------------------------------------------------------------------------- readers
-
-
-@dataclass(frozen=True)
-class PackedImage:
-    """One face of a pack, addressed like a file: `<pack>:<relative path>`."""
-
-    pack: FacePack
-    relative: str
-
-    def __str__(self) -> str:
-        return f"{self.pack.path}:{self.relative}"
-
-    def encoded(self) -> bytes:
-        return self.pack.encoded(self.pack.index_of(self.relative))
 
 
 def image_locator(root: str | Path) -> Callable[[str], Path | PackedImage]:
@@ -173,84 +154,11 @@ def read_cfp(cfp_root: str | Path, protocol: str, images_dir: str = "aligned112"
     return PairSet(f"cfp_{protocol.lower()}", images, np.asarray(pairs), np.asarray(issame), np.asarray(folds))
 
 
-# --------------------------------------------------------------------------- images and embeddings
-
-
-class FacePreparer:
-    """Pre-aligned 112x112 images are used as they are; anything else goes through the service's
-    MTCNN + 5-point alignment (largest face). `fallbacks` counts images where no face was found
-    (centre crop used, as InsightFace's own preprocessing does)."""
-
-    def __init__(self):
-        self._detector = None
-        self.fallbacks = 0
-
-    def __call__(self, image: np.ndarray) -> np.ndarray:
-        if image.shape[:2] == (FACE_SIZE, FACE_SIZE):
-            return image
-        if self._detector is None:
-            from service.pipeline.detect import FaceDetector
-
-            self._detector = FaceDetector(score_threshold=0.6)
-        detections = self._detector.detect(image)
-        if detections:
-            return align_face(image, max(detections, key=lambda face: face.area).landmarks)
-        self.fallbacks += 1
-        height, width = image.shape[:2]
-        side = min(height, width)
-        top, left = (height - side) // 2, (width - side) // 2
-        return cv2.resize(image[top:top + side, left:left + side], (FACE_SIZE, FACE_SIZE), interpolation=cv2.INTER_AREA)
-
-
-def load_rgb(source) -> np.ndarray:
-    if isinstance(source, PackedImage):
-        source = source.encoded()
-    data = np.frombuffer(source, np.uint8) if isinstance(source, (bytes, bytearray)) else np.fromfile(str(source), np.uint8)
-    image = cv2.imdecode(data, cv2.IMREAD_COLOR)
-    if image is None:
-        raise ValueError(f"cannot decode {source if not isinstance(source, bytes) else 'image bytes'}")
-    return cv2.cvtColor(image, cv2.COLOR_BGR2RGB)
-
-
-def embed_images(embedder: Embedder, images: list, batch_size: int = 64, preparer: FacePreparer | None = None) -> tuple[np.ndarray, np.ndarray]:
-    """(features of the images, features of their mirrors), both raw."""
-    preparer = preparer or FacePreparer()
-    plain, mirrored = [], []
-    for start in tqdm(range(0, len(images), batch_size), desc="embed", leave=False):
-        batch = np.stack([preparer(load_rgb(source)) for source in images[start:start + batch_size]])
-        plain.append(embedder(batch))
-        mirrored.append(embedder(np.ascontiguousarray(batch[:, :, ::-1])))
-    return np.concatenate(plain), np.concatenate(mirrored)
+# --------------------------------------------------------------------------- embeddings
 
 
 def l2_normalise(features: np.ndarray) -> np.ndarray:
     return features / np.linalg.norm(features, axis=1, keepdims=True).clip(min=1e-12)
-
-
-def onnx_embedder(path: str | Path, providers: list[str] | None = None) -> Embedder:
-    from service.inference import OnnxModel
-
-    model = OnnxModel(Path(path), providers or ["CUDAExecutionProvider", "CPUExecutionProvider"])
-    return lambda faces: model.run(to_face_input(faces))
-
-
-def torch_embedder(model, device: str = "cpu") -> Embedder:
-    import torch
-
-    model = model.eval().to(device)
-
-    def embed(faces: np.ndarray) -> np.ndarray:
-        with torch.inference_mode():
-            return model(torch.from_numpy(to_face_input(faces)).to(device)).float().cpu().numpy()
-
-    return embed
-
-
-def teacher_embedder() -> Embedder:
-    from training.teacher import DlibTeacher
-
-    teacher = DlibTeacher()
-    return lambda faces: np.stack([teacher.embed(face) for face in faces])
 
 
 # --------------------------------------------------------------------------- the protocol
@@ -411,8 +319,6 @@ def main(argv: list[str] | None = None) -> dict[str, VerificationResult]:
     if args.onnx:
         embedder, name = onnx_embedder(args.onnx), args.name or args.onnx.stem
     elif args.checkpoint:
-        from training.face import load_checkpoint_model
-
         embedder, name = torch_embedder(load_checkpoint_model(args.checkpoint)[0]), args.name or args.checkpoint.parent.name
     else:
         embedder, name = teacher_embedder(), args.name or "dlib_resnet_v1 (teacher)"
@@ -422,7 +328,7 @@ def main(argv: list[str] | None = None) -> dict[str, VerificationResult]:
     for pairset in pairsets:
         keys = [(pairset.name, i) if isinstance(image, bytes) else str(image) for i, image in enumerate(pairset.images)]
         missing = [i for i, key in enumerate(keys) if key not in cache]
-        preparer = FacePreparer()
+        preparer = FacePreparer(embedder.kind)
         if missing:
             plain, mirrored = embed_images(embedder, [pairset.images[i] for i in missing], args.batch_size, preparer)
             for k, i in enumerate(missing):

@@ -30,7 +30,8 @@ from torch import nn
 
 import models
 from training import engine
-from training.benchmark import PairSet, contiguous_folds, evaluate_pairs, torch_embedder
+from training.benchmark import PairSet, contiguous_folds, evaluate_pairs
+from training.embedders import load_checkpoint_model, torch_embedder
 from training.face_data import FaceAugment, FaceDataset, open_faces
 from training.margins import create_margin_head, similarity_distillation
 
@@ -73,13 +74,6 @@ class FaceConfig:
 
 def model_kwargs(config: FaceConfig) -> dict:
     return {"embedding_dim": config.embedding_dim, "dropout": config.dropout, **config.model_kwargs}
-
-
-def load_checkpoint_model(path: str | Path) -> tuple[nn.Module, dict]:
-    checkpoint = torch.load(path, map_location="cpu", weights_only=False)
-    model = models.create_model(checkpoint["model"]["name"], **checkpoint["model"]["kwargs"])
-    model.load_state_dict(checkpoint["state_dict"])
-    return model.eval(), checkpoint
 
 
 def load_teacher(config: FaceConfig) -> nn.Module | None:
@@ -326,10 +320,11 @@ def ship(checkpoint_path: Path, out: Path, cfp: Path, lfw: Path | None, report: 
     results = benchmark.main(command)
     recipe, summary = checkpoint["config"], checkpoint.get("data_summary", {})
     card = {
-        "task": "face embedding (512-d, L2-normalise; cosine similarity)",
+        "task": f"face embedding ({recipe['embedding_dim']}-d, L2-normalise; cosine similarity)",
         "file": out.name, "sha256": sha256_file(out), "size_bytes": out.stat().st_size,
         "precision": "fp16" if fp16 else "fp32",
         "input": "(N, 3, 112, 112) float32 RGB in [-1, 1], ArcFace-aligned (service.pipeline.align.align_face)",
+        "input_kind": "arcface_112", "embedding_dim": recipe["embedding_dim"],
         "output": f"(N, {recipe['embedding_dim']}) embedding (not normalised)",
         "parity_max_abs_error": parity,
         "model": checkpoint["model"], "recipe": recipe, "epochs_trained": checkpoint["epoch"] + 1,

@@ -31,20 +31,18 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
-from service.pipeline.preprocess import FACE_SIZE, to_face_input
+from service.pipeline.align import ARCFACE_TEMPLATE, similarity_transform
+from service.pipeline.preprocess import DLIB_CHIP_150, FACE_SIZE, to_face_input
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".webp")
-TEACHER_CHIP = 150
-# Crop -> dlib chip similarity, measured: dlib's 5-point shape predictor and
-# get_face_chip_details(size=150, padding=0.25) on 300 ArcFace-aligned crops (150 celeba299, 150
-# LFW); dlib's chip and cv2.warpAffine(crop, matrix) differ by 1.0 grey level on average. The
-# mean over faces: scale 1.497, rotation 0.6 degrees (per-face std 0.09 in scale, 8.5 px shift).
-ARCFACE_TO_TEACHER_CHIP = np.array([[1.49669, -0.01679, -8.02813], [0.01679, 1.49669, -32.42992]], np.float32)
+TEACHER_CHIP = DLIB_CHIP_150.size
 
 
 def teacher_chip_matrix() -> np.ndarray:
-    """2x3 affine from the 112x112 ArcFace crop to the teacher's 150x150 chip."""
-    return ARCFACE_TO_TEACHER_CHIP
+    """2x3 similarity from the 112x112 ArcFace crop to the teacher's 150x150 chip: the ArcFace
+    template's points onto dlib's chip template (both in `service.pipeline.align`), so training cuts
+    the teacher's chip the way the service cuts it from detected landmarks."""
+    return similarity_transform(ARCFACE_TEMPLATE, kind=DLIB_CHIP_150)
 
 
 # --------------------------------------------------------------------------- images
@@ -124,6 +122,20 @@ class FaceFolder:
         if image.shape[:2] != (FACE_SIZE, FACE_SIZE):
             image = cv2.resize(image, (FACE_SIZE, FACE_SIZE), interpolation=cv2.INTER_AREA)
         return image
+
+
+@dataclass(frozen=True)
+class PackedImage:
+    """One face of a pack, addressed like a file (`<pack>:<relative path>`): what benchmarks list as images."""
+
+    pack: FacePack
+    relative: str
+
+    def __str__(self) -> str:
+        return f"{self.pack.path}:{self.relative}"
+
+    def encoded(self) -> bytes:
+        return self.pack.encoded(self.pack.index_of(self.relative))
 
 
 def open_faces(source: str | Path) -> FacePack | FaceFolder:

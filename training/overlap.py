@@ -1,7 +1,7 @@
 """Which LFW people are also in the training data? Teacher-embedding centroids, matched at a strict threshold.
 
     python -m training.overlap --train ../shared/data/celeba299/aligned112 ../shared/data/celeba10k/aligned112 \
-        --lfw ../shared/data/lfw --out runs/overlap --list training/data/lfw_training_overlap.txt
+        --lfw ../shared/data/lfw --train-per-identity 1 --out runs/overlap --list training/data/lfw_training_overlap.txt
 
 CelebA folders are numeric identities (no names), so names cannot be compared. Each person's
 centroid is the mean of the teacher's unit descriptors of their faces (dlib's ResNet in PyTorch,
@@ -96,6 +96,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--train", type=Path, nargs="+", required=True, help="<identity>/<face> folders, merged by identity name")
     parser.add_argument("--lfw", type=Path, required=True, help="LFW root with pairs.txt and aligned112/")
     parser.add_argument("--per-identity", type=int, default=4, help="faces per person in a centroid")
+    parser.add_argument("--train-per-identity", type=int, default=0,
+                        help="faces per training identity, if other than --per-identity (most have one or two)")
     parser.add_argument("--side", choices=["both", "train", "lfw"], default="both",
                         help="compute (and cache) one side's centroids only, e.g. in two parallel processes")
     parser.add_argument("--threshold", type=float, default=DEFAULT_THRESHOLD)
@@ -104,7 +106,8 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
 
     args.out.mkdir(parents=True, exist_ok=True)
-    sides = {"train": lambda: training_people(args.train, args.per_identity),
+    train_per_identity = args.train_per_identity or args.per_identity
+    sides = {"train": lambda: training_people(args.train, train_per_identity),
              "lfw": lambda: lfw_people(args.lfw, args.per_identity)}
     centres = {}
     for side in ("train", "lfw") if args.side == "both" else (args.side,):
@@ -130,7 +133,7 @@ def main(argv: list[str] | None = None) -> None:
         })
     matched = sorted((lfw_names[i], train_names[match[i]], float(distance[i])) for i in np.flatnonzero(distance < args.threshold))
     report = {
-        "lfw_pair_people": len(lfw_names), "training_identities": len(train_names), "per_identity": args.per_identity,
+        "lfw_pair_people": len(lfw_names), "training_identities": len(train_names), "per_identity": {"lfw": args.per_identity, "train": train_per_identity},
         "threshold": args.threshold, "matched": len(matched), "by_threshold": table,
         "method": "dlib_resnet_v1 descriptor centroids (crop->chip warp of training), Euclidean distance of unit centroids",
     }

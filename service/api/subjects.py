@@ -12,7 +12,7 @@ from service.api.decision import decision
 from service.api.deps import State, image_body, read_images
 from service.api.faces import ERRORS, Flip, Options, detected
 from service.errors import APIError
-from service.gallery import Subject
+from service.gallery import Subject, SubjectFace
 from service.schemas import (
     Decision, DetectedFace, EnrollResponse, IdentifiedFace, IdentifyMatch, IdentifyResponse, SubjectCreate,
     SubjectFaceOut, SubjectList, SubjectOut,
@@ -21,10 +21,17 @@ from service.schemas import (
 router = APIRouter(prefix="/v1", tags=["gallery"])
 
 
-def subject_out(subject: Subject) -> SubjectOut:
+def face_out(face: SubjectFace, current_sha256: str) -> SubjectFaceOut:
+    return SubjectFaceOut(
+        id=face.id, model_sha256=face.model_sha256, created_at=face.created_at, has_image=face.has_image,
+        current_model=face.model_sha256 == current_sha256,
+    )
+
+
+def subject_out(subject: Subject, current_sha256: str) -> SubjectOut:
     return SubjectOut(
         id=subject.id, name=subject.name, metadata=subject.metadata, created_at=subject.created_at,
-        faces=[SubjectFaceOut(id=f.id, model_sha256=f.model_sha256, created_at=f.created_at, has_image=f.has_image) for f in subject.faces],
+        faces=[face_out(f, current_sha256) for f in subject.faces],
     )
 
 
@@ -32,7 +39,7 @@ def subject_out(subject: Subject) -> SubjectOut:
 async def create_subject(body: SubjectCreate, state: State) -> SubjectOut:
     subject_id = body.id or uuid.uuid4().hex
     subject = await run_in_threadpool(state.gallery.create_subject, subject_id, body.name, body.metadata)
-    return subject_out(subject)
+    return subject_out(subject, state.embedder.sha256)
 
 
 @router.get("/subjects", response_model=SubjectList, responses=ERRORS)
@@ -42,12 +49,13 @@ async def list_subjects(
     offset: Annotated[int, Query(ge=0)] = 0,
 ) -> SubjectList:
     subjects, total = await run_in_threadpool(state.gallery.list_subjects, limit, offset)
-    return SubjectList(total=total, subjects=[subject_out(s) for s in subjects])
+    enrolments = await run_in_threadpool(state.enrolments)
+    return SubjectList(total=total, subjects=[subject_out(s, state.embedder.sha256) for s in subjects], enrolments=enrolments)
 
 
 @router.get("/subjects/{subject_id}", response_model=SubjectOut, responses=ERRORS | {404: ERRORS[422]})
 async def get_subject(subject_id: str, state: State) -> SubjectOut:
-    return subject_out(await run_in_threadpool(state.gallery.get_subject, subject_id))
+    return subject_out(await run_in_threadpool(state.gallery.get_subject, subject_id), state.embedder.sha256)
 
 
 @router.delete("/subjects/{subject_id}", status_code=204, responses=ERRORS | {404: ERRORS[422]})
@@ -79,7 +87,7 @@ async def enroll(
     )
     return EnrollResponse(
         subject_id=subject_id,
-        face=SubjectFaceOut(id=face.id, model_sha256=face.model_sha256, created_at=face.created_at, has_image=face.has_image),
+        face=face_out(face, state.embedder.sha256),
         detection=DetectedFace(**detected(result.detections[0])),
     )
 

@@ -69,7 +69,10 @@ def rank_subjects(matrix: np.ndarray, keys: list[tuple[str, str, str | None]], e
 
 
 class Gallery(ABC):
-    """Embeddings are stored per model sha256: a face enrolled with one model never meets another's."""
+    """Embeddings are stored per model sha256: a face enrolled with one model never meets another's.
+
+    After a switch of embedding model, faces enrolled with the old one are kept but not searched
+    (`face_counts` tells how many need re-enrolment); switching back makes them searchable again."""
 
     @abstractmethod
     def create_subject(self, subject_id: str, name: str | None, metadata: dict) -> Subject: ...
@@ -92,6 +95,10 @@ class Gallery(ABC):
     @abstractmethod
     def search(self, embedding: np.ndarray, model_sha256: str, top_k: int) -> list[Match]:
         """Best face per subject, subjects ranked by cosine similarity."""
+
+    @abstractmethod
+    def face_counts(self, model_sha256: str) -> tuple[int, int]:
+        """(faces enrolled with this model, faces enrolled with any other model)."""
 
     @abstractmethod
     def ping(self) -> None: ...

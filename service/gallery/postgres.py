@@ -271,6 +271,13 @@ class PostgresGallery(Gallery):
             matrix, keys = self._matrix(db, version, model_sha256)
         return rank_subjects(matrix, keys, embedding, top_k)
 
+    def face_counts(self, model_sha256: str) -> tuple[int, int]:
+        with self._connection() as db:
+            current, total = db.execute(
+                "SELECT COUNT(*) FILTER (WHERE model_sha256 = %s), COUNT(*) FROM faces", (model_sha256,)
+            ).fetchone()
+        return int(current), int(total - current)
+
     def ping(self) -> None:
         with self._connection(timeout=2) as db:
             db.execute("SELECT 1")

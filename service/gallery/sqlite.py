@@ -149,6 +149,13 @@ class SQLiteGallery(Gallery):
         matrix, keys = self._matrix(model_sha256)
         return rank_subjects(matrix, keys, embedding, top_k)
 
+    def face_counts(self, model_sha256: str) -> tuple[int, int]:
+        with self._lock:
+            current, total = self._db.execute(
+                "SELECT COALESCE(SUM(model_sha256 = ?), 0), COUNT(*) FROM faces", (model_sha256,)
+            ).fetchone()
+        return int(current), int(total - current)
+
     def ping(self) -> None:
         with self._lock:
             self._db.execute("SELECT 1").fetchone()

@@ -4,33 +4,51 @@ from __future__ import annotations
 import cv2
 import numpy as np
 
-from service.pipeline.preprocess import EXPRESSION_SIZE, FACE_SIZE
+from service.pipeline.preprocess import ARCFACE_112, DLIB_CHIP_150, EXPRESSION_SIZE, FaceInput
 
 # InsightFace's ArcFace template for 112x112 crops: left eye, right eye, nose, mouth left, mouth right.
 ARCFACE_TEMPLATE = np.array(
     [[38.2946, 51.6963], [73.5318, 51.5014], [56.0252, 71.7366], [41.5493, 92.3655], [70.7299, 92.2041]],
     dtype=np.float32,
 )
+# dlib's 150x150 face chip (shape_predictor_5 + get_face_chip, padding 0.25) in MTCNN's terms: where the
+# service's detector puts its 5 landmarks on chips cut by dlib itself, mean over 252 faces
+# (python -m training.chip_template --images ../shared/data/cfp/raw_sample/*/frontal ../shared/data/lfw/raw_sample).
+DLIB_CHIP_TEMPLATE = np.array(
+    [[44.8029, 36.6688], [102.3926, 36.9399], [73.4581, 71.6794], [48.2828, 99.4336], [99.0516, 99.822]],
+    dtype=np.float32,
+)
+TEMPLATES = {ARCFACE_112.name: ARCFACE_TEMPLATE, DLIB_CHIP_150.name: DLIB_CHIP_TEMPLATE}
 # FER2013 crops show the whole head with some margin; the ArcFace template shrunk to 80% around
 # the crop centre approximates that framing.
 EXPRESSION_ZOOM = 0.8
 
 
-def similarity_transform(landmarks: np.ndarray, size: int = FACE_SIZE, zoom: float = 1.0) -> np.ndarray:
-    """2x3 matrix mapping the 5 landmarks onto the template scaled to `size` (least squares,
-    rotation + uniform scale + translation)."""
-    template = (ARCFACE_TEMPLATE - FACE_SIZE / 2) * zoom + FACE_SIZE / 2
-    template = template * (size / FACE_SIZE)
+def similarity_transform(landmarks: np.ndarray, size: int | None = None, zoom: float = 1.0, kind: FaceInput = ARCFACE_112) -> np.ndarray:
+    """2x3 matrix mapping the 5 landmarks onto `kind`'s template scaled to `size` (default: the
+    kind's own size; rotation + uniform scale + translation, fitted robustly)."""
+    template = (TEMPLATES[kind.name] - kind.size / 2) * zoom + kind.size / 2
+    template = template * ((size or kind.size) / kind.size)
     matrix, _ = cv2.estimateAffinePartial2D(np.asarray(landmarks, np.float32).reshape(5, 2), template, method=cv2.LMEDS)
     if matrix is None:
         raise ValueError("degenerate landmarks: no similarity transform")
     return matrix
 
 
-def align_face(image: np.ndarray, landmarks: np.ndarray, size: int = FACE_SIZE) -> np.ndarray:
-    """(size, size, 3) uint8 RGB ArcFace-aligned crop."""
-    matrix = similarity_transform(landmarks, size)
-    return cv2.warpAffine(image, matrix, (size, size), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_CONSTANT)
+def align_face(image: np.ndarray, landmarks: np.ndarray, kind: FaceInput = ARCFACE_112) -> np.ndarray:
+    """(S, S, 3) uint8 RGB face aligned for an embedding model of `kind` (ArcFace 112 crop, dlib 150 chip)."""
+    matrix = similarity_transform(landmarks, kind=kind)
+    scale = float(np.sqrt(abs(np.linalg.det(matrix[:, :2]))))
+    if kind.antialias and scale < 0.5:
+        # Shrink by area averaging to about twice the chip's resolution first: bilinear sampling alone aliases.
+        shrink = 2 * scale
+        height, width = image.shape[:2]
+        small = cv2.resize(image, (max(1, round(width * shrink)), max(1, round(height * shrink))), interpolation=cv2.INTER_AREA)
+        shrink_x, shrink_y = small.shape[1] / width, small.shape[0] / height
+        # pixel centres: original x = (small x + 0.5) / shrink_x - 0.5
+        matrix = matrix @ np.array([[1 / shrink_x, 0, 0.5 / shrink_x - 0.5], [0, 1 / shrink_y, 0.5 / shrink_y - 0.5], [0, 0, 1]])
+        image = small
+    return cv2.warpAffine(image, matrix, (kind.size, kind.size), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_CONSTANT)
 
 
 def expression_crop(image: np.ndarray, landmarks: np.ndarray) -> np.ndarray:
