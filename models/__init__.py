@@ -2,7 +2,15 @@
 from .heads import ClassifierHead, EmbeddingHead, Network
 from .registry import create_model, list_models, register_fixed_model, register_model
 from .stra import (
-    LocalAttention, ModeAttention, StRA, StRAConfig, WithModes, diversity_loss, last_mode_attention, mode_diversity, neighbourhood,
+    LocalAttention,
+    ModeAttention,
+    StRA,
+    StRAConfig,
+    WithModes,
+    diversity_loss,
+    last_mode_attention,
+    mode_diversity,
+    neighbourhood,
 )
 
 __all__ = [

@@ -8,12 +8,12 @@ import cv2
 import numpy as np
 import pytest
 import torch
+from conftest import with_batchnorm_statistics
+from test_service_api import OBAMA, TWO_PEOPLE, assert_error, photo, upload
 
 import models
-from conftest import with_batchnorm_statistics
 from service.inference import ExpressionModel, MicroBatcher, ModesUnavailable
 from training.export import check_parity, export_onnx, onnx_session
-from test_service_api import OBAMA, TWO_PEOPLE, assert_error, photo, upload
 
 SHAPE = (1, 48, 48)
 

@@ -95,3 +95,20 @@ def test_shipped_expression_model_scores_its_card_accuracy_on_private_test(flip)
     card_accuracy = card["metrics"]["PrivateTest/" + ("flip" if flip else "none")]["accuracy"]
     assert accuracy == pytest.approx(card_accuracy, abs=0.003)
     assert accuracy > majority + 0.2, f"PrivateTest accuracy {accuracy:.3f}; answering the majority class scores {majority:.3f}"
+    # The GPU-trained 12-epoch ResNet50-StRA (../shared/checkpoints/fer2013): 62.2% without TTA there.
+    assert accuracy >= 0.620, f"PrivateTest accuracy {accuracy:.4f} below the shipped ResNet50-StRA's 62.0% floor"
+
+
+def test_shipped_expression_model_is_stra_with_provenance_and_mode_maps():
+    """The card says where an externally trained model comes from, and the file answers `?modes=true`."""
+    settings = Settings()
+    card = json.loads(settings.expression_model.with_suffix(".card.json").read_text())
+    assert card["model"]["name"] == "resnet50_stra"
+    assert {"code_revision", "hardware", "trained_with", "checkpoint_sha256"} <= set(card["provenance"])
+    assert card["recipe"]["optimizer"] == "adamw" and card["epochs_trained"] == card["epochs_scheduled"] == 12
+    assert "modes" in card["outputs"]
+    model = ExpressionModel(settings.expression_model, ["CPUExecutionProvider"])
+    crops = np.stack([np.full((48, 48), 128, np.uint8), np.tile(np.linspace(0, 255, 48, dtype=np.uint8), (48, 1))])
+    probabilities, maps = model.predict(crops, flip=True, modes=True)
+    assert probabilities.shape == (2, 7) and maps.shape == (2, 8, 6, 6)
+    assert 0.0 <= maps.min() and maps.max() <= 1.0 and np.abs(maps[0] - maps[1]).max() > 1e-2

@@ -15,7 +15,6 @@ from pathlib import Path
 import numpy as np
 import torch
 import torch.nn.functional as F
-
 from tqdm import tqdm
 
 from models.stra import WithModes

@@ -16,15 +16,16 @@ import hashlib
 import json
 import sys
 import time
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable
 
 import numpy as np
 import torch
 from torch import nn
 
 import models
+from models.stra import ModeAttention, WithModes
 from service.pipeline.preprocess import EXPRESSION_SIZE, EXPRESSIONS
 from training import engine
 from training.fer_data import SPLITS, FerData, FerDataset, fer_train_augmentation, load_fer2013, tta_views
@@ -96,20 +97,34 @@ def onnx_predictor(path: str | Path) -> Predictor:
     from training.export import onnx_session
 
     session = onnx_session(path)
-    return lambda batch: session.run(None, {"input": batch})[0]
+    return lambda batch: session.run(["output"], {"input": batch})[0]
+
+
+# Names of the views tta_views returns per mode: a view shared by several modes (the unmirrored
+# image is "none" and the first of "flip") runs once when they are evaluated together.
+TTA_VIEW_NAMES = {"none": ("plain",), "flip": ("plain", "mirror"), "tencrop": tuple(f"crop{i}" for i in range(10))}
+
+
+def predict_tta_probabilities(predict: Predictor, data: FerData, ttas: Sequence[str], batch_size: int = 256, progress: bool = False) -> dict[str, np.ndarray]:
+    """Per TTA mode, softmax probabilities averaged over its views, (N, 7); each distinct view is predicted once."""
+    from tqdm import tqdm
+
+    dataset = FerDataset(data)
+    outputs: dict[str, list[np.ndarray]] = {tta: [] for tta in ttas}
+    for start in tqdm(range(0, len(dataset), batch_size), desc="predict", disable=not progress, leave=False):
+        batch = torch.stack([dataset[i][0] for i in range(start, min(start + batch_size, len(dataset)))])
+        predicted: dict[str, torch.Tensor] = {}
+        for tta in ttas:
+            for name, view in zip(TTA_VIEW_NAMES[tta], tta_views(batch, tta)):
+                if name not in predicted:
+                    predicted[name] = torch.softmax(torch.from_numpy(predict(view.numpy())), dim=1)
+            outputs[tta].append(torch.stack([predicted[name] for name in TTA_VIEW_NAMES[tta]]).mean(0).numpy())
+    return {tta: np.concatenate(chunks) for tta, chunks in outputs.items()}
 
 
 def predict_probabilities(predict: Predictor, data: FerData, tta: str = "none", batch_size: int = 256, progress: bool = False) -> np.ndarray:
     """Softmax probabilities averaged over the TTA views, (N, 7)."""
-    from tqdm import tqdm
-
-    dataset = FerDataset(data)
-    outputs = []
-    for start in tqdm(range(0, len(dataset), batch_size), desc="predict", disable=not progress, leave=False):
-        batch = torch.stack([dataset[i][0] for i in range(start, min(start + batch_size, len(dataset)))])
-        views = [torch.softmax(torch.from_numpy(predict(view.numpy())), dim=1) for view in tta_views(batch, tta)]
-        outputs.append(torch.stack(views).mean(0).numpy())
-    return np.concatenate(outputs)
+    return predict_tta_probabilities(predict, data, [tta], batch_size, progress)[tta]
 
 
 @dataclass
@@ -121,15 +136,23 @@ class SplitReport:
     confusion: list[list[int]]  # rows: true class, columns: predicted
 
 
-def evaluate(predict: Predictor, data: FerData, split: str, tta: str, progress: bool = False, limit: int = 0) -> SplitReport:
+def evaluate_ttas(predict: Predictor, data: FerData, split: str, ttas: Sequence[str], progress: bool = False, limit: int = 0) -> list[SplitReport]:
+    """One report per TTA mode on one split, sharing the views the modes have in common."""
     subset = data.split(split)
     if limit:
         subset = subset.sample(limit)
-    predictions = predict_probabilities(predict, subset, tta, progress=progress).argmax(1)
-    confusion = np.zeros((len(EXPRESSIONS), len(EXPRESSIONS)), np.int64)
-    np.add.at(confusion, (subset.labels, predictions), 1)
-    per_class = {name: float(confusion[i, i] / max(1, confusion[i].sum())) for i, name in enumerate(EXPRESSIONS)}
-    return SplitReport(split, tta, float((predictions == subset.labels).mean()), per_class, confusion.tolist())
+    reports = []
+    for tta, probabilities in predict_tta_probabilities(predict, subset, ttas, progress=progress).items():
+        predictions = probabilities.argmax(1)
+        confusion = np.zeros((len(EXPRESSIONS), len(EXPRESSIONS)), np.int64)
+        np.add.at(confusion, (subset.labels, predictions), 1)
+        per_class = {name: float(confusion[i, i] / max(1, confusion[i].sum())) for i, name in enumerate(EXPRESSIONS)}
+        reports.append(SplitReport(split, tta, float((predictions == subset.labels).mean()), per_class, confusion.tolist()))
+    return reports
+
+
+def evaluate(predict: Predictor, data: FerData, split: str, tta: str, progress: bool = False, limit: int = 0) -> SplitReport:
+    return evaluate_ttas(predict, data, split, [tta], progress, limit)[0]
 
 
 def plot_confusion(report: SplitReport, path: Path) -> None:
@@ -247,33 +270,75 @@ def sha256_file(path: str | Path) -> str:
 
 
 def run_eval(args: argparse.Namespace) -> dict:
+    """Reports per split and TTA mode. With --json the reports are saved after each split, and a
+    JSON from the same file (same sha256) is reused: an interrupted evaluation resumes."""
+    source = args.onnx or args.checkpoint
+    source_sha256 = sha256_file(source)
+    saved = json.loads(Path(args.json).read_text()) if args.json and Path(args.json).exists() else {}
+    results = saved.get("reports", {}) if saved.get("source_sha256") == source_sha256 else {}
     predict = onnx_predictor(args.onnx) if args.onnx else torch_predictor(load_checkpoint_model(args.checkpoint)[0])
     data = load_fer2013(args.data)
-    results = {}
     for split in args.splits:
+        missing = [tta for tta in args.tta if f"{split}/{tta}" not in results]
+        if missing:
+            for report in evaluate_ttas(predict, data, split, missing, progress=True):
+                results[f"{split}/{report.tta}"] = dataclasses.asdict(report)
+            if args.json:
+                Path(args.json).write_text(json.dumps({"source": str(source), "source_sha256": source_sha256, "reports": results}, indent=2))
         for tta in args.tta:
-            report = evaluate(predict, data, split, tta, progress=True)
-            results[f"{split}/{tta}"] = dataclasses.asdict(report)
+            report = SplitReport(**results[f"{split}/{tta}"])
             per_class = " ".join(f"{name} {acc:.3f}" for name, acc in report.per_class.items())
             print(f"{split:<12} tta={tta:<8} accuracy {report.accuracy:.4f}   per class: {per_class}")
             if args.plots:
                 plot_confusion(report, Path(args.plots) / f"confusion_{split}_{tta}.png")
-    if args.json:
-        Path(args.json).write_text(json.dumps(results, indent=2))
-    return results
+    return {key: results[key] for key in (f"{split}/{tta}" for split in args.splits for tta in args.tta)}
+
+
+def has_mode_attention(model: nn.Module) -> bool:
+    return any(isinstance(m, ModeAttention) for m in model.modules())
 
 
 def run_ship(args: argparse.Namespace) -> None:
-    """Export (parity-checked), re-evaluate the exported file, write the model card next to it."""
+    """Export (parity-checked), re-evaluate the exported file, write the model card next to it.
+
+    StRA models get a second output, `modes` (the last block's r_ig maps), for the service's
+    `?modes=true`. A checkpoint trained elsewhere carries its provenance on the card
+    (--code-revision, --hardware, --trained-with, --source)."""
+    import onnxruntime
+
     from training.export import check_parity, export_onnx
 
     model, checkpoint = load_checkpoint_model(args.checkpoint)
     out = Path(args.out)
     input_shape = (1, EXPRESSION_SIZE, EXPRESSION_SIZE)
-    export_onnx(model, out, input_shape, fp16=args.fp16)
-    parity = check_parity(model, out, input_shape, fp16=args.fp16)
-    eval_args = argparse.Namespace(onnx=out, checkpoint=None, data=args.data, splits=["PublicTest", "PrivateTest"], tta=["none", "flip", "tencrop"], plots=args.plots, json=None)
-    results = run_eval(eval_args)
+    modes = has_mode_attention(model)
+    exported = WithModes(model) if modes else model
+    output_names = ("output", "modes") if modes else ("output",)
+    export_onnx(exported, out, input_shape, fp16=args.fp16, output_names=output_names)
+    parity = check_parity(exported, out, input_shape, fp16=args.fp16)
+    results = {}
+    # The cheap modes for both splits first: 10 of the 13 views are ten-crop.
+    for ttas in ([tta for tta in args.tta if tta != "tencrop"], [tta for tta in args.tta if tta == "tencrop"]):
+        eval_args = argparse.Namespace(onnx=out, checkpoint=None, data=args.data, splits=["PublicTest", "PrivateTest"], tta=ttas, plots=args.plots, json=args.json)
+        results |= run_eval(eval_args) if ttas else {}
+    outputs = {"output": "(N, 7) logits"}
+    if modes:
+        with torch.inference_mode():
+            _, maps = exported(torch.zeros(1, *input_shape))
+        groups, height, width = maps.shape[1:]
+        outputs["modes"] = (
+            f"(N, {groups}, {height}, {width}) r_ig mode coefficients of the last StRA block in [0, 1], "
+            f"a {height}x{width} grid over the {EXPRESSION_SIZE}x{EXPRESSION_SIZE} input (cell = {EXPRESSION_SIZE // height} px)"
+        )
+    provenance = {
+        "checkpoint": args.checkpoint.name,
+        "checkpoint_sha256": sha256_file(args.checkpoint),
+        "code_revision": args.code_revision,
+        "hardware": args.hardware,
+        "trained_with": args.trained_with,
+        "source": args.source,
+        "note": checkpoint.get("note"),
+    }
     card = {
         "task": "facial expression, 7 classes " + ", ".join(EXPRESSIONS),
         "file": out.name,
@@ -281,16 +346,19 @@ def run_ship(args: argparse.Namespace) -> None:
         "size_bytes": out.stat().st_size,
         "precision": "fp16" if args.fp16 else "fp32",
         "input": "(N, 1, 48, 48) float32 grayscale in [-1, 1] (service.pipeline.preprocess.to_expression_input)",
-        "output": "(N, 7) logits",
+        "output": outputs["output"],
+        "outputs": outputs,
         "parity_max_abs_error": parity,
         "model": checkpoint["model"],
         "recipe": checkpoint["config"],
+        "provenance": {key: value for key, value in provenance.items() if value},
         "epochs_trained": checkpoint["epoch"] + 1,
         "epochs_scheduled": checkpoint["config"]["epochs"],
         "data": f"FER2013 ({Path(checkpoint['config']['data']).name}): trained on Training (28,709 images), "
         f"checkpoint chosen on PublicTest (best of {checkpoint['config']['epochs']} epochs), PrivateTest measured once",
+        "metrics_measured_on": f"CPU, onnxruntime {onnxruntime.__version__}, from {out.name} itself",
         "metrics": {key: {"accuracy": value["accuracy"], "per_class": value["per_class"]} for key, value in results.items()},
-        "reproduce": f"python -m training.fer eval --onnx {out} --data {args.data} --tta none flip tencrop",
+        "reproduce": f"python -m training.fer eval --onnx {out} --data {args.data} --tta {' '.join(args.tta)}",
     }
     card_path = out.with_suffix(".card.json")
     card_path.write_text(json.dumps(card, indent=2) + "\n")
@@ -313,13 +381,20 @@ def main(argv: list[str] | None = None) -> None:
     evaluation.add_argument("--splits", nargs="+", default=["PublicTest", "PrivateTest"], choices=SPLITS)
     evaluation.add_argument("--tta", nargs="+", default=["none", "flip"], choices=["none", "flip", "tencrop"])
     evaluation.add_argument("--plots", help="folder for confusion-matrix PNGs")
-    evaluation.add_argument("--json", help="write the reports as JSON")
+    evaluation.add_argument("--json", help="write the reports as JSON (reused, and completed, when run again on the same file)")
     ship = commands.add_parser("ship", help="export a checkpoint to ONNX, re-evaluate it, write its model card")
     ship.add_argument("--checkpoint", type=Path, required=True)
     ship.add_argument("--out", type=Path, default=Path("service/assets/models/expression.onnx"))
     ship.add_argument("--data", default=DEFAULT_DATA)
     ship.add_argument("--fp16", action="store_true")
+    ship.add_argument("--tta", nargs="+", default=["none", "flip", "tencrop"], choices=["none", "flip", "tencrop"], help="TTA modes measured for the card")
     ship.add_argument("--plots", help="folder for confusion-matrix PNGs")
+    ship.add_argument("--json", help="also write the full reports (with confusion matrices) as JSON; reused when the export is byte-identical")
+    provenance = ship.add_argument_group("provenance", "for the card, when the checkpoint was trained elsewhere")
+    provenance.add_argument("--code-revision", help="git revision of the code that trained it")
+    provenance.add_argument("--hardware", help="e.g. 'one NVIDIA H200, torch 2.11, bf16 autocast'")
+    provenance.add_argument("--trained-with", help="the exact training command")
+    provenance.add_argument("--source", help="where the checkpoint comes from")
     args = parser.parse_args(argv)
     {"eval": run_eval, "ship": run_ship}[args.command](args)
 
