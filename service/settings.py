@@ -44,7 +44,7 @@ class Settings(BaseSettings):
     # pgvector (PostgreSQL only, when the server has the extension): from this many faces on, a
     # search re-ranks the HNSW index's best `gallery_ann_candidates` faces instead of scanning all.
     gallery_pgvector: bool = True
-    gallery_ann_min_faces: int = 100_000
+    gallery_ann_min_faces: int = 10_000
     gallery_ann_candidates: int = 100
     store_images: bool = False  # default of the per-enrollment `store_image` option
 

@@ -79,7 +79,11 @@ class ServiceState:
             "onnxruntime": ort.__version__,
             "available_providers": ort.get_available_providers(),
             "models": {
-                name: {"path": str(model.path), "sha256": model.sha256, "providers": model.providers, "input_shape": [str(d) for d in model.input_shape]}
+                name: {
+                    "path": str(model.path), "sha256": model.sha256, "providers": model.providers, "input_shape": [str(d) for d in model.input_shape],
+                    # the GPU image asks for CUDA first; without a usable GPU it runs on the CPU, and says so
+                    "cpu_fallback": "CUDAExecutionProvider" in self.settings.providers and "CUDAExecutionProvider" not in model.providers,
+                }
                 for name, model in (("embedding", self.embedder), ("expression", self.expression))
                 if model is not None
             },

@@ -77,7 +77,7 @@ def create_index(db, model_sha256: str, dimensions: int) -> None:
 class PostgresGallery(Gallery):
     def __init__(
         self, dsn: str, max_connections: int = 8, timeout: float = 10,
-        use_pgvector: bool = True, ann_min_faces: int = 100_000, ann_candidates: int = 100,
+        use_pgvector: bool = True, ann_min_faces: int = 10_000, ann_candidates: int = 100,
     ):
         try:
             with psycopg.connect(dsn, connect_timeout=max(1, round(timeout))) as db:
