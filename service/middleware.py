@@ -16,7 +16,7 @@ import json
 import logging
 import re
 import time
-from typing import Callable
+from collections.abc import Callable
 
 import numpy as np
 from starlette.exceptions import HTTPException
@@ -173,7 +173,7 @@ class UnhandledErrorMiddleware:
 
         try:
             await self.app(scope, receive, tracking_send)
-        except Exception as error:  # noqa: BLE001 - the last line of defence: log it, count it, answer JSON
+        except Exception as error:  # the last line of defence: log it, count it, answer JSON
             log.exception("unhandled error on %s %s", scope.get("method"), scope.get("path"))
             self.count(scope, error)
             if started:

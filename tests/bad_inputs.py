@@ -12,8 +12,8 @@ import json
 import random
 import struct
 import zlib
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Callable
 
 import cv2
 import numpy as np
@@ -220,7 +220,7 @@ def body_cases() -> list[Case]:
         cases.append(Case(f"content type {content_type!r}", lambda fields, c=content_type: {"content": encode(picture(), "JPEG"), "headers": {"content-type": c}}))
     boundary = "b0undary"
     cases += [
-        Case("multipart with a wrong boundary", lambda fields: {"content": f"--other\r\nContent-Disposition: form-data; name=\"image\"\r\n\r\nxx\r\n--other--\r\n".encode(), "headers": {"content-type": f"multipart/form-data; boundary={boundary}"}}),
+        Case("multipart with a wrong boundary", lambda fields: {"content": b"--other\r\nContent-Disposition: form-data; name=\"image\"\r\n\r\nxx\r\n--other--\r\n", "headers": {"content-type": f"multipart/form-data; boundary={boundary}"}}),
         Case("multipart truncated", lambda fields: {"content": f"--{boundary}\r\nContent-Disposition: form-data; name=\"image\"; filename=\"a.jpg\"\r\n\r\n".encode() + encode(picture(), "JPEG")[:100], "headers": {"content-type": f"multipart/form-data; boundary={boundary}"}}),
         Case("multipart without disposition", lambda fields: {"content": f"--{boundary}\r\n\r\nxx\r\n--{boundary}--\r\n".encode(), "headers": {"content-type": f"multipart/form-data; boundary={boundary}"}}),
         Case("multipart with 100 files", lambda fields: {"files": [(fields[0], (f"{i}.jpg", b"x", "image/jpeg")) for i in range(100)]}),

@@ -117,7 +117,7 @@ def test_chunked_oversize_is_refused_while_streaming(live_server):
             sent += len(chunk)
     except (BrokenPipeError, ConnectionResetError):
         pass
-    status, headers, body = read_response(sock)
+    status, _, body = read_response(sock)
     sock.close()
     assert status == 413 and json.loads(body)["error"]["code"] == "payload_too_large"
     assert sent < 100 * 2**20, f"the server read {sent} bytes before refusing"
@@ -173,7 +173,7 @@ def test_an_unexpected_error_answers_json_500_and_keeps_the_connection(random_on
         body = b"--b\r\nContent-Disposition: form-data; name=\"image\"; filename=\"a.png\"\r\n\r\n" + image + b"\r\n--b--\r\n"
         sock = socket.create_connection(("127.0.0.1", server.config.port), timeout=30)
         sock.sendall(f"POST /v1/detect HTTP/1.1\r\nHost: x\r\nContent-Type: multipart/form-data; boundary=b\r\nContent-Length: {len(body)}\r\n\r\n".encode() + body)
-        status, headers, answer = read_response(sock)
+        status, _, answer = read_response(sock)
         assert status == 500 and json.loads(answer) == {"error": {"code": "internal_error", "message": "internal server error (logged on the server)"}}
         sock.sendall(b"GET /health HTTP/1.1\r\nHost: x\r\n\r\n")  # the same connection
         assert read_response(sock)[0] == 200
