@@ -10,6 +10,7 @@ from service.errors import APIError
 from service.pipeline.align import align_face, expression_crop
 from service.pipeline.decode import decode_image
 from service.pipeline.detect import Detection
+from service.pipeline.guard import can_hold_a_face
 from service.state import ServiceState
 
 
@@ -33,6 +34,9 @@ class DetectionOptions:
 def _decode_and_detect(state: ServiceState, data: bytes, options: DetectionOptions):
     settings = state.settings
     image = decode_image(data, settings.max_image_bytes, settings.max_image_pixels)
+    min_face_size = settings.min_face_size if options.min_face_size is None else options.min_face_size
+    if not can_hold_a_face(image.shape[0], image.shape[1], min_face_size, settings.detection_max_side):
+        return image, []
     detections = state.detector.detect(image, options.min_face_size, options.threshold)[: settings.max_faces]
     return image, detections
 

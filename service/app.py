@@ -4,13 +4,20 @@ from __future__ import annotations
 import logging
 from contextlib import asynccontextmanager
 
+import swagger_ui_bundle
 from fastapi import Depends, FastAPI
+from fastapi.openapi.docs import get_swagger_ui_html
+from fastapi.responses import HTMLResponse
+from fastapi.staticfiles import StaticFiles
 
 from stra_face import __version__
 from service.api import faces, subjects, system, verify
-from service.api.deps import require_api_key
+from service.api.deps import admitted, require_api_key
 from service.errors import install_error_handlers
+from service.limits import body_limit
 from service.metrics import Metrics, MetricsMiddleware
+from service.middleware import RequestGuardMiddleware, UnhandledErrorMiddleware
+from service.openapi import install_openapi
 from service.settings import Settings
 from service.state import ServiceState
 
@@ -37,15 +44,38 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         version=__version__,
         description="Face detection, verification, identification and expression recognition with Structure-Regularized Attention networks.",
         lifespan=lifespan,
+        docs_url=None,  # served below from the swagger-ui-bundle package: /docs works offline
+        redoc_url=None,
     )
     app.state.metrics = metrics
+    # Outermost last: unexpected errors -> JSON 500 (counted) around metrics around the body guard.
+    app.add_middleware(RequestGuardMiddleware, limit_for=body_limit(app, settings), body_timeout_s=settings.body_timeout_s)
     app.add_middleware(MetricsMiddleware, metrics=metrics)
+    app.add_middleware(UnhandledErrorMiddleware, count=metrics.count_unhandled)
     install_error_handlers(app)
+    install_openapi(app)
     app.include_router(system.router)
     authenticated = [Depends(require_api_key)]
-    for router in (faces.router, verify.router, subjects.router, system.info_router):
+    # Image routes are admitted (or refused with 503) before their body is read; enroll and
+    # identify declare it themselves in the gallery router.
+    for router in (faces.router, verify.router):
+        app.include_router(router, dependencies=[*authenticated, Depends(admitted)])
+    for router in (subjects.router, system.info_router):
         app.include_router(router, dependencies=authenticated)
+    serve_docs_offline(app)
     return app
+
+
+def serve_docs_offline(app: FastAPI) -> None:
+    app.mount("/docs/assets", StaticFiles(directory=swagger_ui_bundle.swagger_ui_path), name="swagger-ui")
+
+    @app.get("/docs", include_in_schema=False)
+    async def docs() -> HTMLResponse:
+        return get_swagger_ui_html(
+            openapi_url=app.openapi_url, title=f"{app.title} API",
+            swagger_js_url="/docs/assets/swagger-ui-bundle.js", swagger_css_url="/docs/assets/swagger-ui.css",
+            swagger_favicon_url="/docs/assets/favicon-32x32.png",
+        )
 
 
 def app_factory() -> FastAPI:

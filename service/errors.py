@@ -1,19 +1,15 @@
 """One error shape for every failure: {"error": {"code": ..., "message": ...}}."""
 from __future__ import annotations
 
-import logging
-
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from service.gallery import GalleryError
+from service.openapi import operations_for
 from service.inference import Overloaded
 from service.pipeline.decode import ImageError
-
-log = logging.getLogger("stra_face.errors")
-
 
 class APIError(Exception):
     def __init__(self, status: int, code: str, message: str, headers: dict | None = None):
@@ -33,7 +29,7 @@ def _validation_message(error: RequestValidationError) -> str:
     return "; ".join(parts) or "invalid request"
 
 
-_STATUS_CODES = {400: "bad_request", 401: "unauthorized", 403: "forbidden", 404: "not_found", 405: "method_not_allowed", 413: "payload_too_large", 415: "unsupported_media_type"}
+_STATUS_CODES = {400: "bad_request", 401: "unauthorized", 403: "forbidden", 404: "not_found", 405: "method_not_allowed", 408: "request_timeout", 413: "payload_too_large", 415: "unsupported_media_type"}
 
 
 def install_error_handlers(app: FastAPI) -> None:
@@ -59,9 +55,12 @@ def install_error_handlers(app: FastAPI) -> None:
 
     @app.exception_handler(StarletteHTTPException)
     async def http_error(request: Request, error: StarletteHTTPException):
-        return error_response(error.status_code, _STATUS_CODES.get(error.status_code, "http_error"), str(error.detail), getattr(error, "headers", None))
+        headers = getattr(error, "headers", None)
+        operations = operations_for(request.app, request.url.path) if error.status_code == 405 else None
+        if operations:  # Starlette's Allow names one route's methods; a path may have several routes
+            methods = set(operations) | ({"HEAD"} if "GET" in operations else set())
+            headers = {**(headers or {}), "Allow": ", ".join(sorted(methods))}
+        return error_response(error.status_code, _STATUS_CODES.get(error.status_code, "http_error"), str(error.detail), headers)
 
-    @app.exception_handler(Exception)
-    async def unexpected(request: Request, error: Exception):
-        log.exception("unhandled error on %s %s", request.method, request.url.path)
-        return error_response(500, "internal_error", "internal server error (logged on the server)")
+    # Any other exception: `service.middleware.UnhandledErrorMiddleware` answers a JSON 500.
+

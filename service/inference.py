@@ -218,7 +218,8 @@ class MicroBatcher:
     async def submit(self, items: np.ndarray, *options) -> np.ndarray:
         if len(items) == 0:
             return self.function(items, *options)
-        if self._queued_items + len(items) > self.queue_size:
+        # An idle queue takes any request, even one with more faces than queue_size.
+        if self._queued_items and self._queued_items + len(items) > self.queue_size:
             raise Overloaded(f"{self._queued_items} faces are waiting for the model; retry later")
         future = asyncio.get_running_loop().create_future()
         self._queued_items += len(items)

@@ -17,7 +17,11 @@ class Metrics:
         )
         self.batch_size = Histogram("stra_batch_faces", "faces per model call", ["model"], registry=self.registry, buckets=(1, 2, 4, 8, 16, 32, 64, 128))
         self.faces = Counter("stra_faces_detected_total", "faces detected", registry=self.registry)
+        self.unhandled = Counter("stra_unhandled_exceptions_total", "requests that raised an unexpected exception (answered 500)", ["route", "exception"], registry=self.registry)
         self.provider = Gauge("stra_model_provider", "1 for the ONNX Runtime provider each model runs on", ["model", "provider"], registry=self.registry)
+
+    def count_unhandled(self, scope: Scope, error: BaseException) -> None:
+        self.unhandled.labels(getattr(scope.get("route"), "path", "unmatched"), type(error).__name__).inc()
 
 
 class MetricsMiddleware:

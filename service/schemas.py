@@ -1,7 +1,7 @@
 """Request and response models of the API."""
 from __future__ import annotations
 
-from pydantic import BaseModel, Field, model_serializer
+from pydantic import BaseModel, Field, field_validator, model_serializer
 
 from service.pipeline.preprocess import EXPRESSIONS
 
@@ -131,9 +131,19 @@ class VerifyResponse(BaseModel):
 
 
 class SubjectCreate(BaseModel):
-    id: str | None = Field(default=None, min_length=1, max_length=128, pattern=r"^[A-Za-z0-9_.:@-]+$", description="generated when absent")
+    id: str | None = Field(
+        default=None, min_length=1, max_length=128, pattern=r"^[A-Za-z0-9_.:@-]+$",
+        description="generated when absent; `.` and `..` are refused (they cannot be used in a URL path)",
+    )
     name: str | None = Field(default=None, max_length=256)
-    metadata: dict = Field(default_factory=dict)
+    metadata: dict = Field(default_factory=dict, description="free JSON object: at most 16 KiB as JSON and 8 levels deep (STRA_MAX_METADATA_*)")
+
+    @field_validator("id")
+    @classmethod
+    def not_a_dot_segment(cls, value: str | None) -> str | None:
+        if value in (".", ".."):
+            raise ValueError("'.' and '..' are not subject ids (clients and proxies rewrite them out of URL paths)")
+        return value
 
 
 class SubjectFaceOut(BaseModel):

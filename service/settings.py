@@ -23,6 +23,18 @@ class Settings(BaseSettings):
     intra_op_threads: int = 0  # 0: ONNX Runtime's default
 
     max_image_bytes: int = 10 * 2**20
+    # Every other request body (subject JSON): limit, nesting and the metadata stored per subject.
+    max_json_body_bytes: int = 256 * 1024
+    max_metadata_bytes: int = 16 * 1024
+    max_metadata_depth: int = 8
+    # Slow clients: the request headers must arrive within header_timeout_s, the body within
+    # body_timeout_s (408 then); idle keep-alive connections close after keep_alive_timeout_s.
+    header_timeout_s: float = 10.0
+    body_timeout_s: float = 30.0
+    keep_alive_timeout_s: int = 5
+    # Image requests (a verify counts once) in the pipeline at once; more answer 503 + Retry-After
+    # before their body is read. Also the memory bound: each holds at most its images decoded.
+    max_image_requests: int = 32
     max_image_pixels: int = 40_000_000
     max_faces: int = 64  # faces per image passed to the models (largest first)
     min_face_size: int = 20

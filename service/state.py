@@ -10,8 +10,10 @@ import onnxruntime as ort
 from stra_face import __version__
 from service.gallery import Gallery, GalleryError, open_gallery
 from service.inference import EmbeddingModel, ExpressionModel, MicroBatcher
+from service.limits import Admission
 from service.metrics import Metrics
 from service.pipeline.detect import FaceDetector
+from service.providers import select_providers
 from service.settings import Settings
 from service.thresholds import Calibration, load_calibration
 
@@ -29,13 +31,15 @@ class ServiceState:
     expression_batcher: MicroBatcher | None
     gallery: Gallery
     calibration: Calibration | None
+    admission: Admission
 
     @classmethod
     def load(cls, settings: Settings, metrics: Metrics) -> "ServiceState":
-        embedder = EmbeddingModel(Path(settings.embedding_model), settings.providers, settings.intra_op_threads)
+        providers = select_providers(settings.providers)
+        embedder = EmbeddingModel(Path(settings.embedding_model), providers, settings.intra_op_threads)
         expression = None
         if Path(settings.expression_model).exists():
-            expression = ExpressionModel(Path(settings.expression_model), settings.providers, settings.intra_op_threads)
+            expression = ExpressionModel(Path(settings.expression_model), providers, settings.intra_op_threads)
         else:
             log.warning("no expression model at %s: /v1/expression and /v1/analyze answer 503", settings.expression_model)
         for name, model in (("embedding", embedder), ("expression", expression)):
@@ -59,7 +63,7 @@ class ServiceState:
         return cls(
             settings, metrics, detector, embedder, expression,
             batcher(embedder.embed, "embedding"), batcher(expression.predict, "expression") if expression else None,
-            gallery, calibration,
+            gallery, calibration, Admission(settings.max_image_requests),
         )
 
     async def start(self) -> None:

@@ -160,3 +160,17 @@ def pgvector_dsn(request, postgres_dsn):
             pytest.skip(f"pgvector is not available: {request.config.stash.get(PGVECTOR_MISSING, None) or 'not installed in that server'}")
         db.execute("CREATE EXTENSION IF NOT EXISTS vector")
     return postgres_dsn
+
+
+@pytest.fixture(scope="session")
+def live_server(random_onnx_models, tmp_path_factory):
+    """`stra-face serve` in a subprocess on a free port (random-weight models, a calibration for
+    them, short slow-client timeouts), shared by the tests that need real sockets."""
+    from live_server import start_server, stop_server
+    from service.inference import sha256_file
+
+    sha = sha256_file(random_onnx_models["embedding"])
+    thresholds = {sha: {"model": "random", "dataset": "unit-test", "pairs": 0, "thresholds": {"0.01": 0.3, "0.001": 0.4, "0.0001": 0.5}}}
+    server = start_server(random_onnx_models, tmp_path_factory.mktemp("live"), thresholds, header_timeout_s=2, body_timeout_s=3)
+    yield server
+    stop_server(server)

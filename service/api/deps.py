@@ -7,7 +7,8 @@ import json
 import secrets
 from typing import Annotated
 
-from fastapi import Depends, Header, Query, Request
+from fastapi import Depends, Query, Request, Security
+from fastapi.security import APIKeyHeader
 from starlette.datastructures import UploadFile
 
 from service.analysis import DetectionOptions
@@ -22,7 +23,10 @@ def get_state(request: Request) -> ServiceState:
 State = Annotated[ServiceState, Depends(get_state)]
 
 
-def require_api_key(state: State, x_api_key: Annotated[str | None, Header(description="required when the server has API keys configured")] = None) -> None:
+api_key_header = APIKeyHeader(name="x-api-key", auto_error=False, description="required on /v1 routes when the server has API keys configured (STRA_API_KEYS)")
+
+
+def require_api_key(state: State, x_api_key: Annotated[str | None, Security(api_key_header)] = None) -> None:
     keys = state.settings.api_keys
     if not keys:
         return
@@ -30,6 +34,15 @@ def require_api_key(state: State, x_api_key: Annotated[str | None, Header(descri
         raise APIError(401, "missing_api_key", "this server requires an API key in the x-api-key header", {"WWW-Authenticate": "x-api-key"})
     if not any(secrets.compare_digest(x_api_key.encode(), key.encode()) for key in keys):
         raise APIError(403, "invalid_api_key", "the API key is not valid")
+
+
+async def admitted(state: State):
+    """Image routes: admitted into the pipeline or refused (503) before the body is read."""
+    state.admission.enter()
+    try:
+        yield
+    finally:
+        state.admission.leave()
 
 
 def detection_options(
@@ -51,11 +64,10 @@ def _decode_base64(value, field: str) -> bytes:
 
 
 async def read_images(request: Request, fields: tuple[str, ...], max_bytes: int) -> dict[str, bytes]:
-    """The named images of a multipart form (files, or base64 text fields) or a JSON object of base64 strings."""
+    """The named images of a multipart form (files, or base64 text fields) or a JSON object of base64 strings.
+
+    The body's size and JSON nesting are already bounded by `RequestGuardMiddleware`."""
     content_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
-    declared = int(request.headers.get("content-length") or 0)
-    if declared > max_bytes * len(fields) * 1.4 + 65536:  # base64 inflates by 4/3
-        raise APIError(413, "payload_too_large", f"the request body is {declared} bytes; each image may be at most {max_bytes} bytes")
     images: dict[str, bytes] = {}
     if content_type == "multipart/form-data":
         form = await request.form(max_files=len(fields) + 2, max_fields=32)
@@ -67,7 +79,7 @@ async def read_images(request: Request, fields: tuple[str, ...], max_bytes: int)
     elif content_type == "application/json":
         try:
             body = json.loads(await request.body())
-        except (json.JSONDecodeError, UnicodeDecodeError):
+        except ValueError:  # not JSON, not UTF-8, or a number of over 4300 digits
             raise APIError(400, "invalid_json", "the body is not valid JSON") from None
         if not isinstance(body, dict):
             raise APIError(422, "validation_error", "the JSON body must be an object like {" + ", ".join(f'"{f}": "<base64>"' for f in fields) + "}")

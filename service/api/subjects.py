@@ -4,21 +4,24 @@ from __future__ import annotations
 import uuid
 from typing import Annotated
 
-from fastapi import APIRouter, Depends, Query, Request, Response
+from fastapi import APIRouter, Depends, Path, Query, Request, Response
 from starlette.concurrency import run_in_threadpool
 
 from service.analysis import analyze_image
 from service.api.decision import decision
-from service.api.deps import State, image_body, read_images
+from service.api.deps import State, admitted, image_body, read_images
 from service.api.faces import ERRORS, Flip, Options, detected
 from service.errors import APIError
 from service.gallery import Subject, SubjectFace
+from service.limits import check_metadata
 from service.schemas import (
     Decision, DetectedFace, EnrollResponse, IdentifiedFace, IdentifyMatch, IdentifyResponse, SubjectCreate,
     SubjectFaceOut, SubjectList, SubjectOut,
 )
 
 router = APIRouter(prefix="/v1", tags=["gallery"])
+SubjectId = Annotated[str, Path(min_length=1, max_length=128)]
+FaceId = Annotated[str, Path(min_length=1, max_length=128)]
 
 
 def face_out(face: SubjectFace, current_sha256: str) -> SubjectFaceOut:
@@ -37,6 +40,10 @@ def subject_out(subject: Subject, current_sha256: str) -> SubjectOut:
 
 @router.post("/subjects", response_model=SubjectOut, status_code=201, responses=ERRORS | {409: ERRORS[422]})
 async def create_subject(body: SubjectCreate, state: State) -> SubjectOut:
+    try:
+        check_metadata(body.metadata, state.settings.max_metadata_bytes, state.settings.max_metadata_depth)
+    except ValueError as error:
+        raise APIError(422, "validation_error", str(error)) from None
     subject_id = body.id or uuid.uuid4().hex
     subject = await run_in_threadpool(state.gallery.create_subject, subject_id, body.name, body.metadata)
     return subject_out(subject, state.embedder.sha256)
@@ -45,8 +52,8 @@ async def create_subject(body: SubjectCreate, state: State) -> SubjectOut:
 @router.get("/subjects", response_model=SubjectList, responses=ERRORS)
 async def list_subjects(
     state: State,
-    limit: Annotated[int, Query(ge=1, le=1000)] = 100,
-    offset: Annotated[int, Query(ge=0)] = 0,
+    limit: Annotated[int, Query(ge=1, le=100, description="page size")] = 100,
+    offset: Annotated[int, Query(ge=0, le=2**31 - 1, description="subjects to skip (oldest first)")] = 0,
 ) -> SubjectList:
     subjects, total = await run_in_threadpool(state.gallery.list_subjects, limit, offset)
     enrolments = await run_in_threadpool(state.enrolments)
@@ -54,22 +61,22 @@ async def list_subjects(
 
 
 @router.get("/subjects/{subject_id}", response_model=SubjectOut, responses=ERRORS | {404: ERRORS[422]})
-async def get_subject(subject_id: str, state: State) -> SubjectOut:
+async def get_subject(subject_id: SubjectId, state: State) -> SubjectOut:
     return subject_out(await run_in_threadpool(state.gallery.get_subject, subject_id), state.embedder.sha256)
 
 
 @router.delete("/subjects/{subject_id}", status_code=204, responses=ERRORS | {404: ERRORS[422]})
-async def delete_subject(subject_id: str, state: State) -> Response:
+async def delete_subject(subject_id: SubjectId, state: State) -> Response:
     await run_in_threadpool(state.gallery.delete_subject, subject_id)
     return Response(status_code=204)
 
 
 @router.post(
-    "/subjects/{subject_id}/faces", response_model=EnrollResponse, status_code=201, openapi_extra=image_body("image"),
+    "/subjects/{subject_id}/faces", response_model=EnrollResponse, status_code=201, openapi_extra=image_body("image"), dependencies=[Depends(admitted)],
     responses=ERRORS | {404: ERRORS[422]}, summary="enroll the face of an image (exactly one face, or the largest with select=largest)",
 )
 async def enroll(
-    subject_id: str, request: Request, state: State, options: Options, flip: Flip = None,
+    subject_id: SubjectId, request: Request, state: State, options: Options, flip: Flip = None,
     select: Annotated[str, Query(pattern="^(single|largest)$", description="single: the image must show one face; largest: take the largest")] = "single",
     store_image: Annotated[bool | None, Query(description="keep the uploaded image in the gallery (server default when absent)")] = None,
 ) -> EnrollResponse:
@@ -93,12 +100,12 @@ async def enroll(
 
 
 @router.delete("/subjects/{subject_id}/faces/{face_id}", status_code=204, responses=ERRORS | {404: ERRORS[422]})
-async def delete_face(subject_id: str, face_id: str, state: State) -> Response:
+async def delete_face(subject_id: SubjectId, face_id: FaceId, state: State) -> Response:
     await run_in_threadpool(state.gallery.delete_face, subject_id, face_id)
     return Response(status_code=204)
 
 
-@router.post("/identify", response_model=IdentifyResponse, responses=ERRORS, openapi_extra=image_body("image"), summary="top-k gallery subjects for every face of the image")
+@router.post("/identify", response_model=IdentifyResponse, responses=ERRORS, openapi_extra=image_body("image"), dependencies=[Depends(admitted)], summary="top-k gallery subjects for every face of the image")
 async def identify(
     request: Request, state: State, options: Options, chosen: Annotated[Decision, Depends(decision)], flip: Flip = None,
     top_k: Annotated[int, Query(ge=1, le=100)] = 5,

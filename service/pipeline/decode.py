@@ -1,7 +1,17 @@
 """Image bytes -> RGB array, refusing what should never reach a model.
 
-Limits are checked before any pixel is decoded: the byte size first, then the pixel count
+`decode_image` is the one place untrusted image bytes are parsed. Every failure of the decoder
+becomes an `ImageError` (a 4xx with the API's error shape), never an exception the server did not
+expect. Limits are checked before any pixel is decoded: the byte size first, then the pixel count
 read from the header (a 30000x30000 PNG is a few KB on the wire and 2.7 GB once decoded).
+
+What the models see, whatever the file holds:
+- EXIF orientation applied (phone photos come out upright);
+- animated images (WebP, APNG) and multi-picture JPEGs: the first frame;
+- 16-bit and 32-bit greyscale scaled to 8 bits (not clipped);
+- CMYK, palette, greyscale converted to RGB;
+- transparency (RGBA, LA, palette + tRNS) composited onto white, so a fully transparent image is
+  a blank white image (no face), not the pixels hidden under alpha 0.
 """
 from __future__ import annotations
 
@@ -12,6 +22,8 @@ import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
 SUPPORTED_FORMATS = {"JPEG", "PNG", "WEBP", "BMP", "MPO"}  # MPO: multi-picture JPEGs from phones
+BACKGROUND = (255, 255, 255)  # what shows through transparent pixels
+HIGH_BIT_DEPTH_MODES = {"I;16", "I;16L", "I;16B", "I;16N", "I"}
 
 
 class ImageError(ValueError):
@@ -24,12 +36,27 @@ class ImageError(ValueError):
         self.status = status
 
 
-def decode_image(data: bytes, max_bytes: int = 10 * 2**20, max_pixels: int = 40_000_000) -> np.ndarray:
-    """(H, W, 3) uint8 RGB with the EXIF orientation applied."""
-    if not data:
-        raise ImageError("empty_image", "the image is empty (0 bytes)")
-    if len(data) > max_bytes:
-        raise ImageError("image_too_large", f"the image is {len(data)} bytes; the limit is {max_bytes}", status=413)
+def _to_8_bit(image: Image.Image) -> Image.Image:
+    """16-bit (or 32-bit integer) greyscale -> 8-bit "L", scaled over the full range of the type."""
+    values = np.asarray(image)
+    if image.mode.startswith("I;16") or values.max(initial=0) > 255:
+        values = np.clip(values, 0, 65535).astype(np.uint32) // 257  # 65535 -> 255
+    return Image.fromarray(np.clip(values, 0, 255).astype(np.uint8), "L")
+
+
+def _to_rgb(image: Image.Image) -> Image.Image:
+    if image.mode in HIGH_BIT_DEPTH_MODES:
+        image = _to_8_bit(image)
+    if image.mode == "P" and "transparency" in image.info:
+        image = image.convert("RGBA")
+    if image.mode in ("RGBA", "LA", "PA", "La", "RGBa"):
+        rgba = image.convert("RGBA")
+        background = Image.new("RGBA", rgba.size, BACKGROUND + (255,))
+        return Image.alpha_composite(background, rgba).convert("RGB")
+    return image.convert("RGB")
+
+
+def _open(data: bytes, max_pixels: int) -> Image.Image:
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("error", Image.DecompressionBombWarning)
@@ -41,12 +68,28 @@ def decode_image(data: bytes, max_bytes: int = 10 * 2**20, max_pixels: int = 40_
     if image.format not in SUPPORTED_FORMATS:
         raise ImageError("unsupported_image_format", f"{image.format} images are not supported (JPEG, PNG, WebP, BMP)", status=415)
     width, height = image.size
+    if width < 1 or height < 1:
+        raise ImageError("corrupt_image", f"the image header gives an empty size ({width}x{height})")
     if width * height > max_pixels:
         raise ImageError("image_too_large", f"the image is {width}x{height} = {width * height} pixels; the limit is {max_pixels}", status=413)
+    return image
+
+
+def decode_image(data: bytes, max_bytes: int = 10 * 2**20, max_pixels: int = 40_000_000) -> np.ndarray:
+    """(H, W, 3) uint8 RGB with the EXIF orientation applied."""
+    if not data:
+        raise ImageError("empty_image", "the image is empty (0 bytes)")
+    if len(data) > max_bytes:
+        raise ImageError("image_too_large", f"the image is {len(data)} bytes; the limit is {max_bytes}", status=413)
     try:
+        image = _open(data, max_pixels)
+        image.seek(0)  # animated or multi-picture: the first frame
         image.load()
         image = ImageOps.exif_transpose(image)
-        rgb = image.convert("RGB")  # palette, grey, 16-bit and alpha (32-bit PNG) all end as RGB
-    except (OSError, SyntaxError, ValueError) as error:
-        raise ImageError("corrupt_image", f"the {image.format} image cannot be decoded: {error}") from None
-    return np.asarray(rgb, dtype=np.uint8)
+        return np.asarray(_to_rgb(image), dtype=np.uint8)
+    except ImageError:
+        raise
+    except MemoryError:
+        raise ImageError("image_too_large", "the image does not fit in the memory set aside for decoding", status=413) from None
+    except Exception as error:  # noqa: BLE001 - a decoder failing on untrusted bytes is the client's bad input, whatever it raises
+        raise ImageError("corrupt_image", f"the image cannot be decoded: {type(error).__name__}: {str(error)[:200]}") from None
