@@ -15,7 +15,9 @@ class Settings(BaseSettings):
     port: int = 8000
     workers: int = 1
 
-    embedding_model: Path = ASSETS / "face_embedding.onnx"
+    # The shipped model with the best CFP-FP (README, *Measured here*): dlib's ResNet ported to ONNX.
+    # ASSETS / "face_embedding.onnx" is the CPU-trained ResNet50-StRA.
+    embedding_model: Path = ASSETS / "dlib_resnet_v1.onnx"
     expression_model: Path = ASSETS / "expression.onnx"
     thresholds_file: Path = ASSETS / "thresholds.json"
     # ONNX Runtime providers in order of preference; unavailable ones are skipped (and logged).

@@ -219,6 +219,26 @@ def test_gallery_enroll_identify_delete(client):
     assert [m["subject_id"] for m in matches] == [generated]
 
 
+def test_a_switch_of_embedding_model_never_mixes_embeddings(client):
+    """Faces enrolled with another model (here: one written under another sha256, as after a switch of
+    STRA_EMBEDDING_MODEL) are kept, listed as needing re-enrolment and never searched."""
+    state = client.app.state.service
+    info = client.get("/v1/info").json()["embedding_model"]
+    assert info["sha256"] == state.embedder.sha256 and info["dim"] == 128 and info["input_kind"] == "arcface_112"
+    client.post("/v1/subjects", json={"id": "old"})
+    old = np.zeros(info["dim"], np.float32)
+    old[0] = 1
+    state.gallery.add_face("old", "enrolled-before-the-switch", old, "0" * 64, None)
+    assert client.get("/v1/info").json()["enrolments"] == {"current_model": 0, "need_reenrolment": 1}
+    listed = client.get("/v1/subjects").json()
+    assert listed["enrolments"] == {"current_model": 0, "need_reenrolment": 1}
+    assert listed["subjects"][0]["faces"][0]["current_model"] is False
+    assert client.post("/v1/identify?threshold=-1", **upload(photo(OBAMA))).json()["faces"][0]["matches"] == []
+    assert client.post("/v1/subjects/old/faces", **upload(photo(OBAMA))).json()["face"]["current_model"] is True
+    assert client.get("/v1/info").json()["enrolments"] == {"current_model": 1, "need_reenrolment": 1}
+    assert [m["subject_id"] for m in client.post("/v1/identify?threshold=-1", **upload(photo(OBAMA))).json()["faces"][0]["matches"]] == ["old"]
+
+
 def test_gallery_persists_across_restarts_and_stores_images_only_when_asked(make_client):
     client = make_client()
     client.post("/v1/subjects", json={"id": "p"})

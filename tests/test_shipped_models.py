@@ -49,12 +49,31 @@ def test_every_shipped_model_matches_its_card(model):
     assert card["metrics"], "a card without measured metrics"
 
 
-def test_thresholds_are_calibrated_for_the_shipped_face_model():
-    settings = Settings()
-    thresholds = json.loads(settings.thresholds_file.read_text())
-    entry = thresholds[sha256_file(settings.embedding_model)]
-    # A stricter false-accept rate needs a higher similarity.
-    assert entry["thresholds"]["0.001"] > entry["thresholds"]["0.01"]
+def embedding_cards() -> dict:
+    cards = {path: json.loads(path.with_suffix(".card.json").read_text()) for path in SHIPPED}
+    return {path: card for path, card in cards.items() if card["task"].startswith("face embedding")}
+
+
+def test_the_default_face_model_is_the_shipped_one_with_the_best_cfp_fp():
+    cards = embedding_cards()
+    assert len(cards) >= 2, "the teacher port and the StRA model both ship"
+    best = max(cards, key=lambda path: cards[path]["metrics"]["cfp_fp"]["accuracy_mean"])
+    assert Settings().embedding_model == best
+
+
+@pytest.mark.parametrize("model", sorted(embedding_cards()), ids=lambda path: path.name)
+def test_every_face_model_card_tells_the_service_its_input_and_dimension(model):
+    card = embedding_cards()[model]
+    loaded = EmbeddingModel(model, ["CPUExecutionProvider"])
+    assert loaded.input_kind.name == card.get("input_kind", "arcface_112")
+    assert loaded.dim == card.get("embedding_dim", loaded.dim) and str(loaded.dim) in card["task"]
+
+
+def test_thresholds_are_calibrated_for_every_shipped_face_model():
+    for model in embedding_cards():
+        entry = json.loads(Settings().thresholds_file.read_text())[sha256_file(model)]
+        # A stricter false-accept rate needs a higher similarity.
+        assert entry["thresholds"]["0.001"] > entry["thresholds"]["0.01"], model.name
 
 
 @pytest.mark.slow
@@ -67,7 +86,7 @@ def test_shipped_face_model_ranks_same_person_pairs_above_different_people():
         for path in paths:
             image = decode_image(need(FACES / path).read_bytes())
             largest = max(detector.detect(image), key=lambda face: face.area)
-            embeddings.append(model.embed(align_face(image, largest.landmarks)[None], flip=True)[0])
+            embeddings.append(model.embed(align_face(image, largest.landmarks, model.input_kind)[None], flip=True)[0])
             identities.append(person)
     same, different = [], []
     for i, j in itertools.combinations(range(len(identities)), 2):
@@ -112,3 +131,34 @@ def test_shipped_expression_model_is_stra_with_provenance_and_mode_maps():
     probabilities, maps = model.predict(crops, flip=True, modes=True)
     assert probabilities.shape == (2, 7) and maps.shape == (2, 8, 6, 6)
     assert 0.0 <= maps.min() and maps.max() <= 1.0 and np.abs(maps[0] - maps[1]).max() > 1e-2
+
+
+@pytest.mark.slow
+def test_default_model_tells_real_people_apart_through_the_api(tmp_path):
+    """The issue's "done when": with the default model and its calibrated thresholds, /v1/verify says
+    "same person" for two photos of one person and "different" for two people, at the default FAR."""
+    from fastapi.testclient import TestClient
+
+    from service.app import create_app
+
+    same = [("obama", 0, 1), ("biden", 0, 1), ("kit_harington", 0, 1), ("rose_leslie", 0, 1), ("alex_lacamoire", 0, 1)]
+    different = [("obama", "biden"), ("kit_harington", "rose_leslie"), ("alex_lacamoire", "obama"), ("rose_leslie", "biden")]
+
+    def photo(person: str, index: int = 0):
+        path = need(FACES / PEOPLE[person][index])
+        return (path.name, path.read_bytes())
+
+    settings = Settings(gallery_path=tmp_path / "gallery.sqlite3", providers=["CPUExecutionProvider"])
+    with TestClient(create_app(settings)) as client:
+        info = client.get("/v1/info").json()
+        assert info["embedding_model"]["sha256"] == sha256_file(settings.embedding_model)
+        answers = {}
+        for person, i, j in same:
+            body = client.post("/v1/verify", files={"image1": photo(person, i), "image2": photo(person, j)}).json()
+            assert body["decision"]["far"] == settings.default_far
+            answers[(person, person)] = (body["verified"], body["similarity"])
+        for first, second in different:
+            body = client.post("/v1/verify", files={"image1": photo(first), "image2": photo(second)}).json()
+            answers[(first, second)] = (body["verified"], body["similarity"])
+    wrong = {pair: answer for pair, answer in answers.items() if answer[0] != (pair[0] == pair[1])}
+    assert not wrong, f"wrong decisions (verified, similarity): {wrong}"

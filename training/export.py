@@ -2,6 +2,7 @@
 
     stra-face export resnet50_stra --embedding-dim 512 --input-shape 3 112 112 --out face.onnx
     stra-face export resnet50_stra --num-classes 7 --in-chans 1 --input-shape 1 48 48 --out fer.onnx --fp16
+    stra-face export dlib_resnet_v1 --input-shape 3 150 150 --model-kwargs '{"pretrained": true}' --out dlib.onnx --fp16
 
 The file has one input "input" (N, C, H, W) float32 with a dynamic batch axis and one output
 "output" (a model returning a tuple, such as models.WithModes, gets one output per element,

@@ -4,7 +4,7 @@
     python -m training.face train --config training/configs/face_cpu_stra.toml
     torchrun --nproc_per_node 8 -m training.face train --config ...           # DDP, same script
     python -m training.face ship --checkpoint runs/face/cpu_stra/best.pt --cfp ../shared/data/cfp --lfw ../shared/data/lfw
-    python -m training.face pipeline --config training/configs/face_gpu_distill.toml --out runs/face/gpu   # both models, end to end
+    python -m training.face pipeline --config training/configs/face_gpu_celeba_distill.toml --out runs/face/gpu   # both models, end to end
     python -m training.face prepare --src raw_photos/ --dst aligned/          # <identity>/<photo> -> aligned 112x112
 
 The teacher (dlib's ResNet, `models.dlib_resnet`) runs inside the training loop on the same

@@ -12,10 +12,11 @@ ARCFACE_TEMPLATE = np.array(
     dtype=np.float32,
 )
 # dlib's 150x150 face chip (shape_predictor_5 + get_face_chip, padding 0.25) in MTCNN's terms: where the
-# service's detector puts its 5 landmarks on chips cut by dlib itself, mean over 252 faces
-# (python -m training.chip_template --images ../shared/data/cfp/raw_sample/*/frontal ../shared/data/lfw/raw_sample).
+# service's detector puts its 5 landmarks on chips cut by dlib itself, median over 104 faces (LFW
+# raw_sample and CFP frontal 001-005; the median, as dlib's predictor slips on some poor images):
+# python -m training.chip_template measure --images ../shared/data/lfw/raw_sample ../shared/data/cfp/raw_sample/00[1-5]/frontal --out runs/template/faces.npz
 DLIB_CHIP_TEMPLATE = np.array(
-    [[44.8029, 36.6688], [102.3926, 36.9399], [73.4581, 71.6794], [48.2828, 99.4336], [99.0516, 99.822]],
+    [[46.4984, 44.9822], [102.48, 44.7332], [73.396, 74.7156], [49.5112, 103.4296], [98.3861, 103.1501]],
     dtype=np.float32,
 )
 TEMPLATES = {ARCFACE_112.name: ARCFACE_TEMPLATE, DLIB_CHIP_150.name: DLIB_CHIP_TEMPLATE}
