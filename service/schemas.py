@@ -69,7 +69,7 @@ class ExpressionModes(BaseModel):
     )
     overlay_png: str | None = Field(
         default=None,
-        description="base64 PNG, only with modes_overlay=true: the crop (3x) and each map over it (jet: blue 0 .. red 1), in one row",
+        description="base64 PNG, only with modes_overlay=true: the crop (2x) and each map over it (jet: blue 0 .. red 1), in one row",
     )
 
 

@@ -131,7 +131,7 @@ def test_modes_overlay_is_a_png_row_of_crop_and_maps(stra_client):
     face = stra_client.post("/v1/expression", params={"modes_overlay": "true"}, **upload(photo(OBAMA))).json()["faces"][0]
     png = np.frombuffer(base64.b64decode(face["modes"]["overlay_png"]), np.uint8)
     image = cv2.imdecode(png, cv2.IMREAD_COLOR)
-    assert image.shape == (144, 144 * 9, 3)  # the crop, then 8 modes, each 48 px at 3x
+    assert image.shape == (96, 96 * 9, 3)  # the crop, then 8 modes, each 48 px at 2x
     assert len(face["modes"]["maps"]) == 8
 
 
