@@ -17,7 +17,8 @@ from service.state import ServiceState
 class AnalyzedImage:
     width: int
     height: int
-    detections: list[Detection]
+    detections: list[Detection]  # the largest STRA_MAX_FACES of the faces found
+    faces_found: int = 0
     embeddings: np.ndarray | None = None  # (F, D)
     expressions: np.ndarray | None = None  # (F, 7)
 
@@ -28,19 +29,29 @@ class DetectionOptions:
     threshold: float | None = None
 
 
-def _decode_and_detect(state: ServiceState, data: bytes, options: DetectionOptions):
+def _decode_and_propose(state: ServiceState, data: bytes, options: DetectionOptions):
     settings = state.settings
     image = decode_image(data, settings.max_image_bytes, settings.max_image_pixels)
-    detections = state.detector.detect(image, options.min_face_size, options.threshold)[: settings.max_faces]
-    return image, detections
+    return image, state.detector.propose(image, options.min_face_size)
+
+
+async def _decode_and_detect(state: ServiceState, data: bytes, options: DetectionOptions) -> tuple[np.ndarray, list[Detection]]:
+    """`FaceDetector.detect` in its three steps, the R-Net and O-Net crops batched with those of concurrent requests."""
+    image, cascade = await run_in_threadpool(_decode_and_propose, state, data, options)
+    if len(cascade.crops):
+        cascade = await run_in_threadpool(state.detector.refine, cascade, await state.rnet_batcher.submit(cascade.crops))
+    if not len(cascade.crops):
+        return image, []
+    return image, state.detector.finish(cascade, await state.onet_batcher.submit(cascade.crops), options.threshold)
 
 
 async def analyze_image(state: ServiceState, data: bytes, options: DetectionOptions, *, embed: bool = False, flip: bool = False, expression: bool = False) -> AnalyzedImage:
     if expression and state.expression is None:
         raise APIError(503, "model_unavailable", f"no expression model is installed (expected at {state.settings.expression_model})")
-    image, detections = await run_in_threadpool(_decode_and_detect, state, data, options)
+    image, found = await _decode_and_detect(state, data, options)
+    detections = found[: state.settings.max_faces]
     state.metrics.faces.inc(len(detections))
-    result = AnalyzedImage(image.shape[1], image.shape[0], detections)
+    result = AnalyzedImage(image.shape[1], image.shape[0], detections, len(found))
     if not detections:
         return result
     if embed:

@@ -39,21 +39,27 @@ def export_onnx(
     input_shape: tuple[int, int, int],
     fp16: bool = False,
     opset: int = DEFAULT_OPSET,
+    output_names: tuple[str, ...] = ("output",),
+    dynamic_spatial: bool = False,
 ) -> Path:
-    """Export `model` (eval mode) to a single self-contained ONNX file with a dynamic batch axis."""
+    """Export `model` (eval mode) to a single self-contained ONNX file with a dynamic batch axis
+    (and dynamic height/width with `dynamic_spatial`, for fully convolutional models)."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     model = model.eval()
     example = torch.randn(2, *input_shape)
     batch = torch.export.Dim("batch", min=1, max=4096)
+    axes = {0: batch}
+    if dynamic_spatial:
+        axes |= {2: torch.export.Dim("height", min=input_shape[1], max=8192), 3: torch.export.Dim("width", min=input_shape[2], max=8192)}
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # torch.export's notes on unbacked shapes are noise here
         program = torch.onnx.export(
             model,
             (example,),
             input_names=["input"],
-            output_names=["output"],
-            dynamic_shapes=({0: batch},),
+            output_names=list(output_names),
+            dynamic_shapes=(axes,),
             opset_version=opset,
             dynamo=True,
             verbose=False,
@@ -83,7 +89,8 @@ def check_parity(
     batch_sizes: tuple[int, ...] = (1, 3),
     seed: int = 0,
 ) -> float:
-    """Max abs error between onnxruntime and PyTorch eager on random inputs; raises ParityError above tolerance."""
+    """Max abs error between onnxruntime and PyTorch eager on random inputs, over every output;
+    raises ParityError above tolerance."""
     model = model.eval()
     session = onnx_session(path)
     generator = torch.Generator().manual_seed(seed)
@@ -91,16 +98,17 @@ def check_parity(
     for batch in batch_sizes:
         x = torch.randn(batch, *input_shape, generator=generator)
         with torch.no_grad():
-            expected = model(x).numpy()
-        got = session.run(["output"], {"input": x.numpy()})[0]
-        if got.shape != expected.shape:
-            raise ParityError(f"shape {got.shape} from ONNX, {expected.shape} from PyTorch")
-        error = float(np.abs(got.astype(np.float64) - expected).max())
-        if fp16:
-            tolerance = FP16_RELATIVE_TOLERANCE * max(1.0, float(np.abs(expected).max()))
-        worst = max(worst, error)
-        if error > tolerance:
-            raise ParityError(f"{path}: max abs error {error:.3g} > {tolerance:.3g} at batch {batch}")
+            outputs = model(x)
+        outputs = [outputs] if isinstance(outputs, torch.Tensor) else list(outputs)
+        for expected, got in zip([o.numpy() for o in outputs], session.run(None, {"input": x.numpy()}), strict=True):
+            if got.shape != expected.shape:
+                raise ParityError(f"shape {got.shape} from ONNX, {expected.shape} from PyTorch")
+            error = float(np.abs(got.astype(np.float64) - expected).max())
+            if fp16:
+                tolerance = FP16_RELATIVE_TOLERANCE * max(1.0, float(np.abs(expected).max()))
+            worst = max(worst, error)
+            if error > tolerance:
+                raise ParityError(f"{path}: max abs error {error:.3g} > {tolerance:.3g} at batch {batch}")
     return worst
 
 
