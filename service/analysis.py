@@ -18,7 +18,8 @@ from service.state import ServiceState
 class AnalyzedImage:
     width: int
     height: int
-    detections: list[Detection]
+    detections: list[Detection]  # the largest STRA_MAX_FACES of the faces found
+    faces_found: int = 0
     embeddings: np.ndarray | None = None  # (F, D)
     expressions: np.ndarray | None = None  # (F, 7)
     modes: np.ndarray | None = None  # (F, G, h, w) StRA mode maps, when asked for
@@ -31,14 +32,25 @@ class DetectionOptions:
     threshold: float | None = None
 
 
-def _decode_and_detect(state: ServiceState, data: bytes, options: DetectionOptions):
+def _decode_and_propose(state: ServiceState, data: bytes, options: DetectionOptions):
     settings = state.settings
     image = decode_image(data, settings.max_image_bytes, settings.max_image_pixels)
-    min_face_size = settings.min_face_size if options.min_face_size is None else options.min_face_size
-    if not can_hold_a_face(image.shape[0], image.shape[1], min_face_size, settings.detection_max_side):
+    height, width = image.shape[:2]
+    if not can_hold_a_face(height, width, state.detector.smallest_face(height, width, options.min_face_size)):
+        return image, None
+    return image, state.detector.propose(image, options.min_face_size)
+
+
+async def _decode_and_detect(state: ServiceState, data: bytes, options: DetectionOptions) -> tuple[np.ndarray, list[Detection]]:
+    """`FaceDetector.detect` in its three steps, the R-Net and O-Net crops batched with those of concurrent requests."""
+    image, cascade = await run_in_threadpool(_decode_and_propose, state, data, options)
+    if cascade is None:  # too small to hold a face of the requested size
         return image, []
-    detections = state.detector.detect(image, options.min_face_size, options.threshold)[: settings.max_faces]
-    return image, detections
+    if len(cascade.crops):
+        cascade = await run_in_threadpool(state.detector.refine, cascade, await state.rnet_batcher.submit(cascade.crops))
+    if not len(cascade.crops):
+        return image, []
+    return image, state.detector.finish(cascade, await state.onet_batcher.submit(cascade.crops), options.threshold)
 
 
 async def analyze_image(
@@ -48,9 +60,10 @@ async def analyze_image(
         raise APIError(503, "model_unavailable", f"no expression model is installed (expected at {state.settings.expression_model})")
     if modes and not state.expression.has_modes:  # refused before any work is done
         raise APIError(422, "modes_unavailable", f"the installed expression model ({state.expression.path.name}, sha256 {state.expression.sha256[:12]}) has no StRA mode output; modes=true needs an StRA model exported by `python -m training.fer ship`")
-    image, detections = await run_in_threadpool(_decode_and_detect, state, data, options)
+    image, found = await _decode_and_detect(state, data, options)
+    detections = found[: state.settings.max_faces]
     state.metrics.faces.inc(len(detections))
-    result = AnalyzedImage(image.shape[1], image.shape[0], detections)
+    result = AnalyzedImage(image.shape[1], image.shape[0], detections, len(found))
     if not detections:
         return result
     if embed:

@@ -33,7 +33,12 @@ class ImageSize(BaseModel):
     height: int
 
 
-class DetectResponse(BaseModel):
+class FaceCount(BaseModel):
+    faces_found: int = Field(description="faces the detector found; `faces` lists the largest STRA_MAX_FACES of them")
+    truncated: bool = Field(description="true when STRA_MAX_FACES cut the list (faces_found > len(faces))")
+
+
+class DetectResponse(FaceCount):
     image: ImageSize
     faces: list[DetectedFace]
 
@@ -42,7 +47,7 @@ class EmbeddedFace(DetectedFace):
     embedding: list[float] = Field(description="L2-normalised embedding")
 
 
-class EmbedResponse(BaseModel):
+class EmbedResponse(FaceCount):
     image: ImageSize
     model_sha256: str
     faces: list[EmbeddedFace]
@@ -89,7 +94,7 @@ class ExpressionFace(DetectedFace, _OmitsAbsentModes):
     modes: ExpressionModes | None = Field(default=None, description="only with modes=true")
 
 
-class ExpressionResponse(BaseModel):
+class ExpressionResponse(FaceCount):
     image: ImageSize
     faces: list[ExpressionFace]
 
@@ -100,7 +105,7 @@ class AnalyzedFace(DetectedFace, _OmitsAbsentModes):
     modes: ExpressionModes | None = Field(default=None, description="only with modes=true")
 
 
-class AnalyzeResponse(BaseModel):
+class AnalyzeResponse(FaceCount):
     image: ImageSize
     model_sha256: str
     faces: list[AnalyzedFace]
@@ -127,6 +132,9 @@ class VerifyResponse(BaseModel):
     pairs: list[VerifyPair]
     faces1: list[DetectedFace]
     faces2: list[DetectedFace]
+    faces1_found: int = Field(description="faces found in image1; faces1 lists the largest STRA_MAX_FACES")
+    faces2_found: int
+    truncated: bool = Field(description="true when STRA_MAX_FACES cut faces1 or faces2")
     model_sha256: str
 
 
@@ -191,7 +199,7 @@ class IdentifiedFace(DetectedFace):
     matches: list[IdentifyMatch]
 
 
-class IdentifyResponse(BaseModel):
+class IdentifyResponse(FaceCount):
     decision: Decision
     model_sha256: str
     faces: list[IdentifiedFace]

@@ -28,6 +28,8 @@ class ServiceState:
     embedder: EmbeddingModel
     expression: ExpressionModel | None  # optional: a verification-only deployment needs no expression model
     embed_batcher: MicroBatcher
+    rnet_batcher: MicroBatcher  # the detector's R-Net and O-Net crops of every waiting image, one call each
+    onet_batcher: MicroBatcher
     expression_batcher: MicroBatcher | None
     gallery: Gallery
     calibration: Calibration | None
@@ -48,30 +50,40 @@ class ServiceState:
         calibration = load_calibration(Path(settings.thresholds_file), embedder.sha256)
         if calibration is None:
             log.warning("no calibrated thresholds for embedding model %s in %s: /v1/verify and /v1/identify need an explicit threshold", embedder.sha256[:12], settings.thresholds_file)
-        detector = FaceDetector(settings.min_face_size, settings.detection_threshold, settings.detection_max_side)
+        detector = FaceDetector(
+            settings.min_face_size, settings.detection_threshold, settings.detection_size,
+            providers=providers, intra_op_threads=settings.intra_op_threads,
+        )
         gallery = open_gallery(
             settings.gallery_path, settings.gallery_dsn, use_pgvector=settings.gallery_pgvector,
             ann_min_faces=settings.gallery_ann_min_faces, ann_candidates=settings.gallery_ann_candidates,
         )
 
-        def batcher(function, model_name: str) -> MicroBatcher:
+        def batcher(function, model_name: str, scale: int = 1) -> MicroBatcher:
             return MicroBatcher(
-                function, settings.batch_max_size, settings.batch_max_wait_ms, settings.batch_queue_size,
+                function, settings.batch_max_size * scale, settings.batch_max_wait_ms, settings.batch_queue_size * scale,
                 observe_batch=metrics.batch_size.labels(model_name).observe,
             )
 
+        # An image brings tens of R-Net candidates (hundreds in a crowd) where it brings one face to embed.
         return cls(
-            settings, metrics, detector, embedder, expression,
-            batcher(embedder.embed, "embedding"), batcher(expression.predict, "expression") if expression else None,
+            settings, metrics, detector, embedder,
+            expression, batcher(embedder.embed, "embedding"),
+            batcher(detector.run_rnet, "mtcnn_rnet", scale=8), batcher(detector.run_onet, "mtcnn_onet", scale=2),
+            batcher(expression.predict, "expression") if expression else None,
             gallery, calibration, Admission(settings.max_image_requests),
         )
 
     async def start(self) -> None:
+        for batcher in (self.rnet_batcher, self.onet_batcher):
+            await batcher.start()
         await self.embed_batcher.start()
         if self.expression_batcher is not None:
             await self.expression_batcher.start()
 
     async def stop(self) -> None:
+        for batcher in (self.rnet_batcher, self.onet_batcher):
+            await batcher.stop()
         await self.embed_batcher.stop()
         if self.expression_batcher is not None:
             await self.expression_batcher.stop()

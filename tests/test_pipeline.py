@@ -147,7 +147,9 @@ def detector():
 )
 def test_mtcnn_finds_every_face_in_real_photos(detector, path, faces):
     image = decode_image(need(FACES / path).read_bytes())
-    detections = detector.detect(image)
+    # At 20 px as the reference runs: the 720p photo's default smallest face (30 px) also finds a
+    # 0.902-score false face that facenet-pytorch finds at that size too.
+    detections = detector.detect(image, 20)
     assert len(detections) == faces
     for detection in detections:
         x1, y1, x2, y2 = detection.box

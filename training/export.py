@@ -42,13 +42,18 @@ def export_onnx(
     fp16: bool = False,
     opset: int = DEFAULT_OPSET,
     output_names: tuple[str, ...] = ("output",),
+    dynamic_spatial: bool = False,
 ) -> Path:
-    """Export `model` (eval mode) to a single self-contained ONNX file with a dynamic batch axis."""
+    """Export `model` (eval mode) to a single self-contained ONNX file with a dynamic batch axis
+    (and dynamic height/width with `dynamic_spatial`, for fully convolutional models)."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     model = model.eval()
     example = torch.randn(2, *input_shape)
     batch = torch.export.Dim("batch", min=1, max=4096)
+    axes = {0: batch}
+    if dynamic_spatial:
+        axes |= {2: torch.export.Dim("height", min=input_shape[1], max=8192), 3: torch.export.Dim("width", min=input_shape[2], max=8192)}
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # torch.export's notes on unbacked shapes are noise here
         program = torch.onnx.export(
@@ -56,7 +61,7 @@ def export_onnx(
             (example,),
             input_names=["input"],
             output_names=list(output_names),
-            dynamic_shapes=({0: batch},),
+            dynamic_shapes=(axes,),
             opset_version=opset,
             dynamo=True,
             verbose=False,

@@ -46,7 +46,7 @@ async def admitted(state: State):
 
 
 def detection_options(
-    min_face_size: Annotated[int | None, Query(ge=8, le=4096, description="smallest face side in pixels (server default when absent)")] = None,
+    min_face_size: Annotated[int | None, Query(ge=8, le=4096, description="smallest face side in original pixels (absent: the server default, raised on large images to what its detection size sees)")] = None,
     detection_threshold: Annotated[float | None, Query(ge=0.0, le=1.0, description="minimum detector score")] = None,
 ) -> DetectionOptions:
     return DetectionOptions(min_face_size, detection_threshold)

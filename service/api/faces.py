@@ -44,6 +44,11 @@ def size_of(result: AnalyzedImage) -> ImageSize:
     return ImageSize(width=result.width, height=result.height)
 
 
+def counted(result: AnalyzedImage) -> dict:
+    """The FaceCount fields: how many faces were found, and whether STRA_MAX_FACES cut the list."""
+    return {"faces_found": result.faces_found, "truncated": result.faces_found > len(result.detections)}
+
+
 async def _one_image(request: Request, state) -> bytes:
     return (await read_images(request, ("image",), state.settings.max_image_bytes))["image"]
 
@@ -51,7 +56,7 @@ async def _one_image(request: Request, state) -> bytes:
 @router.post("/detect", response_model=DetectResponse, responses=ERRORS, openapi_extra=image_body("image"), summary="every face: box, score, 5 landmarks")
 async def detect(request: Request, state: State, options: Options) -> DetectResponse:
     result = await analyze_image(state, await _one_image(request, state), options)
-    return DetectResponse(image=size_of(result), faces=[DetectedFace(**detected(d)) for d in result.detections])
+    return DetectResponse(**counted(result), image=size_of(result), faces=[DetectedFace(**detected(d)) for d in result.detections])
 
 
 @router.post("/embed", response_model=EmbedResponse, responses=ERRORS, openapi_extra=image_body("image"), summary="every face: L2-normalised embedding")
@@ -59,7 +64,7 @@ async def embed(request: Request, state: State, options: Options, flip: Flip = N
     flip = state.settings.flip_embeddings if flip is None else flip
     result = await analyze_image(state, await _one_image(request, state), options, embed=True, flip=flip)
     faces = [EmbeddedFace(**detected(d), embedding=e.tolist()) for d, e in zip(result.detections, result.embeddings if result.detections else [])]
-    return EmbedResponse(image=size_of(result), model_sha256=state.embedder.sha256, faces=faces)
+    return EmbedResponse(**counted(result), image=size_of(result), model_sha256=state.embedder.sha256, faces=faces)
 
 
 @router.post("/expression", response_model=ExpressionResponse, responses=ERRORS, openapi_extra=image_body("image"), summary="every face: 7-class expression probabilities")
@@ -69,7 +74,7 @@ async def expression(request: Request, state: State, options: Options, modes: Mo
         ExpressionFace(**detected(d), expression=expression_of(p), modes=m)
         for d, p, m in zip(result.detections, result.expressions if result.detections else [], modes_of(result, modes_overlay))
     ]
-    return ExpressionResponse(image=size_of(result), faces=faces)
+    return ExpressionResponse(**counted(result), image=size_of(result), faces=faces)
 
 
 @router.post("/analyze", response_model=AnalyzeResponse, responses=ERRORS, openapi_extra=image_body("image"), summary="every face: embedding and expression from one detection pass")
@@ -82,4 +87,4 @@ async def analyze(request: Request, state: State, options: Options, flip: Flip =
             result.detections, result.embeddings if result.detections else [], result.expressions if result.detections else [], modes_of(result, modes_overlay),
         )
     ]
-    return AnalyzeResponse(image=size_of(result), model_sha256=state.embedder.sha256, faces=faces)
+    return AnalyzeResponse(**counted(result), image=size_of(result), model_sha256=state.embedder.sha256, faces=faces)

@@ -10,7 +10,7 @@ from starlette.concurrency import run_in_threadpool
 from service.analysis import analyze_image
 from service.api.decision import decision
 from service.api.deps import State, admitted, image_body, read_images
-from service.api.faces import ERRORS, Flip, Options, detected
+from service.api.faces import ERRORS, Flip, Options, counted, detected
 from service.errors import APIError
 from service.gallery import Subject, SubjectFace
 from service.limits import check_metadata
@@ -87,7 +87,7 @@ async def enroll(
     if not result.detections:
         raise APIError(422, "no_face", "no face found in the image")
     if len(result.detections) > 1 and select == "single":
-        raise APIError(422, "multiple_faces", f"{len(result.detections)} faces found; send a photo of one face or pass select=largest")
+        raise APIError(422, "multiple_faces", f"{result.faces_found} faces found; send a photo of one face or pass select=largest")
     keep_image = state.settings.store_images if store_image is None else store_image
     face = await run_in_threadpool(
         state.gallery.add_face, subject_id, uuid.uuid4().hex, result.embeddings[0], state.embedder.sha256, data if keep_image else None,
@@ -122,4 +122,4 @@ async def identify(
             **detected(detection),
             matches=[IdentifyMatch(subject_id=m.subject_id, name=m.name, face_id=m.face_id, similarity=m.similarity, accepted=m.similarity >= chosen.threshold) for m in matches],
         ))
-    return IdentifyResponse(decision=chosen, model_sha256=state.embedder.sha256, faces=faces)
+    return IdentifyResponse(**counted(result), decision=chosen, model_sha256=state.embedder.sha256, faces=faces)

@@ -9,7 +9,7 @@ from fastapi import APIRouter, Depends, Request
 from service.analysis import analyze_image
 from service.api.decision import decision
 from service.api.deps import State, image_body, read_images
-from service.api.faces import ERRORS, Flip, Options, detected
+from service.api.faces import ERRORS, Flip, Options, counted, detected
 from service.errors import APIError
 from service.schemas import Decision, DetectedFace, VerifyPair, VerifyResponse
 
@@ -38,5 +38,7 @@ async def verify(request: Request, state: State, options: Options, chosen: Annot
         verified=best.verified, similarity=best.similarity, decision=chosen, best=best, pairs=pairs,
         faces1=[DetectedFace(**detected(d)) for d in first.detections],
         faces2=[DetectedFace(**detected(d)) for d in second.detections],
+        faces1_found=first.faces_found, faces2_found=second.faces_found,
+        truncated=any(counted(result)["truncated"] for result in (first, second)),
         model_sha256=state.embedder.sha256,
     )

@@ -1,12 +1,41 @@
-"""Face detection with facenet-pytorch's MTCNN (its P/R/O-Net weights ship inside the wheel)."""
+"""Face detection: MTCNN's three networks in ONNX Runtime, its cascade in numpy + OpenCV (no torch).
+
+The networks are facenet-pytorch's P-Net, R-Net and O-Net exported by `training/export_mtcnn.py`;
+the cascade follows facenet-pytorch's `detect_face` step by step (pyramid, thresholds 0.6/0.7/0.7,
+NMS, box regression, squaring, clipping), so boxes, scores and landmarks mean what they meant
+there. facenet-pytorch stays the reference: tests compare both on real photos.
+
+What differs is where pixels come from, so that the cost no longer follows the upload's size:
+- P-Net scans a pyramid whose first level is at most `detection_size` pixels on its long side:
+  the smallest face found by default is `max(min_face_size, 12 * long side / detection_size)`
+  original pixels (12 px: P-Net's window). A request's own `min_face_size` (original pixels) is
+  honoured as asked, even when that costs more.
+- Every image (pyramid level or R-Net / O-Net crop) is area-resampled from the smallest halved
+  copy of the original that still has several times its resolution, so big uploads are read in
+  full once, and O-Net crops (landmarks) keep the original's full detail.
+
+The cascade runs in three steps (`propose`, `refine`, `finish`) around the R-Net and O-Net calls,
+so the service can batch the crops of every waiting image into one call per network.
+"""
 from __future__ import annotations
 
-import threading
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from pathlib import Path
 
 import cv2
 import numpy as np
-import torch
+
+from service.inference import OnnxModel
+
+MODELS = Path(__file__).resolve().parents[1] / "assets" / "models"
+PNET_WINDOW = 12  # P-Net sees 12x12 windows with stride 2
+PYRAMID_FACTOR = 0.709
+THRESHOLDS = (0.6, 0.7, 0.7)  # P-Net, R-Net, O-Net (facenet-pytorch's defaults)
+RNET_SIZE, ONET_SIZE = 24, 48
+# Images are resampled from the smallest halved copy with at least this many times their
+# resolution: a 12 MP upload is read in full once, and crops (whose offsets round to 1/8 of a
+# network input pixel at most) look as if cut from the original.
+OVERSAMPLE_LEVEL, OVERSAMPLE_CROP = 2, 8
 
 
 @dataclass(frozen=True)
@@ -20,36 +49,214 @@ class Detection:
         return float(max(0.0, self.box[2] - self.box[0]) * max(0.0, self.box[3] - self.box[1]))
 
 
+def area_resize(integral: np.ndarray, height: int, width: int) -> np.ndarray:
+    """Area resampling of the image whose `cv2.integral` is given, to (height, width, C) float32.
+
+    Output pixel i averages input rows floor(i * H / height) to ceil((i + 1) * H / height), as
+    torch's `interpolate(mode="area")` (adaptive average pooling) does: facenet-pytorch
+    resamples with it, and OpenCV's INTER_AREA weighs pixels differently (its upsampling differs most)."""
+    rows, cols = integral.shape[0] - 1, integral.shape[1] - 1
+    i, j = np.arange(height), np.arange(width)
+    top, bottom = i * rows // height, -(-(i + 1) * rows // height)
+    left, right = j * cols // width, -(-(j + 1) * cols // width)
+    total = (integral[np.ix_(bottom, right)] - integral[np.ix_(top, right)] - integral[np.ix_(bottom, left)] + integral[np.ix_(top, left)])
+    return (total / ((bottom - top)[:, None, None] * (right - left)[None, :, None])).astype(np.float32)
+
+
+class HalvingPyramid:
+    """The image and its successive halvings (made on demand), area-resampled from the right one."""
+
+    def __init__(self, image: np.ndarray):
+        self.levels = [np.ascontiguousarray(image)]
+        self.integrals: dict[int, np.ndarray] = {}
+        self.height, self.width = image.shape[:2]
+
+    def _level(self, scale: float, oversample: int) -> int:
+        """The smallest level with at least `oversample` x the resolution of `scale`."""
+        index = 0
+        while True:
+            height, width = self.levels[index].shape[:2]
+            if width // 2 < oversample * scale * self.width or height // 2 < oversample * scale * self.height:
+                return index
+            index += 1
+            if index == len(self.levels):
+                self.levels.append(cv2.resize(self.levels[index - 1], (width // 2, height // 2), interpolation=cv2.INTER_AREA))
+
+    def resized(self, sizes: list[tuple[int, int]]) -> list[np.ndarray]:
+        """The whole image at each (height, width), float32, all from the level that suits the largest."""
+        index = self._level(max(sizes[0][0] / self.height, sizes[0][1] / self.width), OVERSAMPLE_LEVEL)
+        integral = cv2.integral(self.levels[index], sdepth=cv2.CV_64F)  # one integral image serves every size
+        return [area_resize(integral, height, width) for height, width in sizes]
+
+    def crop(self, x1: int, y1: int, x2: int, y2: int, size: int) -> np.ndarray:
+        """Original pixels [y1:y2, x1:x2] resized to (size, size), float32."""
+        level = self.levels[self._level(size / max(1, min(x2 - x1, y2 - y1)), OVERSAMPLE_CROP)]
+        sx, sy = level.shape[1] / self.width, level.shape[0] / self.height
+        left, top = int(round(x1 * sx)), int(round(y1 * sy))
+        right, bottom = max(left + 1, int(round(x2 * sx))), max(top + 1, int(round(y2 * sy)))
+        return area_resize(cv2.integral(level[top:bottom, left:right], sdepth=cv2.CV_64F), size, size)
+
+
+def nms(boxes: np.ndarray, scores: np.ndarray, threshold: float, method: str = "union", plus_one: bool = False) -> np.ndarray:
+    """Indices kept by greedy NMS, best score first. "union": IoU (torchvision's `nms`, which
+    facenet-pytorch uses in its first two stages); "min": overlap over the smaller box with +1
+    pixel areas (its `nms_numpy(..., 'Min')`, used after O-Net)."""
+    if len(boxes) == 0:
+        return np.empty(0, np.int64)
+    one = 1.0 if plus_one else 0.0
+    x1, y1, x2, y2 = (boxes[:, i].astype(np.float64) for i in range(4))
+    areas = (x2 - x1 + one) * (y2 - y1 + one)
+    # Ties (clipped boxes give identical crops, so identical scores) go as in the reference: torch's
+    # descending sort keeps the first, facenet-pytorch's `np.argsort(s)[-1]` takes the last.
+    order = np.argsort(scores)[::-1] if method == "min" else np.argsort(-scores, kind="stable")
+    keep = []
+    while order.size:
+        best, rest = order[0], order[1:]
+        keep.append(best)
+        width = np.maximum(0.0, np.minimum(x2[best], x2[rest]) - np.maximum(x1[best], x1[rest]) + one)
+        height = np.maximum(0.0, np.minimum(y2[best], y2[rest]) - np.maximum(y1[best], y1[rest]) + one)
+        overlap = width * height
+        denominator = np.minimum(areas[best], areas[rest]) if method == "min" else areas[best] + areas[rest] - overlap
+        order = rest[overlap / np.maximum(denominator, 1e-12) <= threshold]
+    return np.asarray(keep, np.int64)
+
+
+def _regress(boxes: np.ndarray, offsets: np.ndarray, plus_one: bool) -> np.ndarray:
+    """Box regression: each side moves by its offset times the box's width / height."""
+    one = 1.0 if plus_one else 0.0
+    size = np.stack([boxes[:, 2] - boxes[:, 0] + one, boxes[:, 3] - boxes[:, 1] + one] * 2, axis=1)
+    return boxes[:, :4] + offsets * size
+
+
+def _square(boxes: np.ndarray) -> np.ndarray:
+    """Each box grown to a square on its longer side, same centre (facenet-pytorch's `rerec`)."""
+    width, height = boxes[:, 2] - boxes[:, 0], boxes[:, 3] - boxes[:, 1]
+    side = np.maximum(width, height)
+    x1, y1 = boxes[:, 0] + (width - side) / 2, boxes[:, 1] + (height - side) / 2
+    return np.stack([x1, y1, x1 + side, y1 + side], axis=1)
+
+
+def _normalise(images: np.ndarray) -> np.ndarray:
+    """(N, H, W, 3) float32 RGB -> MTCNN's (N, 3, H, W) input."""
+    return ((images - 127.5) * 0.0078125).transpose(0, 3, 1, 2).astype(np.float32, copy=False)
+
+
+@dataclass
+class Cascade:
+    """One image between the cascade's steps."""
+
+    pyramid: HalvingPyramid
+    min_face_size: float  # original pixels
+    boxes: np.ndarray  # (K, 4) squared candidate boxes in original pixels
+    scores: np.ndarray = field(default_factory=lambda: np.empty(0, np.float32))
+    crops: np.ndarray = field(default_factory=lambda: np.empty((0, 3, RNET_SIZE, RNET_SIZE), np.float32))  # the next network's input
+
+    def cut(self, size: int) -> None:
+        """Crop every box (clipped to the image, as facenet-pytorch does) for the next network."""
+        height, width = self.pyramid.height, self.pyramid.width
+        corners = np.trunc(self.boxes).astype(np.int64)
+        x1, y1 = np.maximum(corners[:, 0], 1) - 1, np.maximum(corners[:, 1], 1) - 1
+        x2, y2 = np.minimum(corners[:, 2], width), np.minimum(corners[:, 3], height)
+        inside = (x2 > x1) & (y2 > y1)
+        self.boxes, self.scores = self.boxes[inside], self.scores[inside] if len(self.scores) else self.scores
+        crops = [self.pyramid.crop(a, b, c, d, size) for a, b, c, d in zip(x1[inside], y1[inside], x2[inside], y2[inside])]
+        self.crops = _normalise(np.stack(crops)) if crops else np.empty((0, 3, size, size), np.float32)
+
+
 class FaceDetector:
-    """Every face of an image, largest first.
+    """Every face of an image, largest first; thread-safe (ONNX Runtime sessions are)."""
 
-    Images are downscaled so their longer side is at most `max_side` before detection (MTCNN's
-    image pyramid is what costs time); coordinates are mapped back to the original pixels.
-    """
-
-    def __init__(self, min_face_size: int = 20, score_threshold: float = 0.9, max_side: int = 1280, device: str = "cpu"):
-        from facenet_pytorch import MTCNN
-
+    def __init__(
+        self, min_face_size: int = 20, score_threshold: float = 0.9, detection_size: int = 512,
+        models: Path = MODELS, providers: list[str] | None = None, intra_op_threads: int = 0,
+    ):
         self.min_face_size = min_face_size
         self.score_threshold = score_threshold
-        self.max_side = max_side
-        self._mtcnn = MTCNN(keep_all=True, min_face_size=min_face_size, device=device, post_process=False)
-        self._lock = threading.Lock()  # MTCNN keeps per-call state on the module; one call at a time
+        self.detection_size = detection_size
+        providers = providers or ["CPUExecutionProvider"]
+        self.pnet, self.rnet, self.onet = (OnnxModel(models / f"mtcnn_{name}.onnx", providers, intra_op_threads) for name in ("pnet", "rnet", "onet"))
 
-    def detect(self, image: np.ndarray, min_face_size: int | None = None, score_threshold: float | None = None) -> list[Detection]:
-        min_face_size = self.min_face_size if min_face_size is None else min_face_size
-        score_threshold = self.score_threshold if score_threshold is None else score_threshold
+    def smallest_face(self, height: int, width: int, min_face_size: int | None = None) -> float:
+        """The smallest face side (original pixels) searched for: the request's, or the server's
+        floor raised to what a `detection_size` pyramid can see."""
+        if min_face_size is not None:
+            return float(min_face_size)
+        return max(float(self.min_face_size), PNET_WINDOW * max(height, width) / self.detection_size)
+
+    # ------------------------------------------------------------------ the three networks
+
+    def run_rnet(self, crops: np.ndarray) -> np.ndarray:
+        """(N, 3, 24, 24) -> (N, 6): 4 box offsets, 2 class probabilities."""
+        return np.concatenate(self.rnet.session.run(None, {"input": crops}), axis=1)
+
+    def run_onet(self, crops: np.ndarray) -> np.ndarray:
+        """(N, 3, 48, 48) -> (N, 16): 4 box offsets, 10 landmark coordinates, 2 class probabilities."""
+        return np.concatenate(self.onet.session.run(None, {"input": crops}), axis=1)
+
+    # ------------------------------------------------------------------ the cascade, step by step
+
+    def propose(self, image: np.ndarray, min_face_size: int | None = None) -> Cascade:
+        """P-Net over the pyramid; the candidates' R-Net crops are in `crops`."""
+        pyramid = HalvingPyramid(image)
         height, width = image.shape[:2]
-        scale = min(1.0, self.max_side / max(height, width))
-        small = cv2.resize(image, (round(width * scale), round(height * scale)), interpolation=cv2.INTER_AREA) if scale < 1 else image
-        with self._lock, torch.inference_mode():
-            self._mtcnn.min_face_size = max(8, round(min_face_size * scale))
-            boxes, scores, points = self._mtcnn.detect(small, landmarks=True)
-        if boxes is None:
-            return []
+        smallest = self.smallest_face(height, width, min_face_size)
+        scales = []
+        scale, side = PNET_WINDOW / smallest, min(height, width) * PNET_WINDOW / smallest
+        while side >= PNET_WINDOW:
+            scales.append(scale)
+            scale, side = scale * PYRAMID_FACTOR, side * PYRAMID_FACTOR
+        found = []
+        levels = pyramid.resized([(int(height * scale + 1), int(width * scale + 1)) for scale in scales]) if scales else []
+        for scale, level in zip(scales, levels):
+            offsets, probabilities = self.pnet.session.run(None, {"input": _normalise(level[None])})
+            rows, cols = np.nonzero(probabilities[0, 1] >= THRESHOLDS[0])
+            if len(rows):
+                corners = np.stack([cols, rows], axis=1).astype(np.float32)
+                boxes = np.concatenate([np.floor((2 * corners + 1) / scale), np.floor((2 * corners + PNET_WINDOW) / scale)], axis=1)
+                scores = probabilities[0, 1, rows, cols]
+                keep = nms(boxes, scores, 0.5)
+                found.append(np.concatenate([boxes, scores[:, None], offsets[0][:, rows, cols].T], axis=1)[keep])
+        cascade = Cascade(pyramid, smallest, np.empty((0, 4), np.float32))
+        if found:
+            candidates = np.concatenate(found)
+            candidates = candidates[nms(candidates[:, :4], candidates[:, 4], 0.7)]
+            cascade.boxes = _square(_regress(candidates[:, :4], candidates[:, 5:9], plus_one=False))
+            cascade.scores = candidates[:, 4]
+        cascade.cut(RNET_SIZE)
+        return cascade
+
+    def refine(self, cascade: Cascade, rnet_output: np.ndarray) -> Cascade:
+        """Keep R-Net's faces, regress and square their boxes; their O-Net crops are in `crops`."""
+        scores = rnet_output[:, 5]
+        passed = scores > THRESHOLDS[1]
+        boxes, scores, offsets = cascade.boxes[passed], scores[passed], rnet_output[passed, :4]
+        keep = nms(boxes, scores, 0.7)
+        cascade.boxes = _square(_regress(boxes[keep], offsets[keep], plus_one=True))
+        cascade.scores = scores[keep]
+        cascade.cut(ONET_SIZE)
+        return cascade
+
+    def finish(self, cascade: Cascade, onet_output: np.ndarray, score_threshold: float | None = None) -> list[Detection]:
+        """O-Net's faces with their landmarks, at or above the score threshold, largest first."""
+        score_threshold = self.score_threshold if score_threshold is None else score_threshold
+        scores = onet_output[:, 15]
+        passed = scores > THRESHOLDS[2]
+        boxes, scores, offsets, points = cascade.boxes[passed], scores[passed], onet_output[passed, :4], onet_output[passed, 4:14]
+        size = np.stack([boxes[:, 2] - boxes[:, 0] + 1, boxes[:, 3] - boxes[:, 1] + 1], axis=1)
+        landmarks = np.stack([points[:, :5], points[:, 5:]], axis=2) * size[:, None, :] + boxes[:, None, :2] - 1
+        boxes = _regress(boxes, offsets, plus_one=True)
+        keep = nms(boxes, scores, 0.7, method="min", plus_one=True)
         detections = [
-            Detection(np.asarray(box, np.float32) / scale, float(score), np.asarray(pts, np.float32) / scale)
-            for box, score, pts in zip(boxes, scores, points)
-            if score >= score_threshold and (box[2] - box[0]) / scale >= min_face_size
+            Detection(boxes[i].astype(np.float32), float(scores[i]), landmarks[i].astype(np.float32))
+            for i in keep
+            if scores[i] >= score_threshold and boxes[i, 2] - boxes[i, 0] >= cascade.min_face_size
         ]
         return sorted(detections, key=lambda d: d.area, reverse=True)
+
+    def detect(self, image: np.ndarray, min_face_size: int | None = None, score_threshold: float | None = None) -> list[Detection]:
+        cascade = self.propose(image, min_face_size)
+        if len(cascade.crops):
+            cascade = self.refine(cascade, self.run_rnet(cascade.crops))
+        if not len(cascade.crops):
+            return []
+        return self.finish(cascade, self.run_onet(cascade.crops), score_threshold)
