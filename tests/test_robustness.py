@@ -128,7 +128,7 @@ def test_unexpected_errors_answer_json_500_and_are_counted(client, monkeypatch):
     def broken(*args, **kwargs):
         raise RuntimeError("detector exploded: /secret/path")
 
-    monkeypatch.setattr(state.detector, "detect", broken)
+    monkeypatch.setattr(state.detector, "propose", broken)
     response = client.post("/v1/detect", **upload(photo(OBAMA)))
     assert_error(response, 500, "internal_error")
     assert "secret" not in response.text and "Traceback" not in response.text
