@@ -202,7 +202,8 @@ class WithModes(nn.Module):
     def __init__(self, model: nn.Module):
         super().__init__()
         self.model = model
-        self._block_name = next(name for name, m in model.named_modules() if m is last_mode_attention(model))
+        block = last_mode_attention(model)
+        self._block_name = next(name for name, m in model.named_modules() if m is block)
 
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         output = self.model(x)

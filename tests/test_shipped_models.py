@@ -118,6 +118,7 @@ def test_shipped_expression_model_scores_its_card_accuracy_on_private_test(flip)
     assert accuracy >= 0.620, f"PrivateTest accuracy {accuracy:.4f} below the shipped ResNet50-StRA's 62.0% floor"
 
 
+@pytest.mark.slow
 def test_shipped_expression_model_is_stra_with_provenance_and_mode_maps():
     """The card says where an externally trained model comes from, and the file answers `?modes=true`."""
     settings = Settings()
