@@ -34,6 +34,10 @@ from training.fer_data import FerData, load_fer2013  # noqa: E402
 TRAIN_IMAGES, TARGET_EPOCHS, TARGET_SECONDS = 28_709, 60, 300
 
 
+def rate(images_per_second: float) -> str:
+    return f"{images_per_second:,.0f}" if images_per_second >= 100 else f"{images_per_second:.2f}"
+
+
 def training_gflops_per_image(model: nn.Module, device: torch.device) -> float:
     """Forward + backward FLOPs per 48x48 image (torch's FLOP counter; backward ~ 2x forward)."""
     from torch.utils.flop_counter import FlopCounterMode
@@ -102,13 +106,13 @@ def main() -> None:
         gflops = training_gflops_per_image(build_model(config).to(runtime.device), runtime.device)
         speeds = {path: measure(engine.parse_config(FerConfig, [*overrides, "--model", model_name, "--augment-on", path], ""), train_data, runtime, args.steps, args.warmup) for path in args.paths}
         rows.append((model_name, gflops, speeds))
-        print(f"  {model_name}: " + ", ".join(f"{path} {speed:,.0f} img/s" for path, speed in speeds.items()), flush=True)
+        print(f"  {model_name}: " + ", ".join(f"{path} {rate(speed)} img/s" for path, speed in speeds.items()), flush=True)
 
     header = f"{'model':<16} {'GFLOP/img':>9} " + " ".join(f"{path + ' img/s':>13}" for path in args.paths) + " " + " ".join(f"{'60 ep, ' + path:>16}" for path in args.paths)
     print("\n" + header)
     for model_name, gflops, speeds in rows:
         minutes = " ".join(f"{TARGET_EPOCHS * TRAIN_IMAGES / speeds[path] / 60:>12.1f} min" for path in args.paths)
-        print(f"{model_name:<16} {gflops:>9.2f} " + " ".join(f"{speeds[path]:>13,.0f}" for path in args.paths) + " " + minutes)
+        print(f"{model_name:<16} {gflops:>9.2f} " + " ".join(f"{rate(speeds[path]):>13}" for path in args.paths) + " " + minutes)
     print(f"\ntarget: {TARGET_EPOCHS} epochs x {TRAIN_IMAGES:,} images in {TARGET_SECONDS} s = {target:,.0f} img/s "
           f"(training FLOPs at that rate: " + ", ".join(f"{name} {g * target / 1e3:.1f} TFLOP/s" for name, g, _ in rows) + ")")
 
