@@ -5,6 +5,7 @@
     python -m training.fer eval --checkpoint runs/fer/resnet50_stra/best.pt --data ... --tta flip
     python -m training.fer eval --onnx service/assets/models/expression.onnx --data ...
     python -m training.fer ship --checkpoint runs/fer/resnet50_stra/best.pt --out service/assets/models/expression.onnx
+    python -m training.fer gpu-run --out runs/fer/gpu    # StRA + baseline, evaluated, StRA shipped (training/fer_run.py)
 
 Protocol: train on Training, pick the checkpoint on PublicTest, report PrivateTest once.
 """
@@ -28,7 +29,7 @@ import models
 from models.stra import ModeAttention, WithModes
 from service.pipeline.preprocess import EXPRESSION_SIZE, EXPRESSIONS
 from training import engine
-from training.fer_data import SPLITS, FerData, FerDataset, fer_train_augmentation, load_fer2013, tta_views
+from training.fer_data import SPLITS, FerData, FerDataset, ResidentLoader, fer_train_augmentation, load_fer2013, tta_views
 
 DEFAULT_DATA = "../shared/data/fer2013/fer2013_jpg.npz"
 
@@ -52,6 +53,12 @@ class FerConfig:
     diversity_weight: float = 0.0
     grad_clip: float = 0.0
     amp: bool = True  # bf16 autocast on GPU; ignored on CPU
+    # "device": the split lives on the training device and is augmented there in batch
+    # (fer_data.ResidentLoader); "loader": DataLoader workers running albumentations;
+    # "auto": device on a GPU, loader on the CPU.
+    augment_on: str = "auto"
+    channels_last: bool = True  # NHWC activations on GPU (tensor-core friendly); ignored on CPU
+    compile: bool = False  # torch.compile the network (first epoch pays the compilation)
     seed: int = 0
     workers: int = 2
     device: str = "auto"
@@ -83,12 +90,15 @@ def load_checkpoint_model(path: str | Path) -> tuple[nn.Module, dict]:
 Predictor = Callable[[np.ndarray], np.ndarray]  # (N, 1, 48, 48) float32 -> (N, 7) logits
 
 
-def torch_predictor(model: nn.Module, device: torch.device | str = "cpu") -> Predictor:
+def torch_predictor(model: nn.Module, device: torch.device | str = "cpu", amp: bool = False) -> Predictor:
+    """amp: bf16 autocast when on a GPU (the per-epoch check while training); fp32 otherwise."""
+    device = torch.device(device)
     model = model.eval().to(device)
 
     @torch.inference_mode()
     def predict(batch: np.ndarray) -> np.ndarray:
-        return model(torch.from_numpy(batch).to(device)).float().cpu().numpy()
+        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=amp and device.type == "cuda"):
+            return model(torch.from_numpy(batch).to(device)).float().cpu().numpy()
 
     return predict
 
@@ -183,6 +193,15 @@ def plot_confusion(report: SplitReport, path: Path) -> None:
 # --------------------------------------------------------------------------- training
 
 
+def make_train_loader(config: FerConfig, train_data: FerData, runtime: engine.Runtime):
+    augment_on = config.augment_on if config.augment_on != "auto" else ("device" if runtime.device.type == "cuda" else "loader")
+    if augment_on == "device":
+        return ResidentLoader(train_data, config.batch_size, runtime.device, seed=config.seed, rank=runtime.rank, world_size=runtime.world_size)
+    if augment_on == "loader":
+        return engine.make_loader(FerDataset(train_data, fer_train_augmentation()), config.batch_size, runtime, train=True, workers=config.workers, seed=config.seed)
+    raise ValueError(f"augment_on must be auto, device or loader, not {config.augment_on!r}")
+
+
 def train(config: FerConfig) -> Path:
     runtime = engine.setup_runtime(config.device)
     engine.seed_everything(config.seed, runtime.rank)
@@ -196,9 +215,11 @@ def train(config: FerConfig) -> Path:
     train_data = data.split("Training")
     if config.train_subset:
         train_data = train_data.sample(config.train_subset, config.seed)
-    loader = engine.make_loader(FerDataset(train_data, fer_train_augmentation()), config.batch_size, runtime, train=True, workers=config.workers, seed=config.seed)
+    loader = make_train_loader(config, train_data, runtime)
+    on_gpu = runtime.device.type == "cuda"
+    channels_last = config.channels_last and on_gpu
 
-    model = build_model(config).to(runtime.device)
+    model = build_model(config).to(runtime.device, memory_format=torch.channels_last if channels_last else torch.preserve_format)
     steps_per_epoch = min(len(loader), config.max_steps or len(loader))
     lr = config.lr * config.batch_size * runtime.world_size / 64
     optimizer = engine.build_optimizer([model], config.optimizer, lr, config.weight_decay)
@@ -213,6 +234,8 @@ def train(config: FerConfig) -> Path:
         if runtime.is_main:
             print(f"resumed from {checkpointer.last} at epoch {start_epoch} (best PublicTest {best:.4f})")
     ddp_model = engine.wrap_ddp(model, runtime)
+    if config.compile:
+        ddp_model = torch.compile(ddp_model)
     criterion = nn.CrossEntropyLoss(label_smoothing=config.label_smoothing)
 
     def step(net: nn.Module, batch: tuple) -> tuple[torch.Tensor, torch.Tensor, int]:
@@ -225,10 +248,11 @@ def train(config: FerConfig) -> Path:
         stats = engine.train_one_epoch(
             ddp_model, loader, step, optimizer, scheduler, runtime, epoch=epoch, amp=config.amp,
             diversity_weight=config.diversity_weight, grad_clip=config.grad_clip, max_steps=config.max_steps,
+            channels_last=channels_last,
         )
         if runtime.is_main:
             # Model selection on PublicTest only; PrivateTest stays untouched until `eval`.
-            public = evaluate(torch_predictor(model, runtime.device), data, "PublicTest", config.eval_tta, limit=config.eval_subset)
+            public = evaluate(torch_predictor(model, runtime.device, amp=config.amp), data, "PublicTest", config.eval_tta, limit=config.eval_subset)
             is_best = public.accuracy > best
             best = max(best, public.accuracy)
             checkpointer.save(
@@ -370,9 +394,15 @@ def main(argv: list[str] | None = None) -> None:
     if argv and argv[0] == "train":
         train(engine.parse_config(FerConfig, argv[1:], "train a FER2013 expression classifier"))
         return
+    if argv and argv[0] == "gpu-run":
+        from training import fer_run
+
+        fer_run.main(argv[1:])
+        return
     parser = argparse.ArgumentParser(prog="python -m training.fer", description="FER2013 expression classifier")
     commands = parser.add_subparsers(dest="command", required=True)
     commands.add_parser("train", help="train (options: python -m training.fer train --help)")
+    commands.add_parser("gpu-run", help="StRA + baseline trained, evaluated, StRA shipped, one folder (python -m training.fer gpu-run --help)")
     evaluation = commands.add_parser("eval", help="accuracy per split and class, confusion-matrix PNGs")
     source = evaluation.add_mutually_exclusive_group(required=True)
     source.add_argument("--checkpoint", type=Path)

@@ -172,3 +172,102 @@ def tta_views(batch: torch.Tensor, mode: str) -> list[torch.Tensor]:
             views += [view, view.flip(-1)]
         return views
     raise ValueError(f"unknown TTA mode {mode!r} (none, flip, tencrop)")
+
+
+# --------------------------------------------------------------------------- device-resident path
+# The whole split lives on the training device as uint8 (28,709 x 48 x 48 = 66 MB) and each batch is
+# augmented there in one go, so a GPU is never waiting on loader workers. Same augmentation family
+# and strengths as fer_train_augmentation (the loader path, kept for CPU runs and as the reference).
+
+
+def augment_batch(images: torch.Tensor) -> torch.Tensor:
+    """(B, 48, 48) uint8 on any device -> (B, 1, 48, 48) float32 in [-1, 1], augmented per sample:
+    random resized crop (area 0.8-1, aspect 0.9-1.1), horizontal flip (p 0.5), rotation +-10 deg
+    with shift +-10% (p 0.5), brightness/contrast +-0.2 (p 0.5), one 8-16 px erased box (p 0.5).
+    The geometric part is one affine grid per sample (F.affine_grid / grid_sample, border pixels
+    repeated as the service's crop does); randomness comes from torch's global generator.
+    """
+    batch, height, width = images.shape
+    device = images.device
+
+    def uniform(low: float, high: float) -> torch.Tensor:
+        return torch.empty(batch, device=device).uniform_(low, high)
+
+    def coin(p: float = 0.5) -> torch.Tensor:
+        return torch.rand(batch, device=device) < p
+
+    # theta maps output coordinates (normalised to [-1, 1]) to input coordinates:
+    # input = crop(flip(rotate^-1(output - shift))).
+    area, log_ratio = uniform(0.8, 1.0), uniform(np.log(0.9), np.log(1.1))
+    crop_w = (area * log_ratio.exp()).sqrt().clamp(max=1.0)
+    crop_h = (area / log_ratio.exp()).sqrt().clamp(max=1.0)
+    centre_x = (1 - crop_w) * uniform(-1.0, 1.0)
+    centre_y = (1 - crop_h) * uniform(-1.0, 1.0)
+    flip = torch.where(coin(), -1.0, 1.0)
+    affine = coin()
+    angle = torch.where(affine, uniform(-10.0, 10.0), 0.0).deg2rad()
+    shift_x = torch.where(affine, uniform(-0.2, 0.2), 0.0)  # 10% of the width = 0.2 in normalised units
+    shift_y = torch.where(affine, uniform(-0.2, 0.2), 0.0)
+    cos, sin = angle.cos(), angle.sin()
+    # rotate^-1 = [[cos, sin], [-sin, cos]]; then flip x; then scale by the crop size and move to its centre.
+    a, b = crop_w * flip * cos, crop_w * flip * sin
+    c, d = -crop_h * sin, crop_h * cos
+    theta = torch.stack(
+        [
+            torch.stack([a, b, centre_x - a * shift_x - b * shift_y], 1),
+            torch.stack([c, d, centre_y - c * shift_x - d * shift_y], 1),
+        ],
+        1,
+    )
+    pixels = images.unsqueeze(1).float()
+    grid = torch.nn.functional.affine_grid(theta, [batch, 1, height, width], align_corners=False)
+    pixels = torch.nn.functional.grid_sample(pixels, grid, mode="bilinear", padding_mode="border", align_corners=False)
+
+    # brightness/contrast as albumentations: alpha * x + beta * 255
+    jitter = coin()
+    alpha = torch.where(jitter, uniform(0.8, 1.2), 1.0).view(-1, 1, 1, 1)
+    beta = torch.where(jitter, uniform(-0.2, 0.2), 0.0).view(-1, 1, 1, 1)
+    pixels = (pixels * alpha + beta * 255.0).clamp(0.0, 255.0)
+
+    # one erased (black) box, as CoarseDropout
+    hole_h = torch.randint(8, 17, (batch,), device=device)
+    hole_w = torch.randint(8, 17, (batch,), device=device)
+    top = (torch.rand(batch, device=device) * (height - hole_h + 1)).floor()
+    left = (torch.rand(batch, device=device) * (width - hole_w + 1)).floor()
+    rows = torch.arange(height, device=device).view(1, -1, 1)
+    cols = torch.arange(width, device=device).view(1, 1, -1)
+    inside = (
+        (rows >= top.view(-1, 1, 1)) & (rows < (top + hole_h).view(-1, 1, 1))
+        & (cols >= left.view(-1, 1, 1)) & (cols < (left + hole_w).view(-1, 1, 1))
+        & coin().view(-1, 1, 1)
+    )
+    pixels = pixels.masked_fill(inside.unsqueeze(1), 0.0)
+    return (pixels - 127.5) / 127.5
+
+
+class ResidentLoader:
+    """Batches of `augment_batch(images)` drawn from a split held on `device`.
+
+    Iterates like a drop-last, shuffling DataLoader; under DDP each rank takes its own interleaved
+    shard of one shared permutation (what DistributedSampler does). `set_epoch` makes the order
+    depend on (seed, epoch) only, so a resumed run sees the same batches.
+    """
+
+    def __init__(self, data: FerData, batch_size: int, device: torch.device | str, *, seed: int = 0, rank: int = 0, world_size: int = 1):
+        self.images = torch.from_numpy(np.ascontiguousarray(data.images)).to(device)
+        self.labels = torch.from_numpy(data.labels).to(device)
+        self.batch_size, self.seed, self.rank, self.world_size = batch_size, seed, rank, world_size
+        self.epoch = 0
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def __len__(self) -> int:
+        return (len(self.labels) // self.world_size) // self.batch_size
+
+    def __iter__(self):
+        generator = torch.Generator().manual_seed(self.seed * 1_000_003 + self.epoch)
+        order = torch.randperm(len(self.labels), generator=generator)[self.rank::self.world_size].to(self.images.device)
+        for step in range(len(self)):
+            index = order[step * self.batch_size:(step + 1) * self.batch_size]
+            yield augment_batch(self.images[index]), self.labels[index]
