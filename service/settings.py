@@ -16,7 +16,7 @@ class Settings(BaseSettings):
     workers: int = 1
 
     # The shipped model with the best CFP-FP (README, *Measured here*): dlib's ResNet ported to ONNX.
-    # ASSETS / "face_embedding.onnx" is the CPU-trained ResNet50-StRA.
+    # A student shipped by `python -m training.face ship` lands beside it as face_embedding.onnx.
     embedding_model: Path = ASSETS / "dlib_resnet_v1.onnx"
     expression_model: Path = ASSETS / "expression.onnx"
     thresholds_file: Path = ASSETS / "thresholds.json"

@@ -1,6 +1,6 @@
 """Offline face-verification benchmark, InsightFace's protocol to the letter, and threshold calibration.
 
-    python -m training.benchmark --onnx service/assets/models/face_embedding.onnx --cfp ../shared/data/cfp \
+    python -m training.benchmark --onnx service/assets/models/dlib_resnet_v1.onnx --cfp ../shared/data/cfp \
         --out runs/bench/shipped --calibrate cfp_fp --thresholds-file service/assets/models/thresholds.json
     python -m training.benchmark --checkpoint runs/face/stra/best.pt --bin lfw.bin cfp_fp.bin agedb_30.bin
     python -m training.benchmark --teacher dlib --cfp ../shared/data/cfp          # the distillation teacher
