@@ -168,7 +168,7 @@ def test_an_unexpected_error_answers_json_500_and_keeps_the_connection(random_on
         raise RuntimeError("a bug")
 
     try:
-        app.state.service.detector.detect = broken
+        app.state.service.detector.propose = broken  # the detector's first step
         image = encode(picture(), "PNG")
         body = b"--b\r\nContent-Disposition: form-data; name=\"image\"; filename=\"a.png\"\r\n\r\n" + image + b"\r\n--b--\r\n"
         sock = socket.create_connection(("127.0.0.1", server.config.port), timeout=30)
