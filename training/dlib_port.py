@@ -13,13 +13,13 @@ import argparse
 import dataclasses
 import json
 import platform
-import subprocess
 from pathlib import Path
 
 import numpy as np
 
 from models import create_model
 from models.dlib_resnet import DLIB_CHIP_PADDING, DLIB_CHIP_SIZE, DLIB_RESNET_FILE, dlib_model_file
+from training.provenance import code_revision
 
 INPUT_SHAPE = (3, DLIB_CHIP_SIZE, DLIB_CHIP_SIZE)
 
@@ -59,15 +59,6 @@ def parity_with_dlib(onnx_path: Path, images: list[Path]) -> dict:
         "max_abs_error": float(np.abs(got - expected).max()),
         "max_pairwise_distance_change": float(np.abs(distances(got) - distances(expected)).max()),
     }
-
-
-def code_revision() -> str:
-    try:
-        revision = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, check=True).stdout.strip()
-        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], capture_output=True, text=True).stdout.strip()
-        return revision + (" (uncommitted changes)" if dirty else "")
-    except (OSError, subprocess.CalledProcessError):
-        return "unknown"
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -34,6 +34,7 @@ from training.benchmark import PairSet, contiguous_folds, evaluate_pairs
 from training.embedders import load_checkpoint_model, torch_embedder
 from training.face_data import FaceAugment, FaceDataset, open_faces
 from training.margins import create_margin_head, similarity_distillation
+from training.provenance import code_revision
 
 DEFAULT_DATA = "runs/data/celeba_faces.npz"
 
@@ -348,17 +349,6 @@ def ship(checkpoint_path: Path, out: Path, cfp: Path, lfw: Path | None, report: 
     out.with_suffix(".card.json").write_text(json.dumps(card, indent=2) + "\n")
     print(f"{out}: {card['size_bytes'] / 2**20:.1f} MiB, sha256 {card['sha256']}, parity {parity:.2e}")
     return card, results
-
-
-def code_revision() -> str:
-    import subprocess
-
-    try:
-        revision = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, check=True).stdout.strip()
-        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], capture_output=True, text=True).stdout.strip()
-        return revision + ("+uncommitted changes" if dirty else "")
-    except (OSError, subprocess.CalledProcessError):
-        return "unknown (not a git checkout)"
 
 
 PIPELINE_MODELS = ("resnet50_stra", "resnet50")

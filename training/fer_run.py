@@ -28,8 +28,6 @@ import csv
 import dataclasses
 import hashlib
 import json
-import platform
-import subprocess
 import time
 from pathlib import Path
 
@@ -39,6 +37,7 @@ import torch
 from training import engine, fer
 from training.fer import FerConfig, evaluate, load_checkpoint_model, torch_predictor, train
 from training.fer_data import SPLITS, load_fer2013, write_csv
+from training.provenance import code_revision, hardware
 
 PART_BYTES = 15 * 2**20  # the device tool brings back files of at most 16 MiB
 TTA = ("none", "flip", "tencrop")
@@ -82,21 +81,6 @@ def save_fp16_checkpoint(best: Path, out: Path, provenance: dict) -> Path:
     small["state_dict"] = {k: v.half() if v.is_floating_point() else v for k, v in checkpoint["state_dict"].items()}
     torch.save(small, out)
     return out
-
-
-def hardware() -> str:
-    if torch.cuda.is_available():
-        return f"{torch.cuda.get_device_name()} (torch {torch.__version__}, CUDA {torch.version.cuda})"
-    return f"CPU {platform.processor() or platform.machine()} x{torch.get_num_threads()} threads (torch {torch.__version__})"
-
-
-def code_revision() -> str:
-    try:
-        revision = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, check=True).stdout.strip()
-        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], capture_output=True, text=True, check=True).stdout.strip()
-        return revision + ("+uncommitted changes" if dirty else "")
-    except (OSError, subprocess.CalledProcessError):
-        return "unknown (not a git checkout)"
 
 
 def plot_curves(runs: dict[str, Path], path: Path) -> None:
