@@ -11,7 +11,6 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import signal
 import socket
 import subprocess
 import sys
@@ -24,6 +23,7 @@ from pathlib import Path
 import pytest
 
 from conftest import FACES, ROOT, need
+from live_server import stop_process
 
 DOCKER = ROOT / "docker"
 BASE_CACHE = Path(os.environ.get("STRA_DOCKER_BASE_CACHE", "/var/cache/stra-face/debian-bookworm-python3.tar"))
@@ -102,13 +102,7 @@ class Engine:
         return (self.root / "dockerd.log").read_text()[-500:]
 
     def stop(self) -> None:
-        if self.process.poll() is None:
-            self.process.send_signal(signal.SIGTERM)
-            try:
-                self.process.wait(60)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait()
+        stop_process(self.process, timeout=60)
         self.log.close()
         # dockerd leaves its network namespace (exec-root/netns/default) mounted
         mounts = [line.split()[1] for line in Path("/proc/self/mounts").read_text().splitlines()]

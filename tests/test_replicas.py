@@ -20,6 +20,7 @@ from concurrent.futures import ThreadPoolExecutor
 import pytest
 
 from conftest import FACES, ROOT, need
+from live_server import stop_process
 
 ENROLMENTS = int(os.environ.get("STRA_TEST_REPLICA_ENROLMENTS", "200"))
 SUBJECTS = [f"s{i}" for i in range(10)]
@@ -54,13 +55,7 @@ class Replica:
         raise AssertionError(f"replica {self.name} not ready after {timeout} s: {self.log.name}")
 
     def stop(self) -> None:
-        if self.process.poll() is None:
-            self.process.terminate()
-            try:
-                self.process.wait(20)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait()
+        stop_process(self.process)
         self.log.close()
 
 
