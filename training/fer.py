@@ -218,6 +218,8 @@ def train(config: FerConfig) -> Path:
     loader = make_train_loader(config, train_data, runtime)
     on_gpu = runtime.device.type == "cuda"
     channels_last = config.channels_last and on_gpu
+    if on_gpu:
+        torch.backends.cudnn.benchmark = True  # fixed 48x48 shapes: pick the fastest kernels once (as training/face.py)
 
     model = build_model(config).to(runtime.device, memory_format=torch.channels_last if channels_last else torch.preserve_format)
     steps_per_epoch = min(len(loader), config.max_steps or len(loader))
