@@ -15,7 +15,7 @@ What differs is where pixels come from, so that the cost no longer follows the u
   are read in full once, and O-Net crops (landmarks) keep the original's full detail.
 
 What is not facenet-pytorch's is written for the cost on two cores: area resampling by integral
-images (separable for levels, `cv2.remap` gathers for all crops at once), IoU NMS by OpenCV, and
+images (separable for levels, one gather for all crops at once), IoU NMS by OpenCV, and
 ONNX Runtime sessions that do not spin between calls (see `service.inference.OnnxModel`).
 
 The cascade runs in three steps (`propose`, `refine`, `finish`) around the R-Net and O-Net calls,
@@ -36,13 +36,13 @@ PNET_WINDOW = 12  # P-Net sees 12x12 windows with stride 2
 PYRAMID_FACTOR = 0.709
 THRESHOLDS = (0.6, 0.7, 0.7)  # P-Net, R-Net, O-Net (facenet-pytorch's defaults)
 RNET_SIZE, ONET_SIZE = 24, 48
+PIXEL_MEAN, PIXEL_SCALE = 127.5, 0.0078125  # MTCNN's input: (pixel - 127.5) / 128
 # Images are resampled from the smallest halved copy with at least this many times their
 # resolution: a 12 MP upload is read in full once, and crops (whose offsets round to 1/16 of a
 # network input pixel at most) look as if cut from the original. Measured against facenet-pytorch
 # on ../shared/data/faces: crops at 4x moved landmarks by up to 1.5 px at 112x112, at 8x by 0.3;
 # pyramid levels (which only propose candidates) lose no face at 1x.
 OVERSAMPLE_LEVEL, OVERSAMPLE_CROP = 1, 8
-MAX_REMAP_ROWS = 32000  # cv2.remap takes images and maps of fewer than 32767 rows and columns
 
 
 @dataclass(frozen=True)
@@ -69,57 +69,49 @@ def integral_image(image: np.ndarray) -> np.ndarray:
 
 
 def area_resize(integral: np.ndarray, height: int, width: int) -> np.ndarray:
-    """The image whose `cv2.integral` is given, area-resampled to (height, width, C) float32.
+    """The image whose `cv2.integral` is given, area-resampled to MTCNN's input: (1, C, height,
+    width) float32, normalised as `_normalise` does, in one pass over the output.
 
     Separable: rows first, then columns, each a `np.take` of whole rows (fancy indexing of both
-    axes at once is several times slower). Sums are exact integers, so the result is the reference's."""
+    axes at once is several times slower). Sums are exact integers, so the means are the reference's."""
     top, bottom = _windows(integral.shape[0] - 1, height, np.arange(height))
     left, right = _windows(integral.shape[1] - 1, width, np.arange(width))
     rows = np.take(integral, bottom, axis=0) - np.take(integral, top, axis=0)
-    total = (np.take(rows, right, axis=1) - np.take(rows, left, axis=1)).astype(np.float32)
-    total /= ((bottom - top)[:, None] * (right - left)[None, :]).astype(np.float32)[:, :, None]
-    return total
+    total = np.take(rows, right, axis=1) - np.take(rows, left, axis=1)
+    factor = (PIXEL_SCALE / ((bottom - top)[:, None] * (right - left)[None, :])).astype(np.float32)
+    return (total.transpose(2, 0, 1) * factor - PIXEL_MEAN * PIXEL_SCALE).astype(np.float32, copy=False)[None]
 
 
 def area_crops(image: np.ndarray, boxes: np.ndarray, size: int) -> np.ndarray:
-    """Every box [x1, y1, x2, y2) of `image` area-resampled to (size, size): (N, size, size, C) float32.
-
-    The four corners of every output pixel's window are read from one integral image with
-    `cv2.remap` (nearest pixel, integer coordinates), several times faster than numpy's gathers.
-    The integral is float32 where its sums stay exact integers (< 2**24), else float64."""
-    exact_in_float32 = image.shape[0] * image.shape[1] * 255 < 2**24
-    integral = cv2.integral(image, sdepth=cv2.CV_32F if exact_in_float32 else cv2.CV_64F)
+    """Every box [x1, y1, x2, y2) of `image` area-resampled to (size, size): (N, size, size, C)
+    float32, the four corners of every output pixel's window gathered for all boxes at once from
+    one integral image (int32 where its sums fit: numpy gathers them faster than `cv2.remap` does
+    float64, measured on the crops of 480p, 1080p and crowd photos)."""
+    integral = integral_image(image)
     index = np.arange(size)
     top, bottom = _windows((boxes[:, 3] - boxes[:, 1])[:, None], size, index)
     left, right = _windows((boxes[:, 2] - boxes[:, 0])[:, None], size, index)
-    top, bottom, left, right = (v.astype(np.float32) for v in (top + boxes[:, 1:2], bottom + boxes[:, 1:2], left + boxes[:, 0:1], right + boxes[:, 0:1]))
-    count = len(boxes)
-    total = np.empty((count, size, size, image.shape[2]), integral.dtype)
-    for start in range(0, count, MAX_REMAP_ROWS // size):  # remap's maps and output stay under 32767 rows
-        chunk = slice(start, start + MAX_REMAP_ROWS // size)
-        shape = (len(top[chunk]), size, size)
-        ys = [np.broadcast_to(rows[chunk][:, :, None], shape).reshape(-1, size) for rows in (top, bottom)]
-        xs = [np.broadcast_to(cols[chunk][:, None, :], shape).reshape(-1, size) for cols in (left, right)]
-        corner = [[cv2.remap(integral, x, y, cv2.INTER_NEAREST).reshape(*shape, -1) for x in xs] for y in ys]
-        (top_left, top_right), (bottom_left, bottom_right) = corner
-        total[chunk] = bottom_right - top_right - bottom_left + top_left
-    total = total.astype(np.float32, copy=False)
-    total /= ((bottom - top)[:, :, None] * (right - left)[:, None, :])[..., None]
+    top, bottom, left, right = top + boxes[:, 1:2], bottom + boxes[:, 1:2], left + boxes[:, 0:1], right + boxes[:, 0:1]
+    flat, stride = integral.reshape(-1, integral.shape[2]), integral.shape[1]
+
+    def corner(rows: np.ndarray, cols: np.ndarray) -> np.ndarray:
+        return np.take(flat, (rows * stride)[:, :, None] + cols[:, None, :], axis=0)
+
+    total = (corner(bottom, right) - corner(top, right) - corner(bottom, left) + corner(top, left)).astype(np.float32)
+    total /= ((bottom - top)[:, :, None] * (right - left)[:, None, :]).astype(np.float32)[..., None]
     return total
 
 
 def _clusters(boxes: np.ndarray):
-    """Groups of boxes whose bounding region is at most twice their summed area (and under remap's
-    32767-pixel limit), with that region: candidates crowd around faces, and one integral image per
-    crowd costs far less than one per box or one for a 12 MP image. Groups are split in two along
-    the region's longer side until they fit."""
+    """Groups of boxes whose bounding region is at most twice their summed area, with that region:
+    candidates crowd around faces, and one integral image per crowd costs far less than one per box
+    or one for a 12 MP image. Groups are split in two along the region's longer side until they fit."""
     pending = [np.arange(len(boxes))]
     while pending:
         group = pending.pop()
         part = boxes[group]
         x1, y1, x2, y2 = part[:, 0].min(), part[:, 1].min(), part[:, 2].max(), part[:, 3].max()
-        small = (x2 - x1) * (y2 - y1) <= 2 * ((part[:, 2] - part[:, 0]) * (part[:, 3] - part[:, 1])).sum() and max(x2 - x1, y2 - y1) < MAX_REMAP_ROWS
-        if len(group) == 1 or small:
+        if len(group) == 1 or (x2 - x1) * (y2 - y1) <= 2 * ((part[:, 2] - part[:, 0]) * (part[:, 3] - part[:, 1])).sum():
             yield group, (x1, y1, x2, y2)
             continue
         axis = 0 if x2 - x1 >= y2 - y1 else 1
@@ -146,7 +138,7 @@ class HalvingPyramid:
                 self.levels.append(cv2.resize(self.levels[index - 1], (width // 2, height // 2), interpolation=cv2.INTER_AREA))
 
     def resized(self, sizes: list[tuple[int, int]]) -> list[np.ndarray]:
-        """The whole image at each (height, width), float32, all from the level that suits the largest."""
+        """The whole image at each (height, width) as MTCNN's input, all from the level that suits the largest."""
         index = self._level(max(sizes[0][0] / self.height, sizes[0][1] / self.width), OVERSAMPLE_LEVEL)
         integral = integral_image(self.levels[index])  # one integral image serves every size
         return [area_resize(integral, height, width) for height, width in sizes]
@@ -226,7 +218,7 @@ def _square(boxes: np.ndarray) -> np.ndarray:
 
 def _normalise(images: np.ndarray) -> np.ndarray:
     """(N, H, W, 3) float32 RGB -> MTCNN's (N, 3, H, W) input."""
-    return ((images - 127.5) * 0.0078125).transpose(0, 3, 1, 2).astype(np.float32, copy=False)
+    return ((images - PIXEL_MEAN) * PIXEL_SCALE).transpose(0, 3, 1, 2).astype(np.float32, copy=False)
 
 
 @dataclass
@@ -296,7 +288,7 @@ class FaceDetector:
         found = []
         levels = pyramid.resized([(int(height * scale + 1), int(width * scale + 1)) for scale in scales]) if scales else []
         for scale, level in zip(scales, levels):
-            offsets, probabilities = self.pnet.session.run(None, {"input": _normalise(level[None])})
+            offsets, probabilities = self.pnet.session.run(None, {"input": level})
             rows, cols = np.nonzero(probabilities[0, 1] >= THRESHOLDS[0])
             if len(rows):
                 corners = np.stack([cols, rows], axis=1).astype(np.float32)
