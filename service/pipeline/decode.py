@@ -53,7 +53,7 @@ def _to_rgb(image: Image.Image) -> Image.Image:
         rgba = image.convert("RGBA")
         background = Image.new("RGBA", rgba.size, BACKGROUND + (255,))
         return Image.alpha_composite(background, rgba).convert("RGB")
-    return image.convert("RGB")
+    return image if image.mode == "RGB" else image.convert("RGB")  # convert() would copy even then
 
 
 def _open(data: bytes, max_pixels: int) -> Image.Image:
@@ -85,7 +85,7 @@ def decode_image(data: bytes, max_bytes: int = 10 * 2**20, max_pixels: int = 40_
         image = _open(data, max_pixels)
         image.seek(0)  # animated or multi-picture: the first frame
         image.load()
-        image = ImageOps.exif_transpose(image)
+        ImageOps.exif_transpose(image, in_place=True)  # a copy only where the photo must turn
         return np.asarray(_to_rgb(image), dtype=np.uint8)
     except ImageError:
         raise
