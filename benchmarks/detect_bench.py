@@ -98,10 +98,15 @@ def timed(function, image, repeats: int) -> tuple[float, float, int]:
     return statistics.median(times), times[min(len(times) - 1, round(0.95 * (len(times) - 1)))], found
 
 
-def machine_check(detector) -> str:
+def cpu_times() -> list[int]:
+    """The machine's CPU time counters (/proc/stat): user, nice, system, idle, iowait, irq, softirq, steal, ..."""
+    return [int(v) for v in Path("/proc/stat").read_text().split("\n")[0].split()[1:]]
+
+
+def machine_check(detector, since: list[int]) -> str:
     """How fast this machine is right now: P-Net over a 480p photo's pyramid (two threads), and the
-    share of CPU time the hypervisor took (steal) since the last call. The same code measured 34 ms
-    and 48 ms on the same 2-core machine on one afternoon, so read a table with its check."""
+    share of CPU time the hypervisor took (steal) since the `cpu_times()` given. The same code
+    measured 34 ms and 48 ms on the same 2-core machine on one afternoon, so read a table with its check."""
     levels = [np.zeros((1, 3, int(289 * 0.709**k) + 1, int(513 * 0.709**k) + 1), np.float32) for k in range(9)]
     for level in levels:
         detector.pnet.session.run(None, {"input": level})
@@ -111,10 +116,9 @@ def machine_check(detector) -> str:
         for level in levels:
             detector.pnet.session.run(None, {"input": level})
         times.append((time.perf_counter() - start) * 1000)
-    fields = [int(v) for v in Path("/proc/stat").read_text().split("\n")[0].split()[1:]]
-    steal = 100 * (fields[7] - machine_check.fields[7]) / max(1, sum(fields) - sum(machine_check.fields)) if hasattr(machine_check, "fields") else float("nan")
-    machine_check.fields = fields
-    return f"P-Net pyramid of a 480p photo {statistics.median(times):.1f} ms; CPU steal since last check {steal:.1f}%"
+    now = cpu_times()
+    steal = 100 * (now[7] - since[7]) / max(1, sum(now) - sum(since))
+    return f"P-Net pyramid of a 480p photo {statistics.median(times):.1f} ms; CPU steal {steal:.1f}% since the previous check"
 
 
 def speed(args: argparse.Namespace) -> None:
@@ -132,7 +136,8 @@ def speed(args: argparse.Namespace) -> None:
     images = {name: resized(photo, size) for name, size in SIZES.items()}
     crowd = load(CROWD)
     images[f"crowd {crowd.shape[1]}x{crowd.shape[0]}"] = crowd
-    print(f"load average before: {os.getloadavg()[0]:.1f} ({os.cpu_count()} CPUs); repeats {args.repeats}; machine check: {machine_check(new)}\n")
+    since = cpu_times()
+    print(f"load average before: {os.getloadavg()[0]:.1f} ({os.cpu_count()} CPUs); repeats {args.repeats}; machine check: {machine_check(new, since)}\n")
     print("| image | " + " | ".join(f"{name} p50 / p95 ms (faces)" for name in paths) + " |")
     print("|---|" + "---|" * len(paths))
     for label, image in images.items():
@@ -142,9 +147,10 @@ def speed(args: argparse.Namespace) -> None:
             p50, p95, found = timed(function, image, repeats)
             cells.append(f"{p50:.0f} / {p95:.0f} ({found})")
         print(f"| {label} | " + " | ".join(cells) + " |", flush=True)
-    print(f"\nload average after: {os.getloadavg()[0]:.1f}; machine check: {machine_check(new)}")
+    print(f"\nload average after: {os.getloadavg()[0]:.1f}; machine check: {machine_check(new, since)}")
+    since = cpu_times()
     service_speed(images, args.repeats)
-    print(f"machine check: {machine_check(new)}")
+    print(f"machine check: {machine_check(new, since)}")
 
 
 def service_speed(images: dict[str, np.ndarray], repeats: int) -> None:
