@@ -5,20 +5,30 @@ BIN := $(VENV)/bin
 # facenet-pytorch's wheel pins torch<2.3; its MTCNN runs on our torch, so it goes in without deps.
 FACENET := facenet-pytorch==2.6.0
 
-.PHONY: install serve test image image-gpu
+.PHONY: install install-all serve test image image-gpu
 
-$(BIN)/stra-face: pyproject.toml
+$(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
-	$(BIN)/pip install -q -e '.[test]'
-	$(BIN)/pip install -q --no-deps $(FACENET)
+
+# Serving, the Python API and the CLI: ONNX Runtime, no torch.
+$(VENV)/.installed-base: pyproject.toml | $(BIN)/python
+	$(BIN)/pip install -q -e .
 	touch $@
 
-install: $(BIN)/stra-face
+# Everything the tests exercise: training (torch), PostgreSQL, the dlib teacher, test tools.
+$(VENV)/.installed-test: pyproject.toml | $(BIN)/python
+	$(BIN)/pip install -q -e '.[test]'
+	$(BIN)/pip install -q --no-deps $(FACENET)
+	touch $(VENV)/.installed-base $@
+
+install: $(VENV)/.installed-base
+
+install-all: $(VENV)/.installed-test
 
 serve: install
 	$(BIN)/stra-face serve
 
-test: install
+test: install-all
 	$(BIN)/python -m pytest
 
 # Container images; docker/compose*.yml run them (see the README's Docker section).

@@ -4,7 +4,7 @@
     python benchmarks/detect_bench.py recall [--sizes 384 512 640]   # new detector vs facenet-pytorch at full resolution
 
 speed: p50 / p95 per image of the old path (facenet-pytorch MTCNN as the service ran it, longer side
-capped at 1280), the new path (service.pipeline.detect), and dlib's HOG detector upsampled once
+capped at 1280), the new path (stra_face.vision.detect), and dlib's HOG detector upsampled once
 (face_recognition's default), on the same images; then /v1/detect and /v1/verify through the
 service in process (TestClient, the shipped models). Images: one real photo resized to 480p, 720p,
 1080p and 12 MP, and the photo with the most faces in ../shared/data/faces.
@@ -36,7 +36,7 @@ MIN_FACE, THRESHOLD = 20, 0.9
 
 
 def load(path: Path) -> np.ndarray:
-    from service.pipeline.decode import decode_image
+    from stra_face.vision.decode import decode_image
 
     return decode_image(path.read_bytes(), max_bytes=2**30, max_pixels=10**9)
 
@@ -125,7 +125,7 @@ def speed(args: argparse.Namespace) -> None:
     import dlib
     import torch
 
-    from service.pipeline.detect import FaceDetector
+    from stra_face.vision.detect import FaceDetector
 
     torch.set_num_threads(os.cpu_count() or 1)
     new = FaceDetector(MIN_FACE, THRESHOLD, args.detection_size)
@@ -157,8 +157,8 @@ def service_speed(images: dict[str, np.ndarray], repeats: int) -> None:
     import cv2
     from fastapi.testclient import TestClient
 
-    from service.app import create_app
-    from service.settings import Settings
+    from stra_face.service.app import create_app
+    from stra_face.service.settings import Settings
 
     def jpeg(image: np.ndarray) -> bytes:
         return cv2.imencode(".jpg", cv2.cvtColor(image, cv2.COLOR_RGB2BGR), [cv2.IMWRITE_JPEG_QUALITY, 90])[1].tobytes()
@@ -194,7 +194,7 @@ def recall(args: argparse.Namespace) -> None:
     from facenet_pytorch import MTCNN
     from tqdm import tqdm
 
-    from service.pipeline.detect import PYRAMID_FACTOR, FaceDetector
+    from stra_face.vision.detect import PYRAMID_FACTOR, FaceDetector
 
     torch.set_num_threads(os.cpu_count() or 1)
     reference = MTCNN(keep_all=True, min_face_size=MIN_FACE, post_process=False)

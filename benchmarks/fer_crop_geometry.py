@@ -3,11 +3,11 @@
     nice -n 10 python benchmarks/fer_crop_geometry.py \
         --checkpoint ../shared/checkpoints/fer2013/resnet50_stra_fer2013_e12_fp16.pt
 
-1. Template: the service's MTCNN (service.pipeline.detect) runs on every `--template-split`
+1. Template: the service's MTCNN (stra_face.vision.detect) runs on every `--template-split`
    image upscaled 4x (bicubic, plus a 25% grey border so faces that fill the frame are still
    found); the 5 landmarks of the largest face are mapped back into the 48x48 frame and averaged.
    Printed: detection rate, mean and spread per landmark, and the distance to the committed
-   `service.pipeline.align.FER2013_TEMPLATE` (the constant the service crops to).
+   `stra_face.vision.align.FER2013_TEMPLATE` (the constant the service crops to).
 2. PrivateTest through the service path: each `--eval-split` image, upscaled 4x, is detected,
    aligned and cropped back to 48x48 the old way (ArcFace template zoomed 0.8, the service up to
    this change) and the new way (`expression_crop`: FER2013_TEMPLATE, area-resampled), and the
@@ -31,10 +31,10 @@ from tqdm import tqdm
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from service.pipeline.align import FER2013_TEMPLATE, expression_crop, similarity_transform  # noqa: E402
-from service.pipeline.detect import FaceDetector  # noqa: E402
-from service.pipeline.preprocess import EXPRESSION_SIZE, EXPRESSIONS  # noqa: E402
-from training.fer_data import FerData, load_fer2013  # noqa: E402
+from stra_face.vision.align import FER2013_TEMPLATE, expression_crop, similarity_transform  # noqa: E402
+from stra_face.vision.detect import FaceDetector  # noqa: E402
+from stra_face.vision.preprocess import EXPRESSION_SIZE, EXPRESSIONS  # noqa: E402
+from stra_face.training.fer.data import FerData, load_fer2013  # noqa: E402
 
 UPSCALE = 4
 LANDMARKS = ("left eye", "right eye", "nose", "mouth left", "mouth right")
@@ -97,7 +97,7 @@ def measure_template(landmarks_up: np.ndarray) -> Template:
 
 
 def accuracy_table(predict, variants: dict[str, np.ndarray], labels: np.ndarray) -> dict[str, dict[str, float]]:
-    from training.fer import predict_probabilities
+    from stra_face.training.fer.trainer import predict_probabilities
 
     table = {}
     for name, images in variants.items():
@@ -135,7 +135,7 @@ def save_figure(path: Path, rows: list[tuple[str, list[np.ndarray]]], columns: l
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--data", default="../shared/data/fer2013/fer2013_jpg.npz")
-    parser.add_argument("--checkpoint", type=Path, help="FER checkpoint to evaluate (training.fer.load_checkpoint_model); omit to measure the template only")
+    parser.add_argument("--checkpoint", type=Path, help="FER checkpoint to evaluate (stra_face.training.fer.trainer.load_checkpoint_model); omit to measure the template only")
     parser.add_argument("--template-split", default="PublicTest")
     parser.add_argument("--eval-split", default="PrivateTest")
     parser.add_argument("--limit", type=int, default=0, help="a seeded random N images per split (0: all)")
@@ -162,13 +162,13 @@ def main() -> None:
     print(f"{'landmark':<12} {'mean x':>7} {'mean y':>7} {'std x':>6} {'std y':>6}")
     for name, mean, std in zip(LANDMARKS, template.mean, template.std):
         print(f"{name:<12} {mean[0]:7.2f} {mean[1]:7.2f} {std[0]:6.2f} {std[1]:6.2f}")
-    print("template (paste into service/pipeline/align.py FER2013_TEMPLATE):", json.dumps(np.round(template.mean.astype(float), 2).tolist()))
+    print("template (paste into stra_face/vision/align.py FER2013_TEMPLATE):", json.dumps(np.round(template.mean.astype(float), 2).tolist()))
     print(f"max distance to the committed FER2013_TEMPLATE: {np.abs(template.mean - FER2013_TEMPLATE).max():.3f} px")
     results["template"] = {"split": args.template_split, "detected": template.detected, "total": template.total, "mean": template.mean.tolist(), "std": template.std.tolist()}
 
     if args.checkpoint is None:
         return
-    from training.fer import load_checkpoint_model, predict_probabilities, torch_predictor
+    from stra_face.training.fer.trainer import load_checkpoint_model, predict_probabilities, torch_predictor
 
     predict = torch_predictor(load_checkpoint_model(args.checkpoint)[0])
 

@@ -5,9 +5,9 @@
     python benchmarks/fer_train_speed.py --device cpu --steps 3 --batch-size 16 --workers 1
 
 Times `--steps` optimiser steps (after `--warmup` untimed ones: cuDNN autotuning, torch.compile,
-loader start) of the GPU recipe (training/configs/fer_gpu_stra.toml: 48x48, stem_stride 2,
+loader start) of the GPU recipe (stra_face/training/configs/fer_gpu_stra.toml: 48x48, stem_stride 2,
 last_stride 1, AdamW, bf16 autocast and channels_last on a GPU) through
-`training.engine.train_one_epoch`, the loop `training.fer train` runs, for each model and path:
+`stra_face.training.engine.train_one_epoch`, the loop `stra_face.training.fer.trainer train` runs, for each model and path:
 
 - device: the split on the device as uint8, augmented there in batch (fer_data.ResidentLoader);
 - loader: DataLoader workers decoding + albumentations (fer_data.FerDataset), batches copied over.
@@ -27,9 +27,9 @@ from torch import nn
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from training import engine  # noqa: E402
-from training.fer import FerConfig, build_model, make_train_loader  # noqa: E402
-from training.fer_data import FerData, load_fer2013  # noqa: E402
+from stra_face.training import engine  # noqa: E402
+from stra_face.training.fer.trainer import FerConfig, build_model, make_train_loader  # noqa: E402
+from stra_face.training.fer.data import FerData, load_fer2013  # noqa: E402
 
 TRAIN_IMAGES, TARGET_EPOCHS, TARGET_SECONDS = 28_709, 60, 300
 
@@ -76,7 +76,7 @@ def measure(config: FerConfig, train_data: FerData, runtime: engine.Runtime, ste
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--config", type=Path, default=Path("training/configs/fer_gpu_stra.toml"))
+    parser.add_argument("--config", type=Path, default=Path("stra_face/training/configs/fer_gpu_stra.toml"))
     parser.add_argument("--data", default="../shared/data/fer2013/fer2013_jpg.npz")
     parser.add_argument("--models", nargs="+", default=["resnet50", "resnet50_stra"])
     parser.add_argument("--paths", nargs="+", default=["device", "loader"], choices=["device", "loader"])

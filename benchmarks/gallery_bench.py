@@ -29,8 +29,8 @@ from pgvector.psycopg import register_vector
 from tqdm import tqdm
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from service.gallery import SQLiteGallery  # noqa: E402
-from service.gallery.postgres import PostgresGallery, create_index  # noqa: E402
+from stra_face.gallery import SQLiteGallery  # noqa: E402
+from stra_face.gallery.postgres import PostgresGallery, create_index  # noqa: E402
 
 MODEL = "b" * 64
 

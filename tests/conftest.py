@@ -41,8 +41,8 @@ def with_batchnorm_statistics(model: torch.nn.Module, input_shape: tuple[int, in
 def random_onnx_models(tmp_path_factory) -> dict[str, Path]:
     """Randomly initialised MobileNetV2 embedding/expression models: the service's plumbing
     does not depend on what the weights learned (trained-model tests use the shipped files)."""
-    import models
-    from training.export import export_onnx
+    from stra_face import models
+    from stra_face.training.export.onnx_export import export_onnx
 
     folder = tmp_path_factory.mktemp("onnx")
     torch.manual_seed(0)
@@ -56,8 +56,8 @@ def make_client(random_onnx_models, tmp_path):
     """make_client(**settings) -> a started TestClient; the gallery lives in tmp_path."""
     from fastapi.testclient import TestClient
 
-    from service.app import create_app
-    from service.settings import Settings
+    from stra_face.service.app import create_app
+    from stra_face.service.settings import Settings
 
     clients = []
 
@@ -167,7 +167,7 @@ def live_server(random_onnx_models, tmp_path_factory):
     """`stra-face serve` in a subprocess on a free port (random-weight models, a calibration for
     them, short slow-client timeouts), shared by the tests that need real sockets."""
     from live_server import start_server, stop_server
-    from service.inference import sha256_file
+    from stra_face.vision.inference import sha256_file
 
     sha = sha256_file(random_onnx_models["embedding"])
     thresholds = {sha: {"model": "random", "dataset": "unit-test", "pairs": 0, "thresholds": {"0.01": 0.3, "0.001": 0.4, "0.0001": 0.5}}}

@@ -49,7 +49,7 @@ def start_server(models: dict[str, Path], folder: Path, thresholds: dict | None 
     } | {f"STRA_{key.upper()}": str(value) for key, value in settings.items()}
     log = folder / "server.log"
     process = subprocess.Popen(
-        [sys.executable, "-m", "service.cli", "--host", "127.0.0.1", "--port", str(port), "--log-level", "warning"],
+        [sys.executable, "-m", "stra_face.service.cli", "--host", "127.0.0.1", "--port", str(port), "--log-level", "warning"],
         cwd=ROOT, env=env, stdout=log.open("wb"), stderr=subprocess.STDOUT,
     )
     server = LiveServer(f"http://127.0.0.1:{port}", "127.0.0.1", port, process, log)

@@ -8,8 +8,8 @@ import time
 import numpy as np
 import pytest
 
-from service.inference import MicroBatcher, Overloaded
-from service.thresholds import Calibration
+from stra_face.vision.inference import MicroBatcher, Overloaded
+from stra_face.vision.thresholds import Calibration
 
 
 def run(coroutine):
@@ -94,9 +94,9 @@ def test_fp16_model_is_widened_for_the_cpu_provider_and_keeps_its_outputs(tmp_pa
     import onnx
     import torch
 
-    import models
-    from service.inference import OnnxModel, has_fp16_weights
-    from training.export import export_onnx
+    from stra_face import models
+    from stra_face.vision.inference import OnnxModel, has_fp16_weights
+    from stra_face.training.export.onnx_export import export_onnx
 
     torch.manual_seed(0)
     network = models.create_model("mobilenetv2_100", embedding_dim=64).eval()

@@ -9,9 +9,9 @@ import numpy as np
 import pytest
 
 from conftest import SHARED_DATA, need
-from training import benchmark
-from training.embedders import FacePreparer, load_rgb
-from training.benchmark import (
+from stra_face.training.eval import verification as benchmark
+from stra_face.training.eval.embedders import FacePreparer, load_rgb
+from stra_face.training.eval.verification import (
     PairSet, calibrate, contiguous_folds, evaluate_pairs, read_bin, read_cfp, read_lfw_pairs, roc_curve,
     ten_fold_accuracy, threshold_at_far,
 )
@@ -139,7 +139,7 @@ def test_calibration_file_is_keyed_by_sha(tmp_path):
 
 
 def test_command_on_an_onnx_model_writes_results_roc_and_thresholds(synthetic_bin, tmp_path, random_onnx_models):
-    from service.inference import sha256_file
+    from stra_face.vision.inference import sha256_file
 
     out, thresholds = tmp_path / "out", tmp_path / "thresholds.json"
     results = benchmark.main([

@@ -10,10 +10,10 @@ from types import SimpleNamespace
 import numpy as np
 import pytest
 
-from service.inference import MicroBatcher, sha256_file
-from service.pipeline.align import similarity_transform
-from service.pipeline.decode import decode_image
-from service.pipeline.detect import MODELS, PYRAMID_FACTOR, FaceDetector, nms
+from stra_face.vision.inference import MicroBatcher, sha256_file
+from stra_face.vision.align import similarity_transform
+from stra_face.vision.decode import decode_image
+from stra_face.vision.detect import MODELS, PYRAMID_FACTOR, FaceDetector, nms
 from tests.conftest import FACES, SHARED_DATA, need
 
 MIN_FACE, THRESHOLD = 20, 0.9  # the server's defaults, which the reference runs at
@@ -80,7 +80,7 @@ def test_onnx_networks_are_facenet_pytorchs_own(detector):
     pytest.importorskip("facenet_pytorch")
     import facenet_pytorch.models.mtcnn as mtcnn
 
-    from training.export import check_parity
+    from stra_face.training.export.onnx_export import check_parity
 
     assert check_parity(mtcnn.PNet(), MODELS / "mtcnn_pnet.onnx", (3, 31, 77)) < 1e-4
     assert check_parity(mtcnn.RNet(), MODELS / "mtcnn_rnet.onnx", (3, 24, 24)) < 1e-4
@@ -92,7 +92,7 @@ def test_detection_needs_no_torch():
     import subprocess
     import sys
 
-    code = "import sys; import service.pipeline.detect, service.app; print(sorted({'torch', 'facenet_pytorch', 'torchvision'} & set(sys.modules)))"
+    code = "import sys; import stra_face.vision.detect, stra_face.service.app; print(sorted({'torch', 'facenet_pytorch', 'torchvision'} & set(sys.modules)))"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, cwd=Path(__file__).resolve().parents[1])
     assert out.stdout.strip() == "[]"
 
@@ -211,7 +211,7 @@ def test_no_face_lost_that_the_full_resolution_reference_finds(detector, referen
 def test_concurrent_images_share_one_rnet_and_one_onet_call(detector):
     """The service's three-step detection gives each image what `detect` gives it, with the R-Net and
     O-Net crops of all waiting images in one call each."""
-    from service.analysis import DetectionOptions, _decode_and_detect
+    from stra_face.service.analysis import DetectionOptions, _decode_and_detect
 
     paths = [FACES / "examples/two_people.jpg", FACES / "examples/obama-480p.jpg", FACES / "more/insightface/t1.jpg"]
     data = [need(path).read_bytes() for path in paths]

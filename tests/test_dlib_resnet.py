@@ -10,8 +10,8 @@ import pytest
 import torch
 
 from conftest import SHARED_DATA, need
-from models import create_model, list_models
-from models.dlib_resnet import DLIB_CHIP_PADDING, DLIB_CHIP_SIZE, DlibFaceResNet, _Reader, add_padded, dlib_model_file
+from stra_face.models import create_model, list_models
+from stra_face.models.dlib_resnet import DLIB_CHIP_PADDING, DLIB_CHIP_SIZE, DlibFaceResNet, _Reader, add_padded, dlib_model_file
 
 HAVE_TEACHER = all(importlib.util.find_spec(name) for name in ("dlib", "face_recognition_models"))
 needs_teacher = pytest.mark.skipif(not HAVE_TEACHER, reason="needs the `teacher` extra (dlib-bin, face_recognition_models)")
@@ -57,7 +57,7 @@ def dlib_chips_and_descriptors():
     crops, and dlib-bin's descriptors for them."""
     import dlib
 
-    from training.teacher import read_rgb
+    from stra_face.training.face.teacher import read_rgb
 
     paths = sorted(need(LFW_ALIGNED).glob("*/*.jpg"))[:PARITY_CHIPS]
     predictor = dlib.shape_predictor(str(dlib_model_file("shape_predictor_5_face_landmarks.dat")))
@@ -74,7 +74,7 @@ def dlib_chips_and_descriptors():
 @needs_teacher
 @pytest.mark.slow
 def test_pytorch_port_equals_dlib_on_real_face_chips(dlib_chips_and_descriptors):
-    from models.dlib_resnet import load_dlib_resnet
+    from stra_face.models.dlib_resnet import load_dlib_resnet
 
     chips, expected = dlib_chips_and_descriptors
     assert len(chips) >= 100
@@ -91,8 +91,8 @@ def test_pytorch_port_equals_dlib_on_real_face_chips(dlib_chips_and_descriptors)
 @needs_teacher
 @pytest.mark.slow
 def test_onnx_export_equals_dlib_on_real_face_chips(dlib_chips_and_descriptors, tmp_path):
-    from service.inference import OnnxModel
-    from training.export import check_parity, export_onnx
+    from stra_face.vision.inference import OnnxModel
+    from stra_face.training.export.onnx_export import check_parity, export_onnx
 
     chips, expected = dlib_chips_and_descriptors
     model = create_model("dlib_resnet_v1", pretrained=True)

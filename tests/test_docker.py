@@ -146,7 +146,7 @@ def test_cpu_image_builds_runs_and_verifies(tmp_path):
     pytest.importorskip("httpx")
     same = [need(FACES / "examples" / "obama-480p.jpg"), need(FACES / "examples" / "obama-240p.jpg")]
     other = need(FACES / "examples" / "biden.jpg")
-    torch_free = subprocess.run([sys.executable, "-c", "import sys; sys.modules['torch'] = None; import service.app"], cwd=ROOT, capture_output=True, text=True)
+    torch_free = subprocess.run([sys.executable, "-c", "import sys; sys.modules['torch'] = None; import stra_face.service.app"], cwd=ROOT, capture_output=True, text=True)
     if torch_free.returncode != 0:  # the image installs docker/requirements.txt: no PyTorch
         pytest.skip(f"the service still imports torch, which the image leaves out: {torch_free.stderr.strip().splitlines()[-1]}")
     if os.geteuid() != 0:

@@ -4,8 +4,8 @@ import onnx
 import pytest
 import torch
 
-from models import create_model, list_models
-from training.export import ParityError, check_parity, export_onnx, onnx_session
+from stra_face.models import create_model, list_models
+from stra_face.training.export.onnx_export import ParityError, check_parity, export_onnx, onnx_session
 
 
 @pytest.mark.slow

@@ -1,4 +1,4 @@
-"""The service's expression crop reproduces FER2013's framing (service.pipeline.align.expression_crop)."""
+"""The service's expression crop reproduces FER2013's framing (stra_face.vision.align.expression_crop)."""
 from __future__ import annotations
 
 import cv2
@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from conftest import SHARED_DATA, need
-from service.pipeline.align import FER2013_TEMPLATE, expression_crop
+from stra_face.vision.align import FER2013_TEMPLATE, expression_crop
 
 
 @pytest.mark.parametrize("scale", [1.0, 3.0, 7.5])  # the face at 48 px, and larger: area-resampled path
@@ -33,8 +33,8 @@ def test_fer2013_images_through_the_service_path_come_back_close_to_themselves()
     """Upscaled FER2013 test images, detected and re-cropped by the service, match the originals
     better with the measured template than with the ArcFace-zoom crop the service used before."""
     from benchmarks.fer_crop_geometry import detect_padded, legacy_expression_crop, upscale
-    from service.pipeline.detect import FaceDetector
-    from training.fer_data import load_fer2013
+    from stra_face.vision.detect import FaceDetector
+    from stra_face.training.fer.data import load_fer2013
 
     private = load_fer2013(need(SHARED_DATA / "fer2013" / "fer2013_jpg.npz")).split("PrivateTest").sample(24, seed=1)
     detector = FaceDetector()

@@ -11,9 +11,9 @@ import torch
 from conftest import with_batchnorm_statistics
 from test_service_api import OBAMA, TWO_PEOPLE, assert_error, photo, upload
 
-import models
-from service.inference import ExpressionModel, MicroBatcher, ModesUnavailable
-from training.export import check_parity, export_onnx, onnx_session
+from stra_face import models
+from stra_face.vision.inference import ExpressionModel, MicroBatcher, ModesUnavailable
+from stra_face.training.export.onnx_export import check_parity, export_onnx, onnx_session
 
 SHAPE = (1, 48, 48)
 

@@ -9,12 +9,12 @@ import numpy as np
 import pytest
 
 from conftest import ROOT, SHARED_DATA, need
-from training.benchmark import read_lfw_pairs, without_people
-from training.embedders import load_rgb
-from training.face_data import (
+from stra_face.training.eval.verification import read_lfw_pairs, without_people
+from stra_face.training.eval.embedders import load_rgb
+from stra_face.training.face.data import (
     TEACHER_CHIP, FaceAugment, FaceDataset, FaceFolder, FacePack, PackedImage, open_faces, pack_faces, render, teacher_chip_matrix,
 )
-from training.face import split_identities
+from stra_face.training.face.trainer import split_identities
 
 CELEBA299 = SHARED_DATA / "celeba299" / "aligned112"
 CELEBA10K = SHARED_DATA / "celeba10k" / "aligned112"
@@ -188,7 +188,7 @@ def test_pipeline_trains_benchmarks_exports_and_cards_both_models(tmp_path):
     cfp = make_cfp(tmp_path / "cfp", sorted(p.name for p in (SHARED_DATA / "cfp" / "aligned112").iterdir())[:5])
     out = tmp_path / "out"
     command = [
-        sys.executable, "-m", "training.face", "pipeline", "--out", str(out), "--models", "mobilenetv2_100_stra", "mobilenetv2_100",
+        sys.executable, "-m", "stra_face.training.face.trainer", "pipeline", "--out", str(out), "--models", "mobilenetv2_100_stra", "mobilenetv2_100",
         "--cfp", str(cfp), "--lfw", str(lfw), "--lfw-exclude", str(tmp_path / "seen.txt"),
         "--data", str(tmp_path / "faces.npz"), "--teacher", "random", "--epochs", "1", "--max-steps", "1", "--batch-size", "8",
         "--workers", "0", "--device", "cpu", "--val-identities", "2", "--scale", "16",

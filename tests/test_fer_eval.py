@@ -6,8 +6,8 @@ import json
 
 import numpy as np
 
-from training.fer import evaluate, evaluate_ttas, run_eval
-from training.fer_data import FerData, write_csv
+from stra_face.training.fer.trainer import evaluate, evaluate_ttas, run_eval
+from stra_face.training.fer.data import FerData, write_csv
 
 
 def synthetic(count: int = 40) -> FerData:
@@ -43,8 +43,8 @@ def test_eval_json_is_reused_for_the_same_file_and_resumes(tmp_path, monkeypatch
     checkpoint = tmp_path / "model.pt"
     checkpoint.write_bytes(b"stand-in: the predictor below is patched in")
     calls = []
-    monkeypatch.setattr("training.fer.load_checkpoint_model", lambda path: (None, {}))
-    monkeypatch.setattr("training.fer.torch_predictor", lambda model: brightness_predictor(calls))
+    monkeypatch.setattr("stra_face.training.fer.trainer.load_checkpoint_model", lambda path: (None, {}))
+    monkeypatch.setattr("stra_face.training.fer.trainer.torch_predictor", lambda model: brightness_predictor(calls))
     out = tmp_path / "reports.json"
 
     def run(ttas):

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 import torch
 
-from training.fer_data import FerData, ResidentLoader, augment_batch, write_csv
+from stra_face.training.fer.data import FerData, ResidentLoader, augment_batch, write_csv
 
 
 def test_augment_batch_shape_range_and_variety():
@@ -76,13 +76,13 @@ def test_gpu_run_smoke_trains_both_models_evaluates_and_ships(tmp_path):
     import subprocess
     import tarfile
 
-    from training.fer import load_checkpoint_model
-    from training.fer_run import main
+    from stra_face.training.fer.trainer import load_checkpoint_model
+    from stra_face.training.fer.gpu_run import main
 
     data = synthetic_fer(tmp_path / "fer2013.csv")
     out, back = tmp_path / "run", tmp_path / "OUT"
     # The CPU recipe's small pair (MobileNetV2-StRA and MobileNetV2) runs the same code as the GPU one.
-    summary = main(["--smoke", "--config", "training/configs/fer_cpu_stra.toml", "--baseline", "mobilenetv2_100",
+    summary = main(["--smoke", "--config", "stra_face/training/configs/fer_cpu_stra.toml", "--baseline", "mobilenetv2_100",
                     "--data", str(data), "--out", str(out), "--bring-back", str(back), "--", "--augment-on", "device"])
     assert set(summary["runs"]) == {"mobilenetv2_100_stra_seed0", "mobilenetv2_100_seed0"} and summary["shipped"] == "mobilenetv2_100_stra_seed0"
     for run in summary["runs"].values():
@@ -99,13 +99,13 @@ def test_gpu_run_smoke_trains_both_models_evaluates_and_ships(tmp_path):
         assert {"run/summary.md", "run/expression.card.json", "run/mobilenetv2_100_seed0/log.csv"} <= set(archive.getnames())
     subprocess.run(["sh", str(back / "JOIN.sh")], check=True, capture_output=True)
     model, checkpoint = load_checkpoint_model(back / "mobilenetv2_100_stra_fp16.pt")
-    assert model(torch.zeros(2, 1, 48, 48)).shape == (2, 7) and checkpoint["provenance"]["command"].startswith("python -m training.fer gpu-run")
+    assert model(torch.zeros(2, 1, 48, 48)).shape == (2, 7) and checkpoint["provenance"]["command"].startswith("python -m stra_face.training.fer gpu-run")
 
 
 def test_split_into_parts_rejoins_byte_exact(tmp_path):
     import subprocess
 
-    from training.fer_run import split_into_parts
+    from stra_face.training.fer.gpu_run import split_into_parts
 
     payload = np.random.default_rng(0).integers(0, 256, 2500, dtype=np.uint8).tobytes()
     (tmp_path / "model.onnx").write_bytes(payload)

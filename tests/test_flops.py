@@ -1,6 +1,6 @@
 """The complexity table: our MAC counts against the paper's Table 1."""
-from models import create_model
-from models.flops import PAPER_GMACS_256x128, complexity_table, count_complexity, format_table
+from stra_face.models import create_model
+from stra_face.models.flops import PAPER_GMACS_256x128, complexity_table, count_complexity, format_table
 from stra_face.cli import main as cli_main
 
 

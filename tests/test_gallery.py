@@ -10,7 +10,7 @@ import uuid
 import numpy as np
 import pytest
 
-from service.gallery import GalleryError, SQLiteGallery, open_gallery
+from stra_face.gallery import GalleryError, SQLiteGallery, open_gallery
 
 MODEL = "a" * 64
 
@@ -136,7 +136,7 @@ def test_a_write_through_one_instance_is_seen_by_another(make_gallery):
 
 def test_unreachable_postgres_is_a_503_not_a_crash():
     pytest.importorskip("psycopg", reason="psycopg is not installed")
-    from service.gallery.postgres import PostgresGallery
+    from stra_face.gallery.postgres import PostgresGallery
 
     dsn = f"postgresql://nobody@/none?host=/nonexistent-{uuid.uuid4().hex}&port=1&connect_timeout=1"
     with pytest.raises(GalleryError) as error:
@@ -145,7 +145,7 @@ def test_unreachable_postgres_is_a_503_not_a_crash():
 
 
 def test_ranking_matches_a_full_sort_when_one_subject_fills_the_top():
-    from service.gallery.base import rank_subjects
+    from stra_face.gallery.base import rank_subjects
 
     rng = np.random.default_rng(0)
     matrix = rng.standard_normal((3000, 32)).astype(np.float32)
@@ -202,7 +202,7 @@ def clustered(identities: int, per_identity: int, dim: int, rng) -> tuple[np.nda
 
 @pytest.mark.slow
 def test_hnsw_search_finds_what_exact_search_finds(hnsw_dsn):
-    from service.gallery.postgres import PostgresGallery
+    from stra_face.gallery.postgres import PostgresGallery
 
     rng = np.random.default_rng(0)
     owner, faces = clustered(200, 4, 64, rng)
@@ -228,7 +228,7 @@ def test_hnsw_search_finds_what_exact_search_finds(hnsw_dsn):
 
 
 def test_hnsw_search_looks_past_one_subject_that_fills_the_candidates(hnsw_dsn):
-    from service.gallery.postgres import PostgresGallery
+    from stra_face.gallery.postgres import PostgresGallery
 
     rng = np.random.default_rng(1)
     query = unit(rng.standard_normal(32))
@@ -249,7 +249,7 @@ def test_hnsw_search_looks_past_one_subject_that_fills_the_candidates(hnsw_dsn):
 
 
 def test_faces_enrolled_without_pgvector_are_indexed_when_it_arrives(hnsw_dsn):
-    from service.gallery.postgres import PostgresGallery
+    from stra_face.gallery.postgres import PostgresGallery
 
     before = PostgresGallery(hnsw_dsn, use_pgvector=False)
     assert before.kind == "postgresql"

@@ -149,9 +149,9 @@ def test_an_unexpected_error_answers_json_500_and_keeps_the_connection(random_on
 
     from bad_inputs import encode, picture
     from live_server import free_port
-    from service.app import create_app
-    from service.server import TimedH11Protocol
-    from service.settings import Settings
+    from stra_face.service.app import create_app
+    from stra_face.service.server import TimedH11Protocol
+    from stra_face.service.settings import Settings
 
     app = create_app(Settings(
         embedding_model=random_onnx_models["embedding"], expression_model=random_onnx_models["expression"],

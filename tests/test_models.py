@@ -5,10 +5,10 @@ import pytest
 import torch
 import torchvision
 
-import models
-from models import StRAConfig, create_model, diversity_loss, list_models, mode_diversity
-from models.baselines import LocalSelfAttention
-from models.stra import LocalAttention, ModeAttention
+from stra_face import models
+from stra_face.models import StRAConfig, create_model, diversity_loss, list_models, mode_diversity
+from stra_face.models.baselines import LocalSelfAttention
+from stra_face.models.stra import LocalAttention, ModeAttention
 
 torch.manual_seed(0)
 

@@ -11,9 +11,9 @@ import pytest
 from PIL import Image
 
 from conftest import FACES, need
-from service.pipeline.align import ARCFACE_TEMPLATE, DLIB_CHIP_TEMPLATE, align_face, expression_crop, similarity_transform
-from service.pipeline.preprocess import DLIB_CHIP_150
-from service.pipeline.decode import ImageError, decode_image
+from stra_face.vision.align import ARCFACE_TEMPLATE, DLIB_CHIP_TEMPLATE, align_face, expression_crop, similarity_transform
+from stra_face.vision.preprocess import DLIB_CHIP_150
+from stra_face.vision.decode import ImageError, decode_image
 
 
 def encode(image: Image.Image, fmt: str, **kwargs) -> bytes:
@@ -131,7 +131,7 @@ def test_align_and_expression_crop_shapes():
 
 @pytest.fixture(scope="module")
 def detector():
-    from service.pipeline.detect import FaceDetector
+    from stra_face.vision.detect import FaceDetector
 
     return FaceDetector()
 

@@ -38,7 +38,7 @@ class Replica:
         self.url = f"http://127.0.0.1:{self.port}"
         self.log = open(log_folder / f"{name}.log", "w")
         self.process = subprocess.Popen(
-            [sys.executable, "-m", "uvicorn", "--factory", "service.app:app_factory", "--host", "127.0.0.1", "--port", str(self.port), "--log-level", "warning"],
+            [sys.executable, "-m", "uvicorn", "--factory", "stra_face.service.app:app_factory", "--host", "127.0.0.1", "--port", str(self.port), "--log-level", "warning"],
             cwd=ROOT, env=environment, stdout=self.log, stderr=subprocess.STDOUT,
         )
 

@@ -11,11 +11,11 @@ from PIL import Image
 
 from bad_inputs import encode, png_16_bit, picture
 from conftest import FACES, need, write_thresholds
-from service.inference import MicroBatcher, Overloaded
-from service.limits import Admission
-from service.middleware import json_depth
-from service.pipeline.decode import ImageError, decode_image
-from service.pipeline.guard import can_hold_a_face
+from stra_face.vision.inference import MicroBatcher, Overloaded
+from stra_face.service.limits import Admission
+from stra_face.service.middleware import json_depth
+from stra_face.vision.decode import ImageError, decode_image
+from stra_face.vision.guard import can_hold_a_face
 from test_service_api import assert_error, photo, upload
 
 OBAMA = "examples/obama-480p.jpg"
@@ -113,7 +113,7 @@ def test_subject_ids_metadata_and_pages_are_bounded(client):
 
 
 def test_far_outside_the_calibration_names_the_supported_range(make_client, tmp_path, random_onnx_models):
-    from service.inference import sha256_file
+    from stra_face.vision.inference import sha256_file
 
     write_thresholds(tmp_path / "cal.json", sha256_file(random_onnx_models["embedding"]), {"0.01": 0.2, "0.001": 0.3})
     client = make_client(thresholds_file=tmp_path / "cal.json")
@@ -190,7 +190,7 @@ def test_open_routes_with_keys_configured(make_client):
 
 
 def test_cuda_is_asked_for_only_with_a_gpu(monkeypatch, caplog):
-    from service import providers
+    from stra_face.vision import providers
 
     monkeypatch.setattr(providers, "cuda_devices", lambda: (0, "no CUDA driver (libcuda.so.1 not found)"))
     with caplog.at_level("INFO", logger="stra_face.providers"):

@@ -10,11 +10,11 @@ import pytest
 from PIL import Image
 
 from conftest import FACES, need, write_thresholds
-from service.inference import EmbeddingModel
-from service.pipeline.align import align_face
-from service.pipeline.decode import decode_image
-from service.pipeline.detect import FaceDetector
-from service.pipeline.preprocess import to_face_input
+from stra_face.vision.inference import EmbeddingModel
+from stra_face.vision.align import align_face
+from stra_face.vision.decode import decode_image
+from stra_face.vision.detect import FaceDetector
+from stra_face.vision.preprocess import to_face_input
 from test_pipeline import png_bomb
 
 TWO_PEOPLE = "examples/two_people.jpg"

@@ -10,12 +10,12 @@ import numpy as np
 import pytest
 
 from conftest import FACES, SHARED_DATA, need
-from service.inference import EmbeddingModel, ExpressionModel, sha256_file
-from service.pipeline.align import align_face
-from service.pipeline.decode import decode_image
-from service.pipeline.detect import FaceDetector
-from service.settings import ASSETS, Settings
-from training.fer_data import load_fer2013
+from stra_face.vision.inference import EmbeddingModel, ExpressionModel, sha256_file
+from stra_face.vision.align import align_face
+from stra_face.vision.decode import decode_image
+from stra_face.vision.detect import FaceDetector
+from stra_face.service.settings import ASSETS, Settings
+from stra_face.training.fer.data import load_fer2013
 
 # Models with a card of their own (the three MTCNN files share mtcnn.card.json, checked in test_detect.py).
 SHIPPED = sorted(path for path in ASSETS.glob("*.onnx") if path.with_suffix(".card.json").exists())
@@ -36,7 +36,7 @@ PEOPLE = {
 
 
 def test_the_default_settings_point_at_shipped_models():
-    assert Settings().embedding_model.exists(), "the face model must ship in service/assets/models"
+    assert Settings().embedding_model.exists(), "the face model must ship in stra_face/assets/models"
     assert Settings().embedding_model in SHIPPED
     assert Settings().expression_model in SHIPPED
 
@@ -46,7 +46,7 @@ def test_every_shipped_model_matches_its_card(model):
     card = json.loads(model.with_suffix(".card.json").read_text())
     assert card["file"] == model.name
     assert card["sha256"] == sha256_file(model) and card["size_bytes"] == model.stat().st_size
-    assert card["reproduce"].startswith("python -m training.")
+    assert card["reproduce"].startswith("python -m stra_face.training.")
     assert card["metrics"], "a card without measured metrics"
 
 
@@ -141,7 +141,7 @@ def test_default_model_tells_real_people_apart_through_the_api(tmp_path):
     "same person" for two photos of one person and "different" for two people, at the default FAR."""
     from fastapi.testclient import TestClient
 
-    from service.app import create_app
+    from stra_face.service.app import create_app
 
     same = [("obama", 0, 1), ("biden", 0, 1), ("kit_harington", 0, 1), ("rose_leslie", 0, 1), ("alex_lacamoire", 0, 1)]
     different = [("obama", "biden"), ("kit_harington", "rose_leslie"), ("alex_lacamoire", "obama"), ("rose_leslie", "biden")]

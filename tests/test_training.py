@@ -11,8 +11,8 @@ import pytest
 import torch
 
 from conftest import ROOT, SHARED_DATA, need
-from training.fer_data import SPLITS, FerData, load_fer2013, read_csv, tta_views, write_csv
-from training.margins import ArcFace, CosFace, similarity_distillation
+from stra_face.training.fer.data import SPLITS, FerData, load_fer2013, read_csv, tta_views, write_csv
+from stra_face.training.face.margins import ArcFace, CosFace, similarity_distillation
 
 FER_NPZ = SHARED_DATA / "fer2013" / "fer2013_jpg.npz"
 README_COUNTS = {
@@ -37,7 +37,7 @@ def test_fer_kaggle_zip_layout_reads_the_same_images(fer, tmp_path):
     """The Kaggle image-folder zip users have, built here from the compact npz's own JPEG bytes."""
     import zipfile
 
-    from service.pipeline.preprocess import EXPRESSIONS
+    from stra_face.vision.preprocess import EXPRESSIONS
 
     archive = np.load(FER_NPZ)
     header, payload, offsets = archive["jpg_header"].tobytes(), archive["jpg_payload"], archive["jpg_offsets"]
@@ -75,7 +75,7 @@ def test_fer_csv_reader_rejects_bad_rows(tmp_path):
 def test_fer_image_folder_layout(fer, tmp_path):
     import cv2
 
-    from service.pipeline.preprocess import EXPRESSIONS
+    from stra_face.vision.preprocess import EXPRESSIONS
 
     for index in (0, 1, len(fer) - 1):
         folder = tmp_path / "fer2013" / ("train" if fer.usage[index] == "Training" else "test") / EXPRESSIONS[fer.labels[index]]
@@ -136,12 +136,12 @@ FER_SMOKE = ["--model", "mobilenetv2_100", "--model-kwargs", '{"stem_stride": 2}
 def test_fer_training_checkpoints_resumes_and_evaluates(tmp_path):
     data = str(need(FER_NPZ))
     out = tmp_path / "run"
-    run_module("-m", "training.fer", "train", "--data", data, "--out", str(out), "--epochs", "1", *FER_SMOKE)
+    run_module("-m", "stra_face.training.fer.trainer", "train", "--data", data, "--out", str(out), "--epochs", "1", *FER_SMOKE)
     log = (out / "log.csv").read_text().splitlines()
     assert len(log) == 2 and (out / "best.pt").exists()
-    stdout = run_module("-m", "training.fer", "train", "--data", data, "--out", str(out), "--epochs", "2", *FER_SMOKE)
+    stdout = run_module("-m", "stra_face.training.fer.trainer", "train", "--data", data, "--out", str(out), "--epochs", "2", *FER_SMOKE)
     assert "resumed" in stdout and len((out / "log.csv").read_text().splitlines()) == 3
-    report = run_module("-m", "training.fer", "eval", "--checkpoint", str(out / "last.pt"), "--data", data, "--splits", "PublicTest", "--tta", "none", "--plots", str(tmp_path / "plots"))
+    report = run_module("-m", "stra_face.training.fer.trainer", "eval", "--checkpoint", str(out / "last.pt"), "--data", data, "--splits", "PublicTest", "--tta", "none", "--plots", str(tmp_path / "plots"))
     assert "PublicTest" in report and (tmp_path / "plots" / "confusion_PublicTest_none.png").exists()
 
 
@@ -149,7 +149,7 @@ def test_fer_training_checkpoints_resumes_and_evaluates(tmp_path):
 def test_fer_training_under_torchrun_with_two_cpu_processes(tmp_path):
     data = str(need(FER_NPZ))
     out = tmp_path / "ddp"
-    run_module("-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", "29533", "-m", "training.fer", "train",
+    run_module("-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", "29533", "-m", "stra_face.training.fer.trainer", "train",
                "--data", data, "--out", str(out), "--epochs", "1", *FER_SMOKE)
     rows = (out / "log.csv").read_text().splitlines()
     assert len(rows) == 2  # one row per epoch, written by rank 0 only
@@ -158,8 +158,8 @@ def test_fer_training_under_torchrun_with_two_cpu_processes(tmp_path):
 
 
 def test_attention_maps_are_recorded_and_plotted(tmp_path):
-    import models
-    from training.attention import coefficient_maps, plot_distribution, plot_faces
+    from stra_face import models
+    from stra_face.training.fer.attention import coefficient_maps, plot_distribution, plot_faces
 
     model = models.create_model("resnet50_stra", num_classes=7, in_chans=1, stem_stride=2, last_stride=1).eval()
     images = torch.rand(5, 1, 48, 48) * 2 - 1
@@ -175,10 +175,10 @@ def test_attention_maps_are_recorded_and_plotted(tmp_path):
 
 @pytest.mark.parametrize("config_file", sorted((ROOT / "training" / "configs").glob("*.toml")), ids=lambda path: path.name)
 def test_every_shipped_config_parses_and_names_a_registered_model(config_file):
-    import models
-    from training import engine
-    from training.face import FaceConfig
-    from training.fer import FerConfig
+    from stra_face import models
+    from stra_face.training import engine
+    from stra_face.training.face.trainer import FaceConfig
+    from stra_face.training.fer.trainer import FerConfig
 
     config_cls = FaceConfig if config_file.name.startswith("face_") else FerConfig
     config = engine.parse_config(config_cls, ["--config", str(config_file)], "test")

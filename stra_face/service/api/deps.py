@@ -1,0 +1,109 @@
+"""Dependencies shared by the routers: the service state, API keys, images from multipart or base64 JSON."""
+from __future__ import annotations
+
+import base64
+import binascii
+import json
+import secrets
+from typing import Annotated
+
+from fastapi import Depends, Query, Request, Security
+from fastapi.security import APIKeyHeader
+from starlette.datastructures import UploadFile
+
+from stra_face.service.analysis import DetectionOptions
+from stra_face.service.errors import APIError
+from stra_face.service.state import ServiceState
+
+
+def get_state(request: Request) -> ServiceState:
+    return request.app.state.service
+
+
+State = Annotated[ServiceState, Depends(get_state)]
+
+
+api_key_header = APIKeyHeader(name="x-api-key", auto_error=False, description="required on /v1 routes when the server has API keys configured (STRA_API_KEYS)")
+
+
+def require_api_key(state: State, x_api_key: Annotated[str | None, Security(api_key_header)] = None) -> None:
+    keys = state.settings.api_keys
+    if not keys:
+        return
+    if x_api_key is None:
+        raise APIError(401, "missing_api_key", "this server requires an API key in the x-api-key header", {"WWW-Authenticate": "x-api-key"})
+    if not any(secrets.compare_digest(x_api_key.encode(), key.encode()) for key in keys):
+        raise APIError(403, "invalid_api_key", "the API key is not valid")
+
+
+async def admitted(state: State):
+    """Image routes: admitted into the pipeline or refused (503) before the body is read."""
+    state.admission.enter()
+    try:
+        yield
+    finally:
+        state.admission.leave()
+
+
+def detection_options(
+    min_face_size: Annotated[int | None, Query(ge=8, le=4096, description="smallest face side in original pixels (absent: the server default, raised on large images to what its detection size sees)")] = None,
+    detection_threshold: Annotated[float | None, Query(ge=0.0, le=1.0, description="minimum detector score")] = None,
+) -> DetectionOptions:
+    return DetectionOptions(min_face_size, detection_threshold)
+
+
+def _decode_base64(value, field: str) -> bytes:
+    if not isinstance(value, str):
+        raise APIError(422, "invalid_base64", f"{field}: expected a base64 string, got {type(value).__name__}")
+    if value.startswith("data:"):  # data URL: data:image/jpeg;base64,....
+        value = value.partition(",")[2]
+    try:
+        return base64.b64decode("".join(value.split()), validate=True)
+    except (binascii.Error, ValueError):
+        raise APIError(422, "invalid_base64", f"{field}: not valid base64") from None
+
+
+async def read_images(request: Request, fields: tuple[str, ...], max_bytes: int) -> dict[str, bytes]:
+    """The named images of a multipart form (files, or base64 text fields) or a JSON object of base64 strings.
+
+    The body's size and JSON nesting are already bounded by `RequestGuardMiddleware`."""
+    content_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
+    images: dict[str, bytes] = {}
+    if content_type == "multipart/form-data":
+        form = await request.form(max_files=len(fields) + 2, max_fields=32)
+        for field in fields:
+            value = form.get(field)
+            if value is None:
+                raise APIError(422, "missing_image", f"multipart field {field!r} is missing (expected the image file)")
+            images[field] = await value.read() if isinstance(value, UploadFile) else _decode_base64(value, field)
+    elif content_type == "application/json":
+        try:
+            body = json.loads(await request.body())
+        except ValueError:  # not JSON, not UTF-8, or a number of over 4300 digits
+            raise APIError(400, "invalid_json", "the body is not valid JSON") from None
+        if not isinstance(body, dict):
+            raise APIError(422, "validation_error", "the JSON body must be an object like {" + ", ".join(f'"{f}": "<base64>"' for f in fields) + "}")
+        for field in fields:
+            if field not in body:
+                raise APIError(422, "missing_image", f"JSON field {field!r} is missing (expected a base64-encoded image)")
+            images[field] = _decode_base64(body[field], field)
+    else:
+        raise APIError(415, "unsupported_media_type", "send multipart/form-data with image file(s), or application/json with base64 image(s)")
+    return images
+
+
+def image_body(*fields: str) -> dict:
+    """OpenAPI description of a body that is either multipart files or JSON base64 strings."""
+    return {
+        "requestBody": {
+            "required": True,
+            "content": {
+                "multipart/form-data": {
+                    "schema": {"type": "object", "required": list(fields), "properties": {f: {"type": "string", "format": "binary"} for f in fields}}
+                },
+                "application/json": {
+                    "schema": {"type": "object", "required": list(fields), "properties": {f: {"type": "string", "format": "byte", "description": "base64 image (a data: URL is accepted)"} for f in fields}}
+                },
+            },
+        }
+    }

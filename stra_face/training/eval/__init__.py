@@ -1,0 +1,1 @@
+"""Verification benchmark (LFW / CFP / .bin, 10-fold) and threshold calibration."""

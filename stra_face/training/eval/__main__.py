@@ -1,0 +1,3 @@
+from stra_face.training.eval.verification import main
+
+main()

@@ -1,0 +1,3 @@
+from stra_face.training.export.onnx_export import main
+
+main()

@@ -1,0 +1,3 @@
+from stra_face.training.face.trainer import main
+
+main()

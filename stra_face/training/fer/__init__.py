@@ -1,0 +1,1 @@
+"""FER2013 / FER+ expression classifiers: data, training, evaluation, shipping, mode maps."""

@@ -1,0 +1,3 @@
+from stra_face.training.fer.trainer import main
+
+main()

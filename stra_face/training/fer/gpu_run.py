@@ -1,0 +1,208 @@
+"""One command for a GPU lease: ResNet50-StRA and its same-recipe baseline, trained, evaluated and shipped.
+
+    python -m stra_face.training.fer gpu-run --out runs/fer/gpu                      # 60 epochs each (the config's)
+    python -m stra_face.training.fer gpu-run --out runs/fer/gpu --seeds 0 1          # two seeds each: the spread
+    python -m stra_face.training.fer gpu-run --out /tmp/smoke --smoke                # CPU-sized check, ~1 minute
+    python -m stra_face.training.fer gpu-run --data .carry/fer2013_jpg.npz --out /tmp/fer --bring-back $OUT   # on the device tool
+    python -m stra_face.training.fer gpu-run --out runs/fer/gpu -- --batch-size 256  # after `--`: FerConfig overrides
+
+For every seed, StRA first (the model to ship), then the baseline: the same config file with only
+`model` changed. Each is evaluated on PublicTest and PrivateTest (none / flip / ten-crop); the
+StRA run that is best on PublicTest is exported to parity-checked fp16 ONNX with its model card
+(`stra_face.training.fer.trainer ship`). The output folder holds only small files:
+
+    summary.json, summary.md    every accuracy, per run, plus mean and spread over seeds
+    curves.png                  PublicTest accuracy and train loss per epoch, every run
+    <model>_seed<s>/            log.csv, config.json, eval.json, fp16 weights (<model>_fp16.pt)
+    expression.onnx(.card.json) the shipped StRA model
+
+Full checkpoints (fp32 weights + optimiser state, ~200 MB each) stay under `--work`. A device
+lease returns at most 8 files of 16 MiB: `--bring-back $OUT` writes report.tar.gz (every small
+file above) and the shipped run's fp16 checkpoint (~33 MB) as 15 MiB parts with JOIN.sh; rejoined,
+`stra_face.training.fer.trainer ship` turns it into the service's ONNX file (and re-measures it) on any CPU.
+"""
+from __future__ import annotations
+
+import argparse
+import csv
+import dataclasses
+import hashlib
+import json
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from stra_face.training import engine
+from stra_face.training.fer import trainer as fer
+from stra_face.training.fer.trainer import FerConfig, evaluate, load_checkpoint_model, torch_predictor, train
+from stra_face.training.fer.data import SPLITS, load_fer2013, write_csv
+from stra_face.training.provenance import code_revision, hardware
+
+PART_BYTES = 15 * 2**20  # the device tool brings back files of at most 16 MiB
+TTA = ("none", "flip", "tencrop")
+SMOKE = ["--epochs", "1", "--max-steps", "2", "--batch-size", "8", "--eval-subset", "16", "--workers", "0", "--compile", "false"]
+
+
+def split_into_parts(path: Path, folder: Path, part_bytes: int = PART_BYTES) -> list[Path]:
+    """`path` cut into `folder/<name>.partNN` pieces; `folder/JOIN.sh` rejoins and checks them."""
+    folder.mkdir(parents=True, exist_ok=True)
+    data = path.read_bytes()
+    pieces = []
+    for index, start in enumerate(range(0, len(data), part_bytes)):
+        piece = folder / f"{path.name}.part{index:02d}"
+        piece.write_bytes(data[start:start + part_bytes])
+        pieces.append(piece)
+    join = folder / "JOIN.sh"
+    lines = join.read_text().splitlines() if join.exists() else ["#!/bin/sh", "# rejoin every file cut into parts, then check it", 'cd "$(dirname "$0")" || exit 1']
+    lines.append(f"cat {path.name}.part* > {path.name} && echo '{hashlib.sha256(data).hexdigest()}  {path.name}' | sha256sum -c")
+    join.write_text("\n".join(dict.fromkeys(lines)) + "\n")
+    return pieces
+
+
+def bring_back(out: Path, checkpoint: Path, folder: Path) -> list[Path]:
+    """What a device lease can return (at most 8 files of 16 MiB): every small file of `out` in one
+    report.tar.gz, and the shipped model's fp16 checkpoint in 15 MiB parts with JOIN.sh."""
+    import tarfile
+
+    folder.mkdir(parents=True, exist_ok=True)
+    with tarfile.open(folder / "report.tar.gz", "w:gz") as archive:
+        for path in sorted(out.rglob("*")):
+            if path.is_file() and folder not in path.parents and "work" not in path.relative_to(out).parts and path.stat().st_size <= 2**20:
+                archive.add(path, arcname=str(Path(out.name) / path.relative_to(out)))
+    return [folder / "report.tar.gz", *split_into_parts(checkpoint, folder)]
+
+
+def save_fp16_checkpoint(best: Path, out: Path, provenance: dict) -> Path:
+    """The checkpoint without optimiser state, weights as fp16 (loads with load_checkpoint_model)."""
+    checkpoint = torch.load(best, map_location="cpu", weights_only=False)
+    small = {key: checkpoint[key] for key in ("model", "epoch", "public_accuracy", "config")}
+    small["provenance"] = provenance
+    small["state_dict"] = {k: v.half() if v.is_floating_point() else v for k, v in checkpoint["state_dict"].items()}
+    torch.save(small, out)
+    return out
+
+
+def plot_curves(runs: dict[str, Path], path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    figure, (accuracy, loss) = plt.subplots(1, 2, figsize=(10, 4))
+    for name, log in runs.items():
+        with log.open() as handle:
+            rows = list(csv.DictReader(handle))
+        epochs = [int(r["epoch"]) + 1 for r in rows]
+        public = next(k for k in rows[0] if k.startswith("public_accuracy"))
+        accuracy.plot(epochs, [float(r[public]) for r in rows], label=name)
+        loss.plot(epochs, [float(r["train_loss"]) for r in rows], label=name)
+    accuracy.set(xlabel="epoch", ylabel="PublicTest accuracy", title="model selection split")
+    loss.set(xlabel="epoch", ylabel="train loss (label-smoothed CE)", title="training")
+    accuracy.legend(fontsize=8)
+    figure.tight_layout()
+    figure.savefig(path, dpi=110)
+    plt.close(figure)
+
+
+def summarise(results: dict[str, dict], models: list[str], seeds: list[int]) -> str:
+    """Markdown: one row per run, then mean and spread (max - min) over seeds per model."""
+    header = "| run | epochs | img/s | minutes | " + " | ".join(f"{s} {t}" for s in ("PublicTest", "PrivateTest") for t in TTA) + " |"
+    lines = [header, "|" + " --- |" * (header.count("|") - 1)]
+    for name, run in results.items():
+        accuracies = " | ".join(f"{run['eval'][f'{s}/{t}']:.2%}" for s in ("PublicTest", "PrivateTest") for t in TTA)
+        lines.append(f"| {name} | {run['epochs']} | {run['images_per_second']:.0f} | {run['seconds'] / 60:.1f} | {accuracies} |")
+    if len(seeds) > 1:
+        lines += ["", "Mean over seeds (spread = max - min):", ""]
+        for model in models:
+            cells = []
+            for key in (f"{s}/{t}" for s in ("PublicTest", "PrivateTest") for t in TTA):
+                values = [results[f"{model}_seed{seed}"]["eval"][key] for seed in seeds]
+                cells.append(f"{np.mean(values):.2%} ± {(max(values) - min(values)) / 2:.2%}")
+            lines.append(f"| {model} | " + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def smoke_data(source: str, path: Path, per_split: int = 48) -> str:
+    """A seeded sample of every split written as fer2013.csv: the smoke run's whole data set."""
+    data = load_fer2013(source)
+    keep = np.concatenate([np.flatnonzero(data.usage == split)[np.random.default_rng(0).permutation((data.usage == split).sum())[:per_split]] for split in SPLITS])
+    path.parent.mkdir(parents=True, exist_ok=True)
+    write_csv(dataclasses.replace(data, images=data.images[keep], labels=data.labels[keep], usage=data.usage[keep]), path)
+    return str(path)
+
+
+def main(argv: list[str]) -> dict:
+    overrides = argv[argv.index("--") + 1:] if "--" in argv else []
+    argv = argv[:argv.index("--")] if "--" in argv else argv
+    parser = argparse.ArgumentParser(prog="python -m stra_face.training.fer gpu-run", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--config", type=Path, default=Path("stra_face/training/configs/fer_gpu_stra.toml"), help="the recipe both models share")
+    parser.add_argument("--baseline", default="resnet50", help="the baseline model (the config's model is the StRA one)")
+    parser.add_argument("--seeds", type=int, nargs="+", default=[0])
+    parser.add_argument("--data", help="FER2013 in any layout (default: the config's)")
+    parser.add_argument("--out", type=Path, default=Path("runs/fer/gpu"))
+    parser.add_argument("--work", type=Path, help="full checkpoints (default: <out>/work)")
+    parser.add_argument("--bring-back", type=Path, help="also write report.tar.gz + the shipped fp16 checkpoint in 15 MiB parts here (device tool: $OUT)")
+    parser.add_argument("--smoke", action="store_true", help="a CPU-sized check: 48 images per split, 1 epoch of 2 steps")
+    args = parser.parse_args(argv)
+    out, work = args.out, args.work or args.out / "work"
+    out.mkdir(parents=True, exist_ok=True)
+    base = engine.parse_config(FerConfig, ["--config", str(args.config)], "")
+    data_path = args.data or base.data
+    if args.smoke:
+        data_path = smoke_data(data_path, work / "smoke_fer2013.csv")
+        overrides = SMOKE + overrides
+    models = [base.model, args.baseline]
+    command = "python -m stra_face.training.fer gpu-run " + " ".join(argv + (["--", *overrides] if overrides else []))
+    started = time.perf_counter()
+
+    results, logs = {}, {}
+    for seed in args.seeds:
+        for model in models:
+            name = f"{model}_seed{seed}"
+            config = engine.parse_config(FerConfig, ["--config", str(args.config), "--model", model, "--seed", str(seed), "--data", data_path, "--out", str(work / name), *overrides], "")
+            print(f"== {name}: {config.epochs} epochs, batch {config.batch_size}, {config.optimizer} lr {config.lr} per 64, augment on {config.augment_on}", flush=True)
+            run_started = time.perf_counter()
+            best = train(config)
+            seconds = time.perf_counter() - run_started
+            network, checkpoint = load_checkpoint_model(best)
+            predict = torch_predictor(network, "cuda" if torch.cuda.is_available() else "cpu")
+            data = load_fer2013(config.data)
+            evaluation = {f"{split}/{tta}": evaluate(predict, data, split, tta).accuracy for split in ("PublicTest", "PrivateTest") for tta in TTA}
+            folder = out / name
+            folder.mkdir(parents=True, exist_ok=True)
+            for file in ("log.csv", "config.json"):
+                (folder / file).write_bytes((work / name / file).read_bytes())
+            logs[name] = folder / "log.csv"
+            with logs[name].open() as handle:
+                rates = [float(row["images_per_second"]) for row in csv.DictReader(handle)]
+            results[name] = {"model": model, "seed": seed, "epochs": config.epochs, "best_epoch": checkpoint["epoch"] + 1, "seconds": seconds,
+                             "images_per_second": float(np.median(rates)), "eval": evaluation, "checkpoint": str(best)}
+            (folder / "eval.json").write_text(json.dumps(results[name], indent=2) + "\n")
+            provenance = {"trained_on": hardware(), "code_revision": code_revision(), "command": command, "training_minutes": round(seconds / 60, 1)}
+            results[name]["fp16_checkpoint"] = str(save_fp16_checkpoint(best, folder / f"{model}_fp16.pt", provenance))
+            print(json.dumps({name: evaluation}), flush=True)
+
+    # ship the StRA run that is best on PublicTest (model selection never looks at PrivateTest)
+    stra_runs = [name for name in results if results[name]["model"] == base.model]
+    chosen = max(stra_runs, key=lambda name: results[name]["eval"]["PublicTest/none"])
+    onnx_path = out / "expression.onnx"
+    # `stra_face.training.fer.trainer ship` as a user would run it: export, parity check, ONNX re-evaluation, card.
+    fer.main(["ship", "--checkpoint", results[chosen]["checkpoint"], "--out", str(onnx_path), "--data", data_path, "--fp16", "--plots", str(out / "plots")])
+    card_path = onnx_path.with_suffix(".card.json")
+    card = json.loads(card_path.read_text())
+    card.update({"trained_on": hardware(), "code_revision": code_revision(), "command": command,
+                 "training_minutes": round(results[chosen]["seconds"] / 60, 1), "selected_run": chosen})
+    card_path.write_text(json.dumps(card, indent=2) + "\n")
+
+    summary = {"runs": results, "shipped": chosen, "hardware": hardware(), "code_revision": code_revision(), "minutes": (time.perf_counter() - started) / 60}
+    (out / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
+    (out / "summary.md").write_text(f"# FER2013 gpu-run on {summary['hardware']}, code {summary['code_revision']}\n\n" + summarise(results, models, args.seeds))
+    plot_curves(logs, out / "curves.png")
+    if args.bring_back:
+        files = bring_back(out, Path(results[chosen]["fp16_checkpoint"]), args.bring_back)
+        print(f"for the trip back: {', '.join(f.name for f in files)} in {args.bring_back} (sh JOIN.sh there rejoins the checkpoint)")
+    print((out / "summary.md").read_text())
+    print(f"shipped {chosen} as {onnx_path} ({summary['minutes']:.1f} min in all)")
+    return summary
