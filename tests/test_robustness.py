@@ -192,6 +192,8 @@ def test_open_routes_with_keys_configured(make_client):
 def test_cuda_is_asked_for_only_with_a_gpu(monkeypatch, caplog):
     from stra_face.vision import providers
 
+    # Whatever onnxruntime build is installed: a GPU build lists CUDA, the base install's CPU build does not.
+    monkeypatch.setattr(providers.ort, "get_available_providers", lambda: ["CUDAExecutionProvider", "CPUExecutionProvider"])
     monkeypatch.setattr(providers, "cuda_devices", lambda: (0, "no CUDA driver (libcuda.so.1 not found)"))
     with caplog.at_level("INFO", logger="stra_face.providers"):
         assert providers.select_providers(["CUDAExecutionProvider", "CPUExecutionProvider"]) == ["CPUExecutionProvider"]
