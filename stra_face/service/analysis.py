@@ -1,7 +1,7 @@
 """Image bytes -> detected faces -> embeddings / expressions: the path every route shares."""
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 from starlette.concurrency import run_in_threadpool
@@ -11,6 +11,7 @@ from stra_face.vision.align import align_face, expression_crop
 from stra_face.vision.decode import decode_image
 from stra_face.vision.detect import Detection
 from stra_face.vision.guard import can_hold_a_face
+from stra_face.vision.quality import Quality, assess
 from stra_face.service.state import ServiceState
 
 
@@ -18,8 +19,10 @@ from stra_face.service.state import ServiceState
 class AnalyzedImage:
     width: int
     height: int
-    detections: list[Detection]  # the largest STRA_MAX_FACES of the faces found
+    detections: list[Detection]  # the largest STRA_MAX_FACES of the faces found (that passed the quality gate)
     faces_found: int = 0
+    qualities: list[Quality] = field(default_factory=list)  # one per detection
+    rejected: list[tuple[Detection, Quality]] = field(default_factory=list)  # found, below the quality gate
     embeddings: np.ndarray | None = None  # (F, D)
     expressions: np.ndarray | None = None  # (F, 7)
     modes: np.ndarray | None = None  # (F, G, h, w) StRA mode maps, when asked for
@@ -30,6 +33,7 @@ class AnalyzedImage:
 class DetectionOptions:
     min_face_size: int | None = None
     threshold: float | None = None
+    keep_low_quality: bool = False  # faces below the quality gate are kept (each still says why it failed)
 
 
 def _decode_and_propose(state: ServiceState, data: bytes, options: DetectionOptions):
@@ -61,9 +65,14 @@ async def analyze_image(
     if modes and not state.expression.has_modes:  # refused before any work is done
         raise APIError(422, "modes_unavailable", f"the installed expression model ({state.expression.path.name}, sha256 {state.expression.sha256[:12]}) has no StRA mode output; modes=true needs an StRA model exported by `python -m stra_face.training.fer ship`")
     image, found = await _decode_and_detect(state, data, options)
-    detections = found[: state.settings.max_faces]
+    qualities = await run_in_threadpool(lambda: [assess(image, d, state.quality_gate) for d in found])
+    accepted = [(d, q) for d, q in zip(found, qualities) if q.passed or options.keep_low_quality]
+    rejected = [(d, q) for d, q in zip(found, qualities) if not (q.passed or options.keep_low_quality)]
+    detections = [d for d, _ in accepted[: state.settings.max_faces]]
     state.metrics.faces.inc(len(detections))
-    result = AnalyzedImage(image.shape[1], image.shape[0], detections, len(found))
+    result = AnalyzedImage(
+        image.shape[1], image.shape[0], detections, len(accepted), [q for _, q in accepted[: state.settings.max_faces]], rejected,
+    )
     if not detections:
         return result
     if embed:

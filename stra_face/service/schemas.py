@@ -22,10 +22,17 @@ class Box(BaseModel):
     y2: float
 
 
+class FaceQuality(BaseModel):
+    passed: bool = Field(description="the face passed the quality gate")
+    reasons: list[str] = Field(description="failed checks: low_detector_score, too_small, implausible_landmarks, blurry", examples=[["blurry"]])
+    measures: dict[str, float] = Field(description="what the checks measured: detector_score, eye_distance (px), nose_depth, nose_offset, eye_to_box, handedness, sharpness")
+
+
 class DetectedFace(BaseModel):
     box: Box
     score: float = Field(description="detector confidence")
     landmarks: list[tuple[float, float]] = Field(description="left eye, right eye, nose, mouth left, mouth right (x, y)")
+    quality: FaceQuality
 
 
 class ImageSize(BaseModel):
@@ -36,11 +43,13 @@ class ImageSize(BaseModel):
 class FaceCount(BaseModel):
     faces_found: int = Field(description="faces the detector found; `faces` lists the largest STRA_MAX_FACES of them")
     truncated: bool = Field(description="true when STRA_MAX_FACES cut the list (faces_found > len(faces))")
+    low_quality: int = Field(description="faces the detector found below the quality gate, not counted in faces_found (keep_low_quality=true keeps them)")
 
 
 class DetectResponse(FaceCount):
     image: ImageSize
     faces: list[DetectedFace]
+    rejected: list[DetectedFace] = Field(description="the faces below the quality gate, each with the reasons (empty with keep_low_quality=true)")
 
 
 class EmbeddedFace(DetectedFace):

@@ -14,6 +14,7 @@ from stra_face.service.limits import Admission
 from stra_face.service.metrics import Metrics
 from stra_face.vision.detect import FaceDetector
 from stra_face.vision.providers import select_providers
+from stra_face.vision.quality import QualityGate
 from stra_face.service.settings import Settings
 from stra_face.vision.thresholds import Calibration, load_calibration
 
@@ -34,6 +35,7 @@ class ServiceState:
     gallery: Gallery
     calibration: Calibration | None
     admission: Admission
+    quality_gate: QualityGate = QualityGate()
 
     @classmethod
     def load(cls, settings: Settings, metrics: Metrics) -> "ServiceState":
@@ -74,6 +76,7 @@ class ServiceState:
             batcher(detector.run_rnet, "mtcnn_rnet", scale=8, max_wait_ms=0), batcher(detector.run_onet, "mtcnn_onet", scale=2, max_wait_ms=0),
             batcher(expression.predict, "expression") if expression else None,
             gallery, calibration, Admission(settings.max_image_requests),
+            QualityGate(settings.quality_min_score, settings.quality_min_eye_distance, settings.quality_min_sharpness),
         )
 
     async def start(self) -> None:

@@ -30,6 +30,8 @@ from stra_face.vision.preprocess import FACE_SIZE
 from stra_face.training.eval.embedders import FacePreparer, embed_images, load_checkpoint_model, onnx_embedder, teacher_embedder, torch_embedder
 from stra_face.training.face.data import FacePack, PackedImage
 FARS = (1e-2, 1e-3, 1e-4)
+CALIBRATION_FARS = (1e-1, 1e-2, 1e-3, 1e-4)  # the FARs a deployment may ask for (those measurable on the pairs)
+FAR_TABLE_POINTS = 64
 THRESHOLDS = np.arange(0, 4, 0.01)
 
 
@@ -232,18 +234,45 @@ def evaluate_pairs(pairset: PairSet, plain: np.ndarray, mirrored: np.ndarray, fa
     )
 
 
+def pair_similarities(pairset: PairSet, plain: np.ndarray) -> np.ndarray:
+    """Cosine similarity of every pair on single (non-mirrored) embeddings: what the service computes by default."""
+    embeddings = l2_normalise(plain)
+    return np.sum(embeddings[pairset.pairs[:, 0]] * embeddings[pairset.pairs[:, 1]], axis=1)
+
+
+def far_table(similarities: np.ndarray, issame: np.ndarray, points: int = FAR_TABLE_POINTS) -> list[list[float]]:
+    """[(threshold, FAR)] at log-spaced ranks r of the impostor scores, highest threshold first: accepting
+    similarity >= threshold (just above the r-th highest impostor) lets exactly (r - 1) / impostors through,
+    as `threshold_at_far` does. From FAR 0 (above every impostor) to (n - 1) / n."""
+    impostors = np.sort(similarities[~issame])[::-1]
+    ranks = np.round(np.logspace(0, np.log10(len(impostors)), points)).astype(int)
+    exact = [int(np.floor(far * len(impostors))) + 1 for far in CALIBRATION_FARS if far * len(impostors) >= 1]  # threshold_at_far's ranks
+    ranks = np.unique(np.r_[ranks, exact])
+    return [[float(np.nextafter(impostors[rank - 1], np.inf)), float((rank - 1) / len(impostors))] for rank in ranks]
+
+
+def calibration_entry(similarities: np.ndarray, issame: np.ndarray, fars=CALIBRATION_FARS) -> dict:
+    """A thresholds-file entry: FAR -> cosine threshold for every FAR the impostor pairs can measure,
+    the FAR table that `far_at_score` reads, and the TAR each threshold gives on the genuine pairs."""
+    thresholds = {f"{far:g}": threshold_at_far(similarities, issame, far) for far in fars}
+    thresholds = {far: t for far, t in thresholds.items() if t is not None}
+    return {
+        "thresholds": thresholds,
+        "tar_at_far": {far: float(np.mean(similarities[issame] >= t)) for far, t in thresholds.items()},
+        "far_table": far_table(similarities, issame),
+        "genuine_pairs": int(issame.sum()), "impostor_pairs": int((~issame).sum()),
+    }
+
+
 def calibrate(pairset: PairSet, plain: np.ndarray) -> dict[str, float]:
     """FAR -> cosine threshold on single (non-mirrored) embeddings: what the service computes by default."""
-    embeddings = l2_normalise(plain)
-    similarities = np.sum(embeddings[pairset.pairs[:, 0]] * embeddings[pairset.pairs[:, 1]], axis=1)
-    thresholds = {f"{far:g}": threshold_at_far(similarities, pairset.issame, far) for far in FARS}
-    return {far: t for far, t in thresholds.items() if t is not None}
+    return calibration_entry(pair_similarities(pairset, plain), pairset.issame, FARS)["thresholds"]
 
 
 def write_thresholds(path: Path, sha256: str, entry: dict) -> None:
     """Adds/replaces this model's entry; other models' calibrations stay."""
     data = json.loads(path.read_text()) if path.exists() else {}
-    data[sha256] = entry
+    data[sha256] = {**data.get(sha256, {}), **entry}  # keys this run does not compute stay
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(data, indent=2, sort_keys=True) + "\n")
 
@@ -344,12 +373,16 @@ def main(argv: list[str] | None = None) -> dict[str, VerificationResult]:
                 parser.error("--calibrate needs --onnx: thresholds are keyed by the exported file's sha256")
             from stra_face.vision.inference import sha256_file
 
-            thresholds = calibrate(pairset, plain)
+            similarities = pair_similarities(pairset, plain)
+            entry = calibration_entry(similarities, pairset.issame)
             write_thresholds(args.thresholds_file, sha256_file(args.onnx), {
                 "model": args.onnx.name, "dataset": f"{pairset.name} ({result.pairs} pairs, single embedding, no mirror)",
-                "pairs": result.pairs, "thresholds": thresholds,
+                "pairs": result.pairs, **entry,
             })
-            print(f"calibrated on {pairset.name}: {thresholds} -> {args.thresholds_file}")
+            # the scores behind the calibration, for its histogram (docs/figures/score_histograms.png)
+            args.out.mkdir(parents=True, exist_ok=True)
+            np.savez(args.out / f"scores_{pairset.name}.npz", similarities=similarities, issame=pairset.issame)
+            print(f"calibrated on {pairset.name}: {entry['thresholds']} -> {args.thresholds_file}")
 
     args.out.mkdir(parents=True, exist_ok=True)
     (args.out / "results.json").write_text(json.dumps({k: {f: v for f, v in asdict(r).items() if f != "roc"} for k, r in results.items()}, indent=2))
