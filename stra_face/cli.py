@@ -11,6 +11,7 @@ COMMANDS = {
     "serve": ("stra_face.service.cli", "start the REST API (uvicorn; settings from STRA_* environment variables)"),
     "fer": ("stra_face.training.fer.trainer", "train / evaluate / ship the FER2013 expression classifier"),
     "face": ("stra_face.training.face.trainer", "prepare data / train / ship the face-embedding model"),
+    "calibrate": ("stra_face.calibration", "thresholds for the current model from your own people's photos (DIR/<person>/*.jpg)"),
     "benchmark": ("stra_face.training.eval.verification", "10-fold verification benchmark (LFW / CFP / .bin), ROC, threshold calibration"),
     "attention": ("stra_face.training.fer.attention", "mode-attention maps of a trained StRA model (Fig. 3 / Fig. 4)"),
 }

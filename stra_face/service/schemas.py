@@ -122,14 +122,20 @@ class AnalyzeResponse(FaceCount):
 
 class Decision(BaseModel):
     threshold: float = Field(description="cosine similarity at or above which faces match")
-    far: float | None = Field(description="false-accept rate the threshold was calibrated for; null for a caller-given threshold")
+    far: float | None = Field(description="false-accept rate (per comparison) of the threshold on the calibration pairs; null for a caller-given threshold")
+    requested_far: float | None = Field(default=None, description="the FAR asked for (1:N: FPIR / gallery_faces)")
+    clamped: bool = Field(default=False, description="the requested FAR / FPIR could not be met exactly: `far` / `fpir` say what is used instead")
     calibration: str | None = Field(description="where the threshold comes from")
+    fpir: float | None = Field(default=None, description="1:N only: false-positive identification rate of the threshold, ~ gallery_faces * far: how often someone not enrolled is matched to somebody")
+    requested_fpir: float | None = Field(default=None, description="1:N only: the FPIR asked for")
+    gallery_faces: int | None = Field(default=None, description="1:N only: gallery faces searched (enrolled with the current model)")
 
 
 class VerifyPair(BaseModel):
     face1: int = Field(description="index into faces1")
     face2: int = Field(description="index into faces2")
     similarity: float
+    far_at_score: float | None = Field(description="share of the calibration's impostor pairs scoring this high or higher: the FAR of a threshold set at this similarity (null without a calibration)")
     verified: bool
 
 
@@ -201,10 +207,13 @@ class IdentifyMatch(BaseModel):
     name: str | None
     face_id: str
     similarity: float
+    far_at_score: float | None = Field(description="the FAR of a 1:1 threshold set at this similarity (see VerifyPair)")
     accepted: bool = Field(description="similarity >= the decision threshold")
 
 
 class IdentifiedFace(DetectedFace):
+    subject_id: str | None = Field(description="who this face is: the subject assigned to it, or null (unknown) when no candidate passes the open-set threshold")
+    unknown: bool = Field(description="no enrolled subject passes the threshold for this face (or the one that does is someone else's in this photo)")
     matches: list[IdentifyMatch]
 
 

@@ -59,6 +59,8 @@ class Settings(BaseSettings):
     batch_queue_size: int = 1024  # faces waiting per model; beyond that requests get 503
 
     default_far: float = 1e-3
+    # /v1/identify: share of probes of people not enrolled that may be matched to somebody (open set).
+    default_fpir: float = 1e-2
     gallery_path: Path = Path("data/gallery.sqlite3")
     # postgresql://user:password@host/db — when set, the gallery lives in PostgreSQL, not gallery_path.
     gallery_dsn: str | None = None

@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import onnxruntime as ort
@@ -114,11 +114,16 @@ class ServiceState:
                 "input_kind": self.embedder.input_kind.name,
             },
             "expressions": list(ExpressionModel.labels) if self.expression is not None else None,
+            # which calibration is in force (STRA_THRESHOLDS_FILE): the file, the pairs it rests on, its FARs
             "thresholds": None if self.calibration is None else {
                 "source": self.calibration.source,
+                **self.calibration.details,
                 "far_to_cosine": {f"{far:g}": t for far, t in sorted(self.calibration.thresholds.items())},
+                "far_floor": self.calibration.far_floor,
                 "default_far": self.settings.default_far,
+                "default_fpir": self.settings.default_fpir,
             },
+            "quality_gate": asdict(self.quality_gate),
             "gallery": self.gallery.kind,
             "enrolments": self.info_enrolments(),
         }

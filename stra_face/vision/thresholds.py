@@ -17,6 +17,9 @@ from pathlib import Path
 
 import numpy as np
 
+CALIBRATION_FARS = (1e-1, 1e-2, 1e-3, 1e-4)  # the FARs a deployment may ask for (those the pairs can measure)
+FAR_TABLE_POINTS = 64
+
 
 @dataclass(frozen=True)
 class Calibration:
@@ -70,3 +73,59 @@ def load_calibration(path: Path, model_sha256: str) -> Calibration | None:
         {float(far): float(t) for far, t in entry["thresholds"].items()}, entry.get("dataset", str(path)),
         tuple((float(s), float(f)) for s, f in entry.get("far_table", [])), {"file": str(path), **details},
     )
+
+
+# --------------------------------------------------------------------------- computing a calibration
+
+
+def roc_curve(similarities: np.ndarray, issame: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(FAR, TAR, threshold) for every distinct similarity, accepting similarity >= threshold."""
+    order = np.argsort(-similarities, kind="stable")
+    scores, labels = similarities[order], issame[order]
+    tar = np.cumsum(labels) / max(1, labels.sum())
+    far = np.cumsum(~labels) / max(1, (~labels).sum())
+    last_of_tie = np.r_[scores[1:] != scores[:-1], True]
+    return far[last_of_tie], tar[last_of_tie], scores[last_of_tie]
+
+
+def threshold_at_far(similarities: np.ndarray, issame: np.ndarray, far: float) -> float | None:
+    """Lowest cosine threshold whose false-accept rate over the impostor pairs is <= far; None if
+    there are fewer than 1/far impostor pairs (the FAR cannot be measured)."""
+    impostors = np.sort(similarities[~issame])[::-1]
+    if len(impostors) < round(1 / far):
+        return None
+    allowed = int(np.floor(far * len(impostors)))  # impostors that may be accepted
+    # accept strictly above the (allowed+1)-th highest impostor score
+    return float(np.nextafter(impostors[allowed], np.inf))
+
+
+def far_table(similarities: np.ndarray, issame: np.ndarray, points: int = FAR_TABLE_POINTS) -> list[list[float]]:
+    """[(threshold, FAR)] at log-spaced ranks r of the impostor scores, highest threshold first: accepting
+    similarity >= threshold (just above the r-th highest impostor) lets exactly (r - 1) / impostors through,
+    as `threshold_at_far` does. From FAR 0 (above every impostor) to (n - 1) / n."""
+    impostors = np.sort(similarities[~issame])[::-1]
+    ranks = np.round(np.logspace(0, np.log10(len(impostors)), points)).astype(int)
+    exact = [int(np.floor(far * len(impostors))) + 1 for far in CALIBRATION_FARS if far * len(impostors) >= 1]  # threshold_at_far's ranks
+    ranks = np.unique(np.r_[ranks, exact])
+    return [[float(np.nextafter(impostors[rank - 1], np.inf)), float((rank - 1) / len(impostors))] for rank in ranks]
+
+
+def calibration_entry(similarities: np.ndarray, issame: np.ndarray, fars=CALIBRATION_FARS) -> dict:
+    """A thresholds-file entry: FAR -> cosine threshold for every FAR the impostor pairs can measure,
+    the FAR table that `far_at_score` reads, and the TAR each threshold gives on the genuine pairs."""
+    thresholds = {f"{far:g}": threshold_at_far(similarities, issame, far) for far in fars}
+    thresholds = {far: t for far, t in thresholds.items() if t is not None}
+    return {
+        "thresholds": thresholds,
+        "tar_at_far": {far: float(np.mean(similarities[issame] >= t)) for far, t in thresholds.items()},
+        "far_table": far_table(similarities, issame),
+        "genuine_pairs": int(issame.sum()), "impostor_pairs": int((~issame).sum()),
+    }
+
+
+def write_thresholds(path: Path, sha256: str, entry: dict) -> None:
+    """Adds/replaces this model's entry; other models' calibrations stay."""
+    data = json.loads(path.read_text()) if path.exists() else {}
+    data[sha256] = {**data.get(sha256, {}), **entry}  # keys this run does not compute stay
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(data, indent=2, sort_keys=True) + "\n")

@@ -27,11 +27,12 @@ from typing import Callable
 import numpy as np
 
 from stra_face.vision.preprocess import FACE_SIZE
+# the calibration math is torch-free (the `stra-face calibrate` command runs on the base install)
+from stra_face.vision.thresholds import calibration_entry, roc_curve, threshold_at_far, write_thresholds
 from stra_face.training.eval.embedders import FacePreparer, embed_images, load_checkpoint_model, onnx_embedder, teacher_embedder, torch_embedder
 from stra_face.training.face.data import FacePack, PackedImage
+
 FARS = (1e-2, 1e-3, 1e-4)
-CALIBRATION_FARS = (1e-1, 1e-2, 1e-3, 1e-4)  # the FARs a deployment may ask for (those measurable on the pairs)
-FAR_TABLE_POINTS = 64
 THRESHOLDS = np.arange(0, 4, 0.01)
 
 
@@ -195,27 +196,6 @@ def ten_fold_accuracy(distances: np.ndarray, issame: np.ndarray, folds: np.ndarr
     return accuracies, thresholds
 
 
-def roc_curve(similarities: np.ndarray, issame: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """(FAR, TAR, threshold) for every distinct similarity, accepting similarity >= threshold."""
-    order = np.argsort(-similarities, kind="stable")
-    scores, labels = similarities[order], issame[order]
-    tar = np.cumsum(labels) / max(1, labels.sum())
-    far = np.cumsum(~labels) / max(1, (~labels).sum())
-    last_of_tie = np.r_[scores[1:] != scores[:-1], True]
-    return far[last_of_tie], tar[last_of_tie], scores[last_of_tie]
-
-
-def threshold_at_far(similarities: np.ndarray, issame: np.ndarray, far: float) -> float | None:
-    """Lowest cosine threshold whose false-accept rate over the impostor pairs is <= far; None if
-    there are fewer than 1/far impostor pairs (the FAR cannot be measured)."""
-    impostors = np.sort(similarities[~issame])[::-1]
-    if len(impostors) < round(1 / far):
-        return None
-    allowed = int(np.floor(far * len(impostors)))  # impostors that may be accepted
-    # accept strictly above the (allowed+1)-th highest impostor score
-    return float(np.nextafter(impostors[allowed], np.inf))
-
-
 def evaluate_pairs(pairset: PairSet, plain: np.ndarray, mirrored: np.ndarray, fallbacks: int = 0) -> VerificationResult:
     embeddings = l2_normalise(plain + mirrored)
     first, second = embeddings[pairset.pairs[:, 0]], embeddings[pairset.pairs[:, 1]]
@@ -240,41 +220,9 @@ def pair_similarities(pairset: PairSet, plain: np.ndarray) -> np.ndarray:
     return np.sum(embeddings[pairset.pairs[:, 0]] * embeddings[pairset.pairs[:, 1]], axis=1)
 
 
-def far_table(similarities: np.ndarray, issame: np.ndarray, points: int = FAR_TABLE_POINTS) -> list[list[float]]:
-    """[(threshold, FAR)] at log-spaced ranks r of the impostor scores, highest threshold first: accepting
-    similarity >= threshold (just above the r-th highest impostor) lets exactly (r - 1) / impostors through,
-    as `threshold_at_far` does. From FAR 0 (above every impostor) to (n - 1) / n."""
-    impostors = np.sort(similarities[~issame])[::-1]
-    ranks = np.round(np.logspace(0, np.log10(len(impostors)), points)).astype(int)
-    exact = [int(np.floor(far * len(impostors))) + 1 for far in CALIBRATION_FARS if far * len(impostors) >= 1]  # threshold_at_far's ranks
-    ranks = np.unique(np.r_[ranks, exact])
-    return [[float(np.nextafter(impostors[rank - 1], np.inf)), float((rank - 1) / len(impostors))] for rank in ranks]
-
-
-def calibration_entry(similarities: np.ndarray, issame: np.ndarray, fars=CALIBRATION_FARS) -> dict:
-    """A thresholds-file entry: FAR -> cosine threshold for every FAR the impostor pairs can measure,
-    the FAR table that `far_at_score` reads, and the TAR each threshold gives on the genuine pairs."""
-    thresholds = {f"{far:g}": threshold_at_far(similarities, issame, far) for far in fars}
-    thresholds = {far: t for far, t in thresholds.items() if t is not None}
-    return {
-        "thresholds": thresholds,
-        "tar_at_far": {far: float(np.mean(similarities[issame] >= t)) for far, t in thresholds.items()},
-        "far_table": far_table(similarities, issame),
-        "genuine_pairs": int(issame.sum()), "impostor_pairs": int((~issame).sum()),
-    }
-
-
 def calibrate(pairset: PairSet, plain: np.ndarray) -> dict[str, float]:
     """FAR -> cosine threshold on single (non-mirrored) embeddings: what the service computes by default."""
     return calibration_entry(pair_similarities(pairset, plain), pairset.issame, FARS)["thresholds"]
-
-
-def write_thresholds(path: Path, sha256: str, entry: dict) -> None:
-    """Adds/replaces this model's entry; other models' calibrations stay."""
-    data = json.loads(path.read_text()) if path.exists() else {}
-    data[sha256] = {**data.get(sha256, {}), **entry}  # keys this run does not compute stay
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(data, indent=2, sort_keys=True) + "\n")
 
 
 def plot_roc(results: list[VerificationResult], path: Path, title: str) -> None:
