@@ -12,10 +12,10 @@ from pathlib import Path
 import matplotlib
 
 matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
+import matplotlib.pyplot as plt
+import numpy as np
 
-from stra_face.vision.thresholds import CALIBRATION_FARS, threshold_at_far  # noqa: E402
+from stra_face.vision.thresholds import CALIBRATION_FARS, threshold_at_far
 
 
 def main(argv: list[str] | None = None) -> None:

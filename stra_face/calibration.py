@@ -134,7 +134,7 @@ def main(argv: list[str] | None = None) -> dict:
     similarities, issame = all_pairs(people, embeddings)
     entry = calibration_entry(similarities, issame, tuple(args.far))
     description = f"{args.folder.resolve()} ({len(set(people))} people, {len(people)} photos, {len(similarities)} pairs, single embedding)"
-    entry.update({"model": model.path.name, "dataset": description, "pairs": int(len(similarities)), "warnings": warnings_for(args.far, entry["genuine_pairs"], entry["impostor_pairs"])})
+    entry.update({"model": model.path.name, "dataset": description, "pairs": len(similarities), "warnings": warnings_for(args.far, entry["genuine_pairs"], entry["impostor_pairs"])})
     write_thresholds(args.out, model.sha256, entry)
     roc = save_roc(similarities, issame, entry["thresholds"], args.out, f"{model.path.name} on {args.folder.name}")
     print(f"{len(people)} photos of {len(set(people))} people ({len(skipped)} skipped): {entry['genuine_pairs']} genuine, {entry['impostor_pairs']} impostor pairs")

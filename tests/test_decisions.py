@@ -1,13 +1,14 @@
 """Decisions users can trust: the face-quality gate, far_at_score, open-set identification, own calibration."""
 from __future__ import annotations
 
+import itertools
 import json
 from pathlib import Path
 
 import numpy as np
 import pytest
-
 from conftest import FACES, SHARED_DATA, need
+
 from stra_face.gallery import Match
 from stra_face.service.api.decision import assign_subjects
 from stra_face.vision.decode import decode_image
@@ -76,7 +77,7 @@ def test_far_at_score_is_monotone_and_agrees_with_the_calibrated_thresholds():
     calibration = shipped_calibration()
     scores = np.linspace(0.5, 1.0, 501)
     fars = [calibration.far_at_score(s) for s in scores]
-    assert all(a >= b for a, b in zip(fars, fars[1:])) and fars[0] == 1.0
+    assert all(a >= b for a, b in itertools.pairwise(fars)) and fars[0] == 1.0
     assert fars[-1] == pytest.approx(calibration.far_floor)
     for far, threshold in calibration.thresholds.items():
         assert calibration.far_at_score(threshold) <= far * (1 + 1e-9)  # the threshold keeps its promise
