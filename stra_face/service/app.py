@@ -24,6 +24,12 @@ from stra_face.service.state import ServiceState
 
 log = logging.getLogger("stra_face")
 STATIC = Path(__file__).resolve().parent / "static"
+# The browser pages fetch nothing from another origin, whatever their bundles reference (ReDoc's footer
+# logo is on a CDN; the image simply does not show): they work offline and leak nothing.
+SAME_ORIGIN_ONLY = {
+    "Content-Security-Policy": "default-src 'self'; img-src 'self' data: blob:; media-src 'self' blob:; "
+    "style-src 'self' 'unsafe-inline'; script-src 'self' 'unsafe-inline'; worker-src 'self' blob:; font-src 'self' data:",
+}
 
 
 def create_app(settings: Settings | None = None) -> FastAPI:
@@ -77,18 +83,23 @@ def serve_docs_offline(app: FastAPI) -> None:
 
     @app.get("/docs", include_in_schema=False)
     async def docs() -> HTMLResponse:
-        return get_swagger_ui_html(
+        page = get_swagger_ui_html(
             openapi_url=app.openapi_url, title=f"{app.title} API",
             swagger_js_url="/docs/assets/swagger-ui-bundle.js", swagger_css_url="/docs/assets/swagger-ui.css",
             swagger_favicon_url=favicon,
+            swagger_ui_parameters={"validatorUrl": None},  # else the page asks validator.swagger.io for a badge
         )
+        page.headers.update(SAME_ORIGIN_ONLY)
+        return page
 
     @app.get("/redoc", include_in_schema=False)
     async def redoc() -> HTMLResponse:
-        return get_redoc_html(
+        page = get_redoc_html(
             openapi_url=app.openapi_url, title=f"{app.title} API",
             redoc_js_url="/redoc/assets/redoc.standalone.js", redoc_favicon_url=favicon, with_google_fonts=False,
         )
+        page.headers.update(SAME_ORIGIN_ONLY)
+        return page
 
 
 def serve_console(app: FastAPI) -> None:
@@ -96,10 +107,11 @@ def serve_console(app: FastAPI) -> None:
     console = STATIC / "ui"
 
     @app.get("/ui", include_in_schema=False)
+    @app.get("/ui/", include_in_schema=False)
     async def ui() -> FileResponse:
-        return FileResponse(console / "index.html")
+        return FileResponse(console / "index.html", headers=SAME_ORIGIN_ONLY)
 
-    app.mount("/ui", StaticFiles(directory=console, html=True), name="ui")
+    app.mount("/ui", StaticFiles(directory=console), name="ui")
 
 
 def app_factory() -> FastAPI:
