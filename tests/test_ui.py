@@ -106,21 +106,25 @@ def open_page(browser, server):
     assert not errors, f"JavaScript errors: {errors}"
 
 
-def screenshot(page, name: str) -> None:
+def screenshot(page, name: str, full_page: bool = True) -> None:
     """docs/figures/ui_<name>_{1280,390}.png, only when STRA_UI_SCREENSHOTS names a folder."""
     if not SCREENSHOTS:
         return
     folder = Path(SCREENSHOTS)
     folder.mkdir(parents=True, exist_ok=True)
-    page.screenshot(path=folder / f"ui_{name}_1280.png", full_page=True)
+    page.screenshot(path=folder / f"ui_{name}_1280.png", full_page=full_page)
     page.set_viewport_size({"width": 390, "height": 844})
-    page.wait_for_timeout(200)  # canvases re-layout
-    page.screenshot(path=folder / f"ui_{name}_390.png", full_page=True)
+    page.wait_for_timeout(300)  # re-layout
+    page.screenshot(path=folder / f"ui_{name}_390.png", full_page=full_page)
     page.set_viewport_size({"width": 1280, "height": 900})
 
 
 def api(server, method: str, path: str, **kwargs) -> httpx.Response:
     return httpx.request(method, server.url + path, headers={"x-api-key": KEY}, timeout=60, **kwargs)
+
+
+def raw_faces(page) -> list[dict]:
+    return json.loads(page.locator("#analyze-json").text_content())["faces"]
 
 
 def test_analyze_shows_every_face_with_expressions_and_mode_maps(open_page, server):
@@ -138,15 +142,17 @@ def test_analyze_shows_every_face_with_expressions_and_mode_maps(open_page, serv
     image = cv2.imread(str(OBAMA_AND_BIDEN))
     assert size == [image.shape[1], image.shape[0]]
 
-    mode_maps = cards.first.locator(".modes img")
+    mode_maps = cards.first.locator(".modes")
     expect(mode_maps).to_be_hidden()
     cards.first.get_by_role("button", name="Show mode maps").click()
     expect(mode_maps).to_be_visible()
-    assert mode_maps.evaluate("img => img.complete && img.naturalWidth") > 96  # the crop and each map side by side
+    groups = raw_faces(page)[0]["modes"]["groups"]
+    expect(mode_maps.locator("canvas")).to_have_count(1 + groups)  # the crop, then one tile per mode
 
     page.get_by_text("Raw JSON").click()
     raw = json.loads(page.locator("#analyze-json").inner_text())
     assert raw["faces_found"] == found and len(raw["faces"]) == found and raw["truncated"] is False
+    assert [face["expression"]["dominant"] for face in raw["faces"]] == [label.lower() for label in cards.locator(".dominant-label").all_inner_texts()]
     screenshot(page, "analyze")
 
 
@@ -229,6 +235,7 @@ def test_gallery_create_enrol_choose_a_face_identify_paginate_delete(open_page, 
 def test_live_analyzes_the_webcam_at_a_bounded_rate(open_page):
     page = open_page("/ui#live")
     page.select_option("#live-rate", "2")
+    page.check("#live-names")
     page.get_by_role("button", name="Start camera").click()
     fps = page.locator("#live-fps")
     expect(fps).to_have_attribute("data-frames", re.compile(r"^([4-9]|\d\d+)$"), timeout=30_000)
@@ -236,7 +243,9 @@ def test_live_analyzes_the_webcam_at_a_bounded_rate(open_page):
     assert 0 < rate <= 2.2, rate  # at most the chosen rate
     canvas = page.locator("#live-canvas")
     expect(canvas).to_have_attribute("data-faces", re.compile(r"^[1-9]"), timeout=15_000)
-    assert all(label.split(" · ")[-1] in EXPRESSIONS for label in canvas.get_attribute("data-labels").split("|"))
+    for label in canvas.get_attribute("data-labels").split("|"):  # "<name or unknown> · <expression>"
+        name, expression = label.split(" · ")
+        assert name and expression in EXPRESSIONS, label
     screenshot(page, "live")
     page.get_by_role("button", name="Stop camera").click()
 
@@ -269,4 +278,4 @@ def test_docs_render_the_openapi_document(open_page, path, operation):
     assert operations.count() >= 10
     expect(page.get_by_text("/v1/verify").first).to_be_attached()
     assert "Unable to render" not in page.content()
-    screenshot(page, path.strip("/"))
+    screenshot(page, path.strip("/"), full_page=False)  # the API's pages are long

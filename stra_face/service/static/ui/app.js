@@ -125,7 +125,7 @@ function drawOverlay(context, width, faces, labelOf, highlight = () => false) {
       context.fill();
     }
     const label = `${index + 1}${labelOf(face, index) ? " " + labelOf(face, index) : ""}`;
-    const size = Math.max(12, Math.round(width / 45));
+    const size = Math.max(12, Math.round(Math.max(width, context.canvas.height) / 40));
     context.font = `600 ${size}px system-ui, sans-serif`;
     const textWidth = context.measureText(label).width + size * 0.6;
     const top = y1 > size * 1.4 ? y1 - size * 1.4 : y2;
@@ -221,19 +221,35 @@ function expressionBars(expression) {
       el("span", { class: "value" }, percent(p)))));
 }
 
+// The server's overlay PNG is one row: the crop, then each mode's map over it; shown here as a grid.
+function modeTiles(modes) {
+  const grid = el("div", { class: "mode-grid" });
+  const strip = new Image();
+  strip.onload = () => {
+    const side = strip.naturalHeight;
+    for (let index = 0; index * side < strip.naturalWidth; index++) {
+      const tile = el("canvas", { width: side, height: side, "aria-hidden": "true" });
+      tile.getContext("2d").drawImage(strip, index * side, 0, side, side, 0, 0, side, side);
+      grid.append(el("figure", {}, tile, el("figcaption", {}, index ? `mode ${index}` : "crop")));
+    }
+  };
+  strip.src = `data:image/png;base64,${modes.overlay_png}`;
+  return grid;
+}
+
 function modesPanel(modes) {
   if (!modes || !modes.overlay_png) return null;
-  const strip = el("figure", { class: "modes", hidden: true },
-    el("img", { src: `data:image/png;base64,${modes.overlay_png}`, alt: `the aligned face and its ${modes.groups} StRA mode maps` }),
-    el("figcaption", {}, `The 48×48 crop the expression model saw, then each of its ${modes.groups} mode maps (${modes.grid[0]}×${modes.grid[1]}, blue 0 … red 1).`));
+  const panel = el("div", { class: "modes", hidden: true, role: "img", "aria-label": `the aligned face and its ${modes.groups} StRA mode maps` },
+    modeTiles(modes),
+    el("p", { class: "hint" }, `The 48×48 crop the expression model saw, then its ${modes.groups} mode maps (${modes.grid[0]}×${modes.grid[1]} cells; blue 0 … red 1: where each mode attends).`));
   const button = el("button", { type: "button", class: "toggle", "aria-pressed": "false", "aria-expanded": "false" }, "Show mode maps");
   button.addEventListener("click", () => {
-    strip.hidden = !strip.hidden;
-    button.setAttribute("aria-pressed", String(!strip.hidden));
-    button.setAttribute("aria-expanded", String(!strip.hidden));
-    button.textContent = strip.hidden ? "Show mode maps" : "Hide mode maps";
+    panel.hidden = !panel.hidden;
+    button.setAttribute("aria-pressed", String(!panel.hidden));
+    button.setAttribute("aria-expanded", String(!panel.hidden));
+    button.textContent = panel.hidden ? "Show mode maps" : "Hide mode maps";
   });
-  return [button, strip];
+  return [button, panel];
 }
 
 function faceCard(face, index) {
@@ -466,7 +482,7 @@ async function identifyFile() {
   if (!file) return;
   $("#identify-result").hidden = true;
   await guarded($("#gallery-error"), async () => {
-    const result = await api(`/v1/identify${farQuery($("#verify-far"))}`, { method: "POST", form: imageForm({ image: file }) });
+    const result = await api(`/v1/identify${farQuery($("#identify-far"))}`, { method: "POST", form: imageForm({ image: file }) });
     const image = await loadImage(file);
     const best = (face) => face.matches.find((m) => m.accepted);
     drawFaces($("#identify-canvas"), image, result.faces, (face) => { const m = best(face); return m ? m.name || m.subject_id : "unknown"; });
@@ -477,7 +493,7 @@ async function identifyFile() {
         el("tbody", {}, face.matches.map((m) => el("tr", { class: m.accepted ? "accepted" : "" },
           el("td", {}, m.name ? `${m.name} (${m.subject_id})` : m.subject_id), el("td", {}, m.similarity.toFixed(3)), el("td", {}, m.accepted ? "yes" : "no")))))
         : el("p", { class: "hint" }, "The gallery has no face enrolled with the current model."))));
-    $("#identify-faces").prepend(el("p", { class: "hint" }, `Threshold ${result.decision.threshold.toFixed(3)}. ${meaningOf(result.decision)}`));
+    $("#identify-decision").textContent = `${facesSummary(result.faces_found, result.faces.length, result.truncated)}. Threshold ${result.decision.threshold.toFixed(3)}: ${meaningOf(result.decision)}`;
     $("#identify-result").hidden = false;
   });
 }
@@ -506,7 +522,7 @@ async function liveStep() {
   const form = () => imageForm({ image: new File([blob], "frame.jpg", { type: "image/jpeg" }) });
   const [analyzed, identified] = await Promise.all([
     api("/v1/analyze", { method: "POST", form: form() }).catch((error) => (error.code === "no_face" ? { faces: [] } : Promise.reject(error))),
-    $("#live-names").checked ? api(`/v1/identify${farQuery($("#verify-far"))}`, { method: "POST", form: form() }).catch((error) => (error.code === "no_face" ? { faces: [] } : Promise.reject(error))) : null,
+    $("#live-names").checked ? api(`/v1/identify${farQuery($("#identify-far"))}`, { method: "POST", form: form() }).catch((error) => (error.code === "no_face" ? { faces: [] } : Promise.reject(error))) : null,
   ]);
   const faces = analyzed.faces.map((face) => {
     const box = Object.fromEntries(Object.entries(face.box).map(([k, v]) => [k, v / scale]));
