@@ -269,7 +269,6 @@ async function analyzeFile(file) {
   const box = $("#analyze-error");
   $("#analyze-result").hidden = true;
   await guarded(box, async () => {
-    const image = await loadImage(file);
     let result;
     let note = "";
     try {
@@ -279,6 +278,7 @@ async function analyzeFile(file) {
       result = await api("/v1/analyze", { method: "POST", form: imageForm({ image: file }) });
       note = " (this expression model has no mode maps)";
     }
+    const image = await loadImage(file);  // after the API: a file it refuses gets the API's message
     drawFaces($("#analyze-canvas"), image, result.faces, (face) => face.expression.dominant);
     $("#analyze-summary").textContent = facesSummary(result.faces_found, result.faces.length, result.truncated) + note;
     $("#analyze-faces").replaceChildren(...result.faces.map(faceCard));
@@ -556,7 +556,7 @@ async function liveLoop() {
     const started = performance.now();
     try {
       await liveStep();
-      live.done.push(performance.now());
+      live.done.push(started);  // start times: they are at least 1/rate apart, so the rate shown is bounded by it
       showFps();
       showError($("#live-error"), null);
     } catch (error) {
