@@ -281,6 +281,7 @@ async function analyzeFile(file) {
     const image = await loadImage(file);  // after the API: a file it refuses gets the API's message
     drawFaces($("#analyze-canvas"), image, result.faces, (face) => face.expression.dominant);
     $("#analyze-summary").textContent = facesSummary(result.faces_found, result.faces.length, result.truncated) + note;
+    $("#analyze-summary").classList.toggle("warn", result.truncated);
     $("#analyze-faces").replaceChildren(...result.faces.map(faceCard));
     $("#analyze-json").textContent = shortenedForDisplay(result);
     $("#analyze-result").hidden = false;
