@@ -190,7 +190,7 @@ def test_docs_are_served_without_a_cdn(client):
 
 def test_open_routes_with_keys_configured(make_client):
     client = make_client(api_keys=["k"])
-    for path in ("/health", "/ready", "/metrics", "/openapi.json", "/docs"):
+    for path in ("/health", "/ready", "/metrics", "/openapi.json", "/docs", "/redoc", "/ui", "/ui/app.js"):
         assert client.get(path).status_code == 200, path
     assert_error(client.get("/v1/info"), 401, "missing_api_key")
     assert_error(client.get("/v1/subjects"), 401, "missing_api_key")
