@@ -149,7 +149,6 @@ function wireDropZones() {
     });
     input.addEventListener("change", () => {
       const name = input.files[0] ? input.files[0].name : "";
-      zone.dataset.file = name;
       zone.querySelector("span").dataset.file = name;
     });
   }
