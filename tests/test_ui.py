@@ -6,6 +6,7 @@ console and the docs must work offline). With STRA_UI_SCREENSHOTS=<folder> each 
 1280 and 390 px wide (docs/figures/ui_*.png come from `STRA_UI_SCREENSHOTS=docs/figures`)."""
 from __future__ import annotations
 
+import base64
 import json
 import os
 import re
@@ -124,6 +125,19 @@ def api(server, method: str, path: str, **kwargs) -> httpx.Response:
     return httpx.request(method, server.url + path, headers={"x-api-key": KEY}, timeout=60, **kwargs)
 
 
+def drop_file(page, target: str, path: Path) -> None:
+    """Drags a file from the desktop onto `target`, as a user would."""
+    transfer = page.evaluate_handle(
+        """([b64, name]) => {
+            const transfer = new DataTransfer();
+            transfer.items.add(new File([Uint8Array.from(atob(b64), (c) => c.charCodeAt(0))], name, { type: "image/jpeg" }));
+            return transfer;
+        }""",
+        [base64.b64encode(path.read_bytes()).decode(), path.name],
+    )
+    page.dispatch_event(target, "drop", {"dataTransfer": transfer})
+
+
 def raw_faces(page) -> list[dict]:
     return json.loads(page.locator("#analyze-json").text_content())["faces"]
 
@@ -132,7 +146,7 @@ def test_analyze_shows_every_face_with_expressions_and_mode_maps(open_page, serv
     found = api(server, "POST", "/v1/detect", files={"image": need(OBAMA_AND_BIDEN).read_bytes()}).json()["faces_found"]
     assert found > 2  # Obama, Biden and a child behind them
     page = open_page("/ui#analyze")
-    page.set_input_files("#analyze-file", str(OBAMA_AND_BIDEN))
+    drop_file(page, "#page-analyze .drop", OBAMA_AND_BIDEN)
     expect(page.locator("#analyze-summary")).to_have_text(f"{found} faces found; the largest 2 are shown (the server's STRA_MAX_FACES cut the list)", timeout=30_000)
     cards = page.locator("#analyze-faces .card")
     expect(cards).to_have_count(2)
