@@ -15,8 +15,10 @@ from pathlib import Path
 
 import cv2
 import httpx
+import numpy as np
 import pytest
 
+from stra_face.gallery.sqlite import SQLiteGallery
 from tests.conftest import FACES, SHARED_DATA, need
 from tests.live_server import ROOT, start_server, stop_server
 
@@ -230,6 +232,16 @@ def test_gallery_create_enrol_choose_a_face_identify_paginate_delete(open_page, 
     expect(page.locator("#gallery-enrolments")).to_contain_text("2 enrolled faces searchable")
     expect(page.locator("#gallery-enrolments")).to_contain_text("none needs re-enrolment")
     screenshot(page, "gallery")
+
+    # A face enrolled before a model switch (another model's sha256), written as that server would have.
+    stale = np.zeros(128, np.float32)
+    stale[0] = 1
+    SQLiteGallery(server.log.parent / "gallery.sqlite3").add_face("obama", "enrolled-before-switch", stale, "0" * 64, None)
+    page.reload()
+    expect(page.locator("#gallery-enrolments")).to_contain_text("1 enrolled with another model needs re-enrolment")
+    expect(page.locator('tr[data-subject="obama"] .badge')).to_have_text("1 stale")
+    page.get_by_role("button", name="obama").click()
+    expect(page.locator("tr.details:visible")).to_contain_text("needs re-enrolment")
 
     for index in range(10):  # a second page
         assert api(server, "POST", "/v1/subjects", json={"id": f"extra-{index:02d}"}).status_code == 201

@@ -389,7 +389,7 @@ function renderSubjects() {
 function renderEnrolments(enrolments) {
   const stale = enrolments.need_reenrolment;
   $("#gallery-enrolments").textContent = `${enrolments.current_model} enrolled faces searchable with the current model` +
-    (stale ? `; ${stale} enrolled with another model need re-enrolment (kept, not searched).` : "; none needs re-enrolment.");
+    (stale ? `; ${stale} enrolled with another model ${stale === 1 ? "needs" : "need"} re-enrolment (kept, not searched).` : "; none needs re-enrolment.");
   $("#gallery-enrolments").classList.toggle("warn", stale > 0);
 }
 
