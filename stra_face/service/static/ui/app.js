@@ -94,9 +94,10 @@ function oneIn(far) {
 function loadImage(file) {
   return new Promise((resolve, reject) => {
     const image = new Image();
-    image.onload = () => resolve(image);
-    image.onerror = () => reject(new ApiError(0, "not_an_image", `${file.name} could not be shown by the browser`));
-    image.src = URL.createObjectURL(file);
+    const url = URL.createObjectURL(file);
+    image.onload = () => { URL.revokeObjectURL(url); resolve(image); };  // decoded: the URL is no longer needed
+    image.onerror = () => { URL.revokeObjectURL(url); reject(new ApiError(0, "not_an_image", `${file.name} could not be shown by the browser`)); };
+    image.src = url;
   });
 }
 
