@@ -544,7 +544,7 @@ async function liveStep() {
 
 function showFps() {
   const now = performance.now();
-  live.done = live.done.filter((t) => now - t < 3000);
+  live.done = live.done.filter((t) => now - t < 10000).slice(-6);  // the last few frames: steady, yet quick to follow a change
   const span = live.done.length > 1 ? (live.done.at(-1) - live.done[0]) / 1000 : 0;
   const fps = span > 0 ? (live.done.length - 1) / span : 0;
   $("#live-fps").textContent = `${fps.toFixed(1)} frames/s`;
