@@ -178,12 +178,19 @@ def test_openapi_documents_behaviour(client):
 def test_docs_are_served_without_a_cdn(client):
     page = client.get("/docs").text
     assert "cdn" not in page.lower() and "/docs/assets/swagger-ui-bundle.js" in page
+    assert '"validatorUrl": null' in page  # no badge from validator.swagger.io
     assert client.get("/docs/assets/swagger-ui-bundle.js").status_code == 200
+    redoc = client.get("/redoc").text
+    assert "fonts.googleapis" not in redoc and "/redoc/assets/redoc.standalone.js" in redoc
+    assert client.get("/redoc/assets/redoc.standalone.js").status_code == 200
+    for path in ("/docs", "/redoc", "/ui", "/ui/"):  # the browser may fetch nothing from elsewhere
+        assert client.get(path).headers["content-security-policy"].startswith("default-src 'self'"), path
+    assert client.get("/ui/app.js").headers["content-type"].startswith("text/javascript")
 
 
 def test_open_routes_with_keys_configured(make_client):
     client = make_client(api_keys=["k"])
-    for path in ("/health", "/ready", "/metrics", "/openapi.json", "/docs"):
+    for path in ("/health", "/ready", "/metrics", "/openapi.json", "/docs", "/redoc", "/ui", "/ui/app.js"):
         assert client.get(path).status_code == 200, path
     assert_error(client.get("/v1/info"), 401, "missing_api_key")
     assert_error(client.get("/v1/subjects"), 401, "missing_api_key")
