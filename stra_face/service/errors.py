@@ -53,6 +53,11 @@ def install_error_handlers(app: FastAPI) -> None:
     async def validation_error(request: Request, error: RequestValidationError):
         return error_response(422, "validation_error", _validation_message(error))
 
+    @app.exception_handler(RecursionError)
+    async def too_deep(request: Request, error: RecursionError):
+        # Input nested deeper than a parser or validator can follow, past the JSON guard: the client's doing.
+        return error_response(400, "invalid_json", "the request is nested too deeply to process")
+
     @app.exception_handler(StarletteHTTPException)
     async def http_error(request: Request, error: StarletteHTTPException):
         headers = getattr(error, "headers", None)
