@@ -7,6 +7,7 @@
   UTF-8 (415) or nested deeper than `MAX_JSON_DEPTH` (400), before any parser recurses into it.
 - `ApiKeyMiddleware`: the API key is checked before any of the body is read.
 - `HeadAsGetMiddleware`: HEAD on every GET route.
+- `RelativeRedirectMiddleware`: a redirect's Location is a path, never built from the Host header.
 - `UnhandledErrorMiddleware`: an exception no handler expected answers a JSON 500 without a
   traceback, is logged and counted, and is not re-raised, so the server keeps the connection
   (Starlette's own error middleware re-raises, and uvicorn then drops the keep-alive connection).
@@ -20,6 +21,7 @@ import logging
 import secrets
 import time
 from collections.abc import Callable
+from urllib.parse import urlsplit, urlunsplit
 
 import anyio.to_thread
 import numpy as np
@@ -80,7 +82,7 @@ def json_refusal(body: bytes, max_depth: int) -> tuple[int, str, str] | None:
     return None
 
 
-def _json_error(status: int, code: str, message: str, headers: dict[str, str] | None = None) -> tuple[dict, bytes]:
+def json_error(status: int, code: str, message: str, headers: dict[str, str] | None = None) -> tuple[dict, bytes]:
     body = json.dumps({"error": {"code": code, "message": message}}).encode()
     raw = [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]
     raw += [(k.lower().encode(), v.encode()) for k, v in (headers or {}).items()]
@@ -88,7 +90,7 @@ def _json_error(status: int, code: str, message: str, headers: dict[str, str] | 
 
 
 async def send_json_error(send: Send, status: int, code: str, message: str, headers: dict[str, str] | None = None) -> None:
-    start, body = _json_error(status, code, message, headers)
+    start, body = json_error(status, code, message, headers)
     await send(start)
     await send({"type": "http.response.body", "body": body})
 
@@ -234,6 +236,34 @@ class HeadAsGetMiddleware:
 
         scope["method"] = "GET"  # in place: the metrics middleware outside reads the matched route from this scope
         await self.app(scope, receive, headers_only)
+
+
+def _path_only(location: bytes) -> bytes:
+    """An absolute Location reduced to its path and query; leading slashes collapsed so that it can
+    never become a scheme-relative URL ("//evil.example") either."""
+    parts = urlsplit(location.decode("latin-1"))
+    return urlunsplit(("", "", "/" + parts.path.lstrip("/"), parts.query, "")).encode("latin-1")
+
+
+class RelativeRedirectMiddleware:
+    """Redirects (Starlette's trailing-slash one) name a path on this server, never a host: Starlette
+    builds an absolute URL from the client's Host header, so any client could choose where it points."""
+
+    def __init__(self, app: ASGIApp):
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+
+        async def relative_location(message: Message) -> None:
+            if message["type"] == "http.response.start" and 300 <= message["status"] < 400:
+                headers = [(name, _path_only(value) if name == b"location" else value) for name, value in message.get("headers", [])]
+                message = {**message, "headers": headers}
+            await send(message)
+
+        await self.app(scope, receive, relative_location)
 
 
 class UnhandledErrorMiddleware:
