@@ -68,7 +68,7 @@ def main() -> None:
     json_type = {"content-type": "application/json"}
     for kib in map(int, args.sizes.split(",")):
         body = b'"' + b'\\"' * (kib * 512 - 1)
-        got, slowest = health_while(url, lambda: httpx.post(url + "/v1/subjects", content=body, headers=json_type, timeout=600))
+        got, slowest = health_while(url, lambda body=body: httpx.post(url + "/v1/subjects", content=body, headers=json_type, timeout=600))
         print(f"1. {kib} KiB escaped-quote body: answered {got}; slowest /health {slowest * 1000:.0f} ms")
     print("1. Expect: 100-continue, no key:", raw(url, b"POST /v1/subjects HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: 100\r\nExpect: 100-continue\r\n\r\n"))
     nested = b'{"image": ' + b"[" * 50000 + b"]" * 50000 + b"}"

@@ -13,11 +13,11 @@ import time
 
 import httpx
 import pytest
-from PIL import Image, PngImagePlugin
-
 from bad_inputs import encode, picture
-from stra_face.service.middleware import json_depth
+from PIL import Image, PngImagePlugin
 from test_hardening import raw_request, read_response
+
+from stra_face.service.middleware import json_depth
 
 # /health answers in ~2 ms when idle; the quadratic scan held it 4.3 s for 39 KiB. 0.5 s leaves room
 # for a loaded 2-core CI machine while a 256 KiB body is handled.
@@ -88,7 +88,7 @@ def test_a_hostile_json_body_does_not_stall_the_event_loop(live_server, keyed_se
     }
     for name, body in bodies.items():
         answers = []
-        attack = threading.Thread(target=lambda: answers.append(httpx.post(server.url + "/v1/subjects", content=body, headers={"content-type": "application/json"}, timeout=120)))
+        attack = threading.Thread(target=lambda answers=answers, body=body: answers.append(httpx.post(server.url + "/v1/subjects", content=body, headers={"content-type": "application/json"}, timeout=120)))
         attack.start()
         latencies = health_latencies(server.url, attack)
         attack.join()
@@ -102,7 +102,7 @@ def test_a_hostile_json_body_does_not_stall_the_event_loop(live_server, keyed_se
 def test_no_body_is_read_before_the_api_key_is_checked(keyed_server):
     """`Expect: 100-continue` without a key: 401 at once, never `100 Continue` (which asks for the body)."""
     sock = raw_request(keyed_server, "POST /v1/subjects HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: 200000\r\nExpect: 100-continue\r\n\r\n")
-    status, headers, body = read_response(sock)
+    status, _, body = read_response(sock)
     sock.close()
     assert status == 401 and json.loads(body)["error"]["code"] == "missing_api_key"
     sock = raw_request(keyed_server, "POST /v1/subjects HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nx-api-key: k\r\nContent-Length: 13\r\nExpect: 100-continue\r\n\r\n")

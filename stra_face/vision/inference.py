@@ -14,8 +14,8 @@ import onnx
 import onnxruntime as ort
 from onnx import TensorProto, numpy_helper
 
-from stra_face.vision.providers import select_providers
 from stra_face.vision.preprocess import ARCFACE_112, EXPRESSIONS, FACE_INPUTS, to_expression_input, to_face_input
+from stra_face.vision.providers import select_providers
 
 log = logging.getLogger("stra_face.inference")
 
