@@ -230,3 +230,16 @@ def test_image_body_formats(live_server):
 def test_redirects_never_name_the_clients_host(live_server):
     answer = httpx.get(live_server.url + "/v1/subjects/", headers={"host": "evil.example"}, follow_redirects=False)
     assert answer.status_code == 307 and answer.headers["location"] == "/v1/subjects"
+
+
+def test_a_recursion_error_anywhere_answers_400_not_500(make_client):
+    """The last line behind the JSON guard: input nested too deeply for some parser or validator."""
+    client = make_client()
+
+    def too_deep():
+        raise RecursionError("maximum recursion depth exceeded")
+
+    client.app.add_api_route("/too-deep", too_deep)
+    answer = client.get("/too-deep")
+    assert answer.status_code == 400 and answer.json()["error"]["code"] == "invalid_json"
+    assert 'status="500"' not in client.get("/metrics").text
