@@ -205,3 +205,21 @@ def test_cuda_is_asked_for_only_with_a_gpu(monkeypatch, caplog):
     with caplog.at_level("INFO", logger="stra_face.providers"):
         assert providers.select_providers(["CUDAExecutionProvider", "CPUExecutionProvider"]) == ["CPUExecutionProvider"]
     assert "libcuda.so.1 not found" in caplog.text and len(caplog.records) == 1
+
+
+def test_models_ask_for_cuda_only_with_a_gpu(monkeypatch, caplog, tmp_path):
+    """Every model (service, benchmark, training tools) goes through select_providers: no CUDA session,
+    hence no CUDA library errors or GPU warnings, on a machine without a driver."""
+    import onnx
+    from onnx import TensorProto, helper
+
+    from stra_face.vision import inference, providers
+
+    graph = helper.make_graph([helper.make_node("Identity", ["x"], ["y"])], "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1])], [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1])])
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), tmp_path / "identity.onnx")
+    monkeypatch.setattr(providers.ort, "get_available_providers", lambda: ["CUDAExecutionProvider", "CPUExecutionProvider"])
+    monkeypatch.setattr(providers, "cuda_devices", lambda: (0, "no CUDA driver (libcuda.so.1 not found)"))
+    with caplog.at_level("INFO"):
+        model = inference.OnnxModel(tmp_path / "identity.onnx", ["CUDAExecutionProvider", "CPUExecutionProvider"])
+    assert model.providers == ["CPUExecutionProvider"]
+    assert not [r for r in caplog.records if r.levelname == "WARNING"] and "libcuda.so.1 not found" in caplog.text

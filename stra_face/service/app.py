@@ -16,8 +16,8 @@ from stra_face.service.api.deps import admitted, require_api_key
 from stra_face.service.errors import install_error_handlers
 from stra_face.service.limits import body_limit
 from stra_face.service.metrics import Metrics, MetricsMiddleware
-from stra_face.service.middleware import RequestGuardMiddleware, UnhandledErrorMiddleware
-from stra_face.service.openapi import install_openapi
+from stra_face.service.middleware import ApiKeyMiddleware, HeadAsGetMiddleware, RelativeRedirectMiddleware, RequestGuardMiddleware, UnhandledErrorMiddleware
+from stra_face.service.openapi import install_openapi, needs_api_key
 from stra_face.service.settings import Settings
 from stra_face.service.state import ServiceState
 
@@ -55,8 +55,12 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         redoc_url=None,
     )
     app.state.metrics = metrics
-    # Outermost last: unexpected errors -> JSON 500 (counted) around metrics around the body guard.
+    # Outermost last: unexpected errors -> JSON 500 (counted) around metrics around HEAD-as-GET
+    # around the API key check around the body guard (which reads nothing until the route asks).
     app.add_middleware(RequestGuardMiddleware, limit_for=body_limit(app, settings), body_timeout_s=settings.body_timeout_s)
+    app.add_middleware(RelativeRedirectMiddleware)
+    app.add_middleware(ApiKeyMiddleware, keys=settings.api_keys, needs_key=needs_api_key(app))
+    app.add_middleware(HeadAsGetMiddleware)
     app.add_middleware(MetricsMiddleware, metrics=metrics)
     app.add_middleware(UnhandledErrorMiddleware, count=metrics.count_unhandled)
     install_error_handlers(app)

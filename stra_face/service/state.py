@@ -13,7 +13,6 @@ from stra_face.vision.inference import EmbeddingModel, ExpressionModel, MicroBat
 from stra_face.service.limits import Admission
 from stra_face.service.metrics import Metrics
 from stra_face.vision.detect import FaceDetector
-from stra_face.vision.providers import select_providers
 from stra_face.service.settings import Settings
 from stra_face.vision.thresholds import Calibration, load_calibration
 
@@ -37,7 +36,7 @@ class ServiceState:
 
     @classmethod
     def load(cls, settings: Settings, metrics: Metrics) -> "ServiceState":
-        providers = select_providers(settings.providers)
+        providers = settings.providers  # each model keeps those this machine can run (select_providers)
         embedder = EmbeddingModel(Path(settings.embedding_model), providers, settings.intra_op_threads)
         expression = None
         if Path(settings.expression_model).exists():

@@ -19,11 +19,15 @@ import io
 import warnings
 
 import numpy as np
-from PIL import Image, ImageOps, UnidentifiedImageError
+from PIL import Image, ImageOps, PngImagePlugin, UnidentifiedImageError
 
 SUPPORTED_FORMATS = {"JPEG", "PNG", "WEBP", "BMP", "MPO"}  # MPO: multi-picture JPEGs from phones
 BACKGROUND = (255, 255, 255)  # what shows through transparent pixels
 HIGH_BIT_DEPTH_MODES = {"I;16", "I;16L", "I;16B", "I;16N", "I"}
+# Pillow refuses a PNG whose compressed text chunk (a comment, XMP metadata) inflates past 1 MiB,
+# which cameras and editors do write. Any one chunk may inflate to 16 MiB; all of an image's text
+# together stays bounded by Pillow's MAX_TEXT_MEMORY (64 MiB), the bound that was already there.
+PngImagePlugin.MAX_TEXT_CHUNK = 16 * 2**20
 
 
 class ImageError(ValueError):
