@@ -1,0 +1,31 @@
+"""The models of the face pipeline, loaded once from the settings: shared by the service and the Python API."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+from stra_face.config import PipelineSettings
+from stra_face.vision.detect import FaceDetector
+from stra_face.vision.inference import EmbeddingModel, ExpressionModel
+from stra_face.vision.providers import select_providers
+from stra_face.vision.thresholds import Calibration, load_calibration
+
+
+@dataclass
+class FaceModels:
+    detector: FaceDetector
+    embedder: EmbeddingModel
+    expression: ExpressionModel | None  # optional: verification alone needs no expression model
+    calibration: Calibration | None  # None: the embedding model has no entry in the thresholds file
+
+
+def load_face_models(settings: PipelineSettings) -> FaceModels:
+    providers = select_providers(settings.providers)
+    embedder = EmbeddingModel(Path(settings.embedding_model), providers, settings.intra_op_threads)
+    expression_path = Path(settings.expression_model)
+    expression = ExpressionModel(expression_path, providers, settings.intra_op_threads) if expression_path.exists() else None
+    detector = FaceDetector(
+        settings.min_face_size, settings.detection_threshold, settings.detection_size,
+        providers=providers, intra_op_threads=settings.intra_op_threads,
+    )
+    return FaceModels(detector, embedder, expression, load_calibration(Path(settings.thresholds_file), embedder.sha256))
