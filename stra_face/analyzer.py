@@ -38,7 +38,10 @@ def load_image(image: ImageInput, max_bytes: int = 10 * 2**20, max_pixels: int =
         path = Path(image)
         if not path.is_file():
             raise FileNotFoundError(f"no such image file: {path}")
-        return decode_image(path.read_bytes(), max_bytes, max_pixels)
+        try:
+            return decode_image(path.read_bytes(), max_bytes, max_pixels)
+        except ImageError as error:  # say which file
+            raise ImageError(error.code, f"{path}: {error.message}", error.status) from None
     if isinstance(image, (bytes, bytearray, memoryview)):
         return decode_image(bytes(image), max_bytes, max_pixels)
     if isinstance(image, np.ndarray):
@@ -177,8 +180,8 @@ class FaceAnalyzer:
     def verify(self, image1: ImageInput, image2: ImageInput, *, far: float | None = None, threshold: float | None = None, flip: bool | None = None, **options: Any) -> dict:
         """~ POST /v1/verify: every face of image1 against every face of image2; the best pair decides."""
         chosen = self.decision(far, threshold)  # before any model work, as the service checks its query first
-        first = self.faces_with_embeddings(image1, "image1", flip=flip, **options)
-        second = self.faces_with_embeddings(image2, "image2", flip=flip, **options)
+        first = self.faces_with_embeddings(image1, _named("image1", image1), flip=flip, **options)
+        second = self.faces_with_embeddings(image2, _named("image2", image2), flip=flip, **options)
         similarities = first.embeddings @ second.embeddings.T
         pairs = [
             {"face1": i, "face2": j, "similarity": float(similarities[i, j]), "verified": bool(similarities[i, j] >= chosen.threshold)}
@@ -192,6 +195,10 @@ class FaceAnalyzer:
             "faces1_found": first.faces_found, "faces2_found": second.faces_found,
             "truncated": first.truncated or second.truncated, "model_sha256": self.model_sha256,
         }
+
+
+def _named(field: str, image: ImageInput) -> str:
+    return f"{field} ({image})" if isinstance(image, (str, os.PathLike)) else field
 
 
 def _size(result: AnalyzedImage) -> dict:

@@ -7,14 +7,17 @@ GET /v1/subjects).
 """
 from __future__ import annotations
 
+import functools
 import uuid
 from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
 from stra_face.analyzer import FaceAnalyzer, ImageInput, counted, decision_of, default_analyzer, detected
+from stra_face.config import PipelineSettings
 from stra_face.gallery import GalleryError, Subject, SubjectFace, open_gallery
 from stra_face.vision.decode import ImageError
+from stra_face.vision.inference import sha256_file
 
 DSN_SCHEMES = ("postgresql://", "postgres://")
 
@@ -30,6 +33,10 @@ def subject_out(subject: Subject, current_sha256: str) -> dict:
     return asdict(subject) | {"faces": [face_out(f, current_sha256) for f in subject.faces]}
 
 
+def _named(image: ImageInput) -> str:
+    return str(image) if isinstance(image, (str, Path)) else "the image"
+
+
 class Gallery:
     """`Gallery("people.sqlite3")` or `Gallery("postgresql://user@host/db")` (the `postgres` extra).
 
@@ -37,7 +44,7 @@ class Gallery:
     it as a context manager."""
 
     def __init__(self, location: str | Path, analyzer: FaceAnalyzer | None = None, **postgres_options: Any):
-        self.analyzer = analyzer or default_analyzer()
+        self._analyzer = analyzer
         dsn = str(location) if str(location).startswith(DSN_SCHEMES) else None
         if dsn is None:
             Path(location).parent.mkdir(parents=True, exist_ok=True)
@@ -53,8 +60,16 @@ class Gallery:
         self.store.close()
 
     @property
+    def analyzer(self) -> FaceAnalyzer:
+        """The given analyzer, else the shared default one (its models load on first use)."""
+        if self._analyzer is None:
+            self._analyzer = default_analyzer()
+        return self._analyzer
+
+    @functools.cached_property
     def _sha256(self) -> str:
-        return self.analyzer.model_sha256
+        """The embedding model's sha256, which keys its faces: listing subjects needs no model loaded."""
+        return self._analyzer.model_sha256 if self._analyzer else sha256_file(PipelineSettings().embedding_model)
 
     def subject(self, subject_id: str) -> dict:
         return subject_out(self.store.get_subject(subject_id), self._sha256)
@@ -80,9 +95,9 @@ class Gallery:
         select: "single" refuses an image of several faces (as the service does), "largest" takes the largest."""
         if select not in ("single", "largest"):
             raise ValueError(f"select is 'single' or 'largest', not {select!r}")
-        result = self.analyzer.faces_with_embeddings(image, flip=flip, **options)
+        result = self.analyzer.faces_with_embeddings(image, _named(image), flip=flip, **options)
         if len(result.detections) > 1 and select == "single":
-            raise ImageError("multiple_faces", f"{result.faces_found} faces found; use a photo of one face or select='largest'")
+            raise ImageError("multiple_faces", f"{result.faces_found} faces found in {_named(image)}; use a photo of one face or select='largest'")
         self._ensure_subject(subject_id, name, metadata or {})
         face = self.store.add_face(subject_id, uuid.uuid4().hex, result.embeddings[0], self._sha256, None)
         return {"subject_id": subject_id, "face": face_out(face, self._sha256), "detection": detected(result.detections[0])}
@@ -98,7 +113,7 @@ class Gallery:
     def identify(self, image: ImageInput, *, top_k: int = 5, far: float | None = None, threshold: float | None = None, flip: bool | None = None, **options: Any) -> dict:
         """~ POST /v1/identify: per face, the top_k subjects by their best face, accepted at or above the threshold."""
         chosen = self.analyzer.decision(far, threshold)
-        result = self.analyzer.faces_with_embeddings(image, flip=flip, **options)
+        result = self.analyzer.faces_with_embeddings(image, _named(image), flip=flip, **options)
         faces = []
         for detection, embedding in zip(result.detections, result.embeddings):
             matches = self.store.search(embedding, self._sha256, top_k)
