@@ -17,10 +17,10 @@ from typing import Any, Union
 import numpy as np
 
 from stra_face.config import PipelineSettings
-from stra_face.vision.bundle import load_face_models
+from stra_face.vision.bundle import load_expression_model, load_face_models
 from stra_face.vision.decode import ImageError, decode_image, from_pil
 from stra_face.vision.detect import Detection
-from stra_face.vision.inference import ModesUnavailable
+from stra_face.vision.inference import ExpressionModel, ModesUnavailable
 from stra_face.vision.pipeline import EMBED, EXPRESSION, ONET, RNET, AnalyzedImage, DetectionOptions, Request, analysis, run_sync
 from stra_face.vision.preprocess import EXPRESSIONS
 from stra_face.vision.thresholds import Choice, choose_threshold
@@ -103,11 +103,14 @@ class FaceAnalyzer:
     def __init__(self, settings: PipelineSettings | None = None, **overrides: Any):
         # Validated again, so that overrides get their types (a str path becomes a Path).
         self.settings = PipelineSettings(**(settings.model_dump() if settings else {}) | overrides)
-        models = load_face_models(self.settings)
-        self.detector, self.embedder, self.expression_model, self.calibration = models.detector, models.embedder, models.expression, models.calibration
+        models = load_face_models(self.settings, expression=False)
+        self.providers, self.detector, self.embedder, self.calibration = models.providers, models.detector, models.embedder, models.calibration
         self._models = {RNET: self.detector.run_rnet, ONET: self.detector.run_onet, EMBED: self.embedder.embed}
-        if self.expression_model is not None:
-            self._models[EXPRESSION] = self.expression_model.predict
+
+    @functools.cached_property
+    def expression_model(self) -> ExpressionModel | None:
+        """Loaded on first use (the largest model): verification and identification never wait for it."""
+        return load_expression_model(self.settings, self.providers)
 
     @property
     def model_sha256(self) -> str:
@@ -133,7 +136,7 @@ class FaceAnalyzer:
             self.load(image), self.detector, self.embedder.input_kind, self.settings.max_faces,
             DetectionOptions(min_face_size, detection_threshold), request,
         )
-        return run_sync(steps, self._models)
+        return run_sync(steps, self._models | ({EXPRESSION: self.expression_model.predict} if request.expression else {}))
 
     def detect(self, image: ImageInput, **options: Any) -> dict:
         """~ POST /v1/detect: every face's box, score and 5 landmarks, largest first."""

@@ -109,7 +109,9 @@ def main(argv: list[str] | None = None) -> None:
                 entries.append({"path": str(path), "error": common.error_entry(error)})
                 failed += 1
         if args.csv:
-            write_csv(entries, args.csv, analyzer.expression_model.labels)
+            from stra_face.vision.preprocess import EXPRESSIONS
+
+            write_csv(entries, args.csv, EXPRESSIONS)
         else:
             common.write_json(entries, args.json)
         faces = sum(len(e.get("faces", ())) for e in entries)
