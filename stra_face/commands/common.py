@@ -59,6 +59,10 @@ def existing_gallery(location: str) -> str:
 
 def user_error(error: BaseException) -> str | None:
     """The one-line message of an error caused by the input (a file, an image, the gallery), else None."""
+    if isinstance(error, InputError):  # before the imports below: arguments are checked before any model loads
+        return str(error)
+    if isinstance(error, OSError):
+        return f"{error.strerror or error}: {error.filename}" if error.filename else str(error)
     from stra_face.analyzer import ModelUnavailable
     from stra_face.gallery import GalleryError
     from stra_face.vision.decode import ImageError
@@ -67,9 +71,7 @@ def user_error(error: BaseException) -> str | None:
 
     if isinstance(error, (ImageError, GalleryError, ThresholdError)):
         return f"{error.message} ({error.code})"
-    if isinstance(error, OSError):
-        return f"{error.strerror or error}: {error.filename}" if error.filename else str(error)
-    if isinstance(error, (ModelUnavailable, ModesUnavailable, InputError)):
+    if isinstance(error, (ModelUnavailable, ModesUnavailable)):
         return str(error)
     return None
 
