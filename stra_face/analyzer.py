@@ -21,7 +21,17 @@ from stra_face.vision.bundle import load_expression_model, load_face_models
 from stra_face.vision.decode import ImageError, decode_image, from_pil
 from stra_face.vision.detect import Detection
 from stra_face.vision.inference import ExpressionModel, ModesUnavailable
-from stra_face.vision.pipeline import EMBED, EXPRESSION, ONET, RNET, AnalyzedImage, DetectionOptions, Request, analysis, run_sync
+from stra_face.vision.pipeline import (
+    EMBED,
+    EXPRESSION,
+    ONET,
+    RNET,
+    AnalyzedImage,
+    DetectionOptions,
+    Request,
+    analysis,
+    run_sync,
+)
 from stra_face.vision.preprocess import EXPRESSIONS
 from stra_face.vision.thresholds import Choice, choose_threshold
 

@@ -50,7 +50,7 @@ class Gallery:
             Path(location).parent.mkdir(parents=True, exist_ok=True)
         self.store = open_gallery(location, dsn, **postgres_options)
 
-    def __enter__(self) -> "Gallery":
+    def __enter__(self) -> Gallery:
         return self
 
     def __exit__(self, *exc_info) -> None:

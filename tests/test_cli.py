@@ -11,7 +11,6 @@ import time
 from pathlib import Path
 
 import pytest
-
 from conftest import FACES, ROOT, need
 
 SCRIPT = Path(sys.executable).parent / "stra-face"
@@ -22,7 +21,7 @@ OBAMA, OBAMA2, BIDEN = "examples/obama-480p.jpg", "examples/knn_examples/train/o
 
 
 def stra_face(*args, cwd: Path | None = None) -> subprocess.CompletedProcess:
-    return subprocess.run([*COMMAND, *map(str, args)], capture_output=True, text=True, env=ENV, cwd=cwd or ROOT, timeout=300)
+    return subprocess.run([*COMMAND, *map(str, args)], check=False, capture_output=True, text=True, env=ENV, cwd=cwd or ROOT, timeout=300)
 
 
 def photos(tmp_path: Path, layout: dict[str, str]) -> Path:
@@ -81,7 +80,7 @@ def test_analyze_writes_csv_json_and_drawings(tmp_path):
     per_image = {Path(row["path"]).name: [r for r in rows if r["path"] == row["path"]] for row in rows}
     assert {name: len(faces) for name, faces in per_image.items()} == {"two_people.jpg": 2, "biden.jpg": 1, "blank.png": 1}
     assert per_image["blank.png"][0]["face"] == "" and per_image["blank.png"][0]["faces_found"] == "0"  # no face: one empty row
-    assert all(float(r["x2"]) > float(r["x1"]) and r["expression"] in r.keys() for r in rows if r["face"])
+    assert all(float(r["x2"]) > float(r["x1"]) and r["expression"] in r for r in rows if r["face"])
     assert sorted(str(p.relative_to(tmp_path / "drawn")) for p in (tmp_path / "drawn").rglob("*.*")) == ["photos/a/b/biden.jpg", "photos/a/two_people.jpg", "photos/blank.png"]
 
     (tmp_path / "broken.png").write_bytes(b"\x89PNG\r\n\x1a\n broken")

@@ -102,7 +102,7 @@ def main(argv: list[str] | None = None) -> None:
                 if args.draw:
                     save_drawing(draw(image, answer["faces"]), Path(args.draw), name)
                 entries.append({"path": str(path)} | answer)
-            except Exception as error:  # noqa: BLE001 - an unreadable image is reported and skipped; other errors re-raise
+            except Exception as error:
                 if common.user_error(error) is None:
                     raise
                 common.warn("analyze", f"skipped: {common.user_error(error)}")

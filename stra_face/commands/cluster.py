@@ -54,7 +54,7 @@ def main(argv: list[str] | None = None) -> None:
         for path, _ in common.progress(files, "cluster"):
             try:
                 result = analyzer.run(path, embed=True, **common.detection_options(args))
-            except Exception as error:  # noqa: BLE001 - an unreadable image is reported and skipped
+            except Exception as error:
                 if common.user_error(error) is None:
                     raise
                 common.warn("cluster", f"skipped: {common.user_error(error)}")

@@ -86,7 +86,7 @@ def run(command: str, work: Callable[[], int]) -> None:
         status = work()
     except KeyboardInterrupt:
         raise SystemExit(130) from None
-    except Exception as error:  # noqa: BLE001 - only input errors are turned into a message; the rest re-raise
+    except Exception as error:
         message = user_error(error)
         if message is None:
             raise

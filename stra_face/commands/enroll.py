@@ -37,7 +37,7 @@ def main(argv: list[str] | None = None) -> None:
                 try:
                     answer = gallery.enroll(person, path, select=args.select, flip=args.flip, **common.detection_options(args))
                     enrolled.append({"subject_id": person, "path": str(path), "face_id": answer["face"]["id"]})
-                except Exception as error:  # noqa: BLE001 - a photo that cannot be enrolled is reported and skipped
+                except Exception as error:
                     if common.user_error(error) is None:
                         raise
                     common.warn("enroll", f"skipped {path}: {common.user_error(error)}")

@@ -11,7 +11,16 @@ from stra_face.service.errors import APIError
 from stra_face.service.state import ServiceState
 from stra_face.vision.decode import decode_image
 from stra_face.vision.pipeline import (
-    EMBED, EXPRESSION, ONET, RNET, AnalyzedImage, DetectionOptions, ModelCall, Request, advance, analysis,
+    EMBED,
+    EXPRESSION,
+    ONET,
+    RNET,
+    AnalyzedImage,
+    DetectionOptions,
+    ModelCall,
+    Request,
+    advance,
+    analysis,
 )
 
 __all__ = ["AnalyzedImage", "DetectionOptions", "analyze_image"]
