@@ -177,10 +177,12 @@ class FaceAnalyzer:
         ]
         return counted(result) | {"image": _size(result), "model_sha256": self.model_sha256, "faces": faces}
 
-    def decision(self, far: float | None = None, threshold: float | None = None) -> Choice:
-        """The accept threshold: `threshold` when given, else the calibrated one for `far` (the default FAR when None)."""
+    def decision(self, far: float | None = None, threshold: float | None = None, *, override: str = "pass threshold=") -> Choice:
+        """The accept threshold: `threshold` when given, else the calibrated one for `far` (the default FAR when None).
+        `override` words how a caller passes a threshold, in the errors."""
         return choose_threshold(
-            self.calibration, self.settings.default_far, far, threshold, model=self.model_sha256, source=str(self.settings.thresholds_file),
+            self.calibration, self.settings.default_far, far, threshold,
+            model=self.model_sha256, source=str(self.settings.thresholds_file), override=override,
         )
 
     def faces_with_embeddings(self, image: ImageInput, name: str = "the image", *, flip: bool | None = None, **options: Any) -> AnalyzedImage:

@@ -49,7 +49,7 @@ def main(argv: list[str] | None = None) -> None:
 
         files = common.image_files(args.paths)
         analyzer = common.analyzer()
-        chosen = analyzer.decision(args.far, args.threshold)
+        chosen = common.check_decision(analyzer, args)
         faces, embeddings, failed = [], [], 0
         for path, _ in common.progress(files, "cluster"):
             try:

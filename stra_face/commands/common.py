@@ -32,6 +32,11 @@ def add_decision_options(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--threshold", type=float, default=None, help="explicit cosine-similarity threshold (overrides --far)")
 
 
+def check_decision(analyzer, args: argparse.Namespace):
+    """The threshold --far / --threshold ask for: a bad --far fails before any image is read."""
+    return analyzer.decision(args.far, args.threshold, override="pass --threshold")
+
+
 def detection_options(args: argparse.Namespace) -> dict:
     return {"min_face_size": args.min_face_size, "detection_threshold": args.detection_threshold}
 

@@ -25,7 +25,7 @@ def main(argv: list[str] | None = None) -> None:
         common.existing_gallery(args.gallery)
         entries, failed = [], 0
         with Gallery(args.gallery, common.analyzer()) as gallery:
-            gallery.analyzer.decision(args.far, args.threshold)  # a bad --far fails before any image is read
+            common.check_decision(gallery.analyzer, args)
             for path, _ in common.progress(files, "identify"):
                 try:
                     answer = gallery.identify(path, top_k=args.top_k, far=args.far, threshold=args.threshold, flip=args.flip, **common.detection_options(args))

@@ -17,6 +17,7 @@ def main(argv: list[str] | None = None) -> None:
     def work() -> int:
         common.image_files([args.image1, args.image2])  # a missing file is named before the models load
         analyzer = common.analyzer()
+        common.check_decision(analyzer, args)
         answer = analyzer.verify(args.image1, args.image2, far=args.far, threshold=args.threshold, flip=args.flip, **common.detection_options(args))
         common.write_json(answer, None)
         return 0
