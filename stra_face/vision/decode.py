@@ -79,6 +79,16 @@ def _open(data: bytes, max_pixels: int) -> Image.Image:
     return image
 
 
+def from_pil(image: Image.Image, max_pixels: int = 40_000_000) -> np.ndarray:
+    """An already opened PIL image -> what `decode_image` gives for its file: (H, W, 3) uint8 RGB, upright."""
+    width, height = image.size
+    if width * height > max_pixels:
+        raise ImageError("image_too_large", f"the image is {width}x{height} = {width * height} pixels; the limit is {max_pixels}", status=413)
+    if width < 1 or height < 1:
+        raise ImageError("corrupt_image", f"the image is empty ({width}x{height})")
+    return np.asarray(_to_rgb(ImageOps.exif_transpose(image)), dtype=np.uint8)
+
+
 def decode_image(data: bytes, max_bytes: int = 10 * 2**20, max_pixels: int = 40_000_000) -> np.ndarray:
     """(H, W, 3) uint8 RGB with the EXIF orientation applied."""
     if not data:
