@@ -21,13 +21,14 @@ from pathlib import Path
 
 import numpy as np
 
-from stra_face.service.settings import Settings
+from stra_face.config import PipelineSettings
 from stra_face.vision.align import align_face
+from stra_face.vision.bundle import quality_gate
 from stra_face.vision.decode import ImageError, decode_image
 from stra_face.vision.detect import FaceDetector
 from stra_face.vision.inference import EmbeddingModel
 from stra_face.vision.providers import select_providers
-from stra_face.vision.quality import QualityGate, assess
+from stra_face.vision.quality import assess
 from stra_face.vision.thresholds import CALIBRATION_FARS, calibration_entry, roc_curve, write_thresholds
 
 IMAGES = {".jpg", ".jpeg", ".png", ".bmp", ".webp"}
@@ -43,10 +44,10 @@ def identity_folders(root: Path, max_images: int | None = None) -> list[tuple[st
     return photos
 
 
-def embed_photos(photos: list[tuple[str, Path]], settings: Settings, model: EmbeddingModel) -> tuple[list[str], list[str], np.ndarray, list[str]]:
+def embed_photos(photos: list[tuple[str, Path]], settings: PipelineSettings, model: EmbeddingModel) -> tuple[list[str], list[str], np.ndarray, list[str]]:
     """(people, files, embeddings (N, D) L2-normalised, skipped) for the photos with a usable face."""
     detector = FaceDetector(settings.min_face_size, settings.detection_threshold, settings.detection_size, providers=model.providers)
-    gate = QualityGate(settings.quality_min_score, settings.quality_min_eye_distance, settings.quality_min_sharpness)
+    gate = quality_gate(settings)
     people, files, faces, skipped = [], [], [], []
     for person, file in photos:
         try:
@@ -122,7 +123,7 @@ def main(argv: list[str] | None = None) -> dict:
     args = parser.parse_args(argv)
     if not args.folder.is_dir():
         parser.error(f"{args.folder} is not a folder")
-    settings = Settings()
+    settings = PipelineSettings()
     model = EmbeddingModel(Path(settings.embedding_model), select_providers(settings.providers), settings.intra_op_threads)
     people, files, embeddings, skipped = embed_photos(identity_folders(args.folder, args.max_images_per_person), settings, model)
     for note in skipped:

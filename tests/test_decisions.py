@@ -10,7 +10,7 @@ import pytest
 from conftest import FACES, SHARED_DATA, need
 
 from stra_face.gallery import Match
-from stra_face.service.api.decision import assign_subjects
+from stra_face.vision.identify import assign_subjects
 from stra_face.vision.decode import decode_image
 from stra_face.vision.detect import Detection, FaceDetector
 from stra_face.vision.quality import assess

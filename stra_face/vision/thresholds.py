@@ -12,6 +12,7 @@ of impostor pairs at or above it: what `far_at_score` reads.
 from __future__ import annotations
 
 import json
+import math
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -129,3 +130,69 @@ def write_thresholds(path: Path, sha256: str, entry: dict) -> None:
     data[sha256] = {**data.get(sha256, {}), **entry}  # keys this run does not compute stay
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(data, indent=2, sort_keys=True) + "\n")
+
+
+class ThresholdError(ValueError):
+    """No threshold can be chosen as asked; `code` and `status` map onto the HTTP error."""
+
+    def __init__(self, code: str, message: str, status: int):
+        super().__init__(message)
+        self.code, self.message, self.status = code, message, status
+
+
+@dataclass(frozen=True)
+class Choice:
+    threshold: float
+    far: float | None  # the calibrated FAR the threshold stands for; None for a caller-given threshold
+    calibration: str  # where the threshold comes from: "request", or the calibration's source
+    requested_far: float | None = None  # the FAR asked for (the default when none was; 1:N: FPIR / gallery_faces)
+    clamped: bool = False  # the FAR / FPIR asked for cannot be met exactly: `far` / `fpir` say what is used
+    fpir: float | None = None  # 1:N only: the FPIR the threshold gives, ~ gallery_faces * far
+    requested_fpir: float | None = None
+    gallery_faces: int | None = None
+
+
+def choose_threshold(
+    calibration: Calibration | None, default_far: float, far: float | None = None, threshold: float | None = None,
+    *, model: str = "", source: str = "", override: str = "pass threshold=",
+) -> Choice:
+    """The accept threshold of a verify / identify: the caller's, else the calibrated one for `far`
+    (`default_far` when None). `model`, `source` (sha256, thresholds file) and `override` (how the
+    caller passes a threshold) only word the errors."""
+    if threshold is not None:
+        return Choice(threshold, None, "request")
+    if calibration is None:
+        raise ThresholdError("model_not_calibrated", f"no calibrated thresholds for embedding model {model[:12]} in {source}; {override}", 503)
+    supported = min(calibration.thresholds)
+    if far is not None and far < supported:
+        raise ThresholdError(
+            "far_out_of_range",
+            f"far={far:g} is below the strictest calibrated FAR ({supported:g}); supported: far >= {supported:g} "
+            f"(calibrated: {', '.join(f'{f:g}' for f in sorted(calibration.thresholds))}), or {override}",
+            422,
+        )
+    requested = far if far is not None else default_far
+    value, calibrated_far = calibration.threshold_for(requested)
+    return Choice(value, calibrated_far, calibration.source, requested, not math.isclose(requested, calibrated_far, rel_tol=1e-6))
+
+
+def choose_open_set_threshold(
+    calibration: Calibration | None, fpir: float, gallery_faces: int, threshold: float | None = None,
+    *, model: str = "", source: str = "", override: str = "pass threshold=",
+) -> Choice:
+    """The threshold at which a probe of someone not enrolled matches any of the N gallery faces with
+    probability FPIR: each comparison at FAR = FPIR / N (the union bound, 1 - (1 - FAR)^N <= N * FAR,
+    treating the N comparisons as independent), read from the calibration's impostor table. Clamped
+    to the table's floor (1 / impostor pairs) when FPIR / N is below it; `fpir` then states the FPIR
+    that gives (N * floor), above the one asked."""
+    if threshold is not None:
+        return Choice(threshold, None, "request", gallery_faces=gallery_faces)
+    if calibration is None:
+        raise ThresholdError("model_not_calibrated", f"no calibrated thresholds for embedding model {model[:12]} in {source}; {override}", 503)
+    per_comparison = fpir / max(1, gallery_faces)
+    at_table = calibration.threshold_at_far(per_comparison)
+    value, far = at_table if at_table is not None else calibration.threshold_for(per_comparison)  # no table: its discrete FARs
+    return Choice(
+        value, far, calibration.source, per_comparison, far > per_comparison * (1 + 1e-6),
+        min(1.0, far * max(1, gallery_faces)), fpir, gallery_faces,
+    )

@@ -53,14 +53,6 @@ def counted(result: AnalyzedImage) -> dict:
     return {"faces_found": result.faces_found, "truncated": result.faces_found > len(result.detections), "low_quality": len(result.rejected)}
 
 
-def low_quality_note(result: AnalyzedImage) -> str:
-    """For a no_face error: the faces the quality gate dropped, and why."""
-    if not result.rejected:
-        return ""
-    reasons = sorted({reason for _, quality in result.rejected for reason in quality.reasons})
-    return f" that passes the quality gate ({len(result.rejected)} dropped: {', '.join(reasons)}; keep_low_quality=true keeps them)"
-
-
 async def _one_image(request: Request, state) -> bytes:
     return (await read_images(request, ("image",), state.settings.max_image_bytes))["image"]
 

@@ -8,14 +8,16 @@ from fastapi import APIRouter, Depends, Path, Query, Request, Response
 from starlette.concurrency import run_in_threadpool
 
 from stra_face.service.analysis import analyze_image
-from stra_face.service.api.decision import Threshold, assign_subjects, far_at, open_set_decision
+from stra_face.service.api.decision import Threshold, far_at, open_set_decision
 from stra_face.service.api.deps import State, admitted, image_body, read_images
-from stra_face.service.api.faces import ERRORS, Flip, Options, counted, detected, low_quality_note
+from stra_face.service.api.faces import ERRORS, Flip, Options, counted, detected
+from stra_face.vision.pipeline import low_quality_note
 from stra_face.service.errors import APIError
 from stra_face.gallery import Subject, SubjectFace
 from stra_face.service.limits import check_metadata
+from stra_face.vision.identify import assign_subjects
 from stra_face.service.schemas import (
-    Decision, DetectedFace, EnrollResponse, IdentifiedFace, IdentifyMatch, IdentifyResponse, SubjectCreate,
+    DetectedFace, EnrollResponse, IdentifiedFace, IdentifyMatch, IdentifyResponse, SubjectCreate,
     SubjectFaceOut, SubjectList, SubjectOut,
 )
 
@@ -113,10 +115,7 @@ async def identify(
     threshold: Threshold = None,
 ) -> IdentifyResponse:
     gallery_faces = (await run_in_threadpool(state.enrolments))["current_model"]
-    if threshold is not None:
-        chosen = Decision(threshold=threshold, far=None, calibration="request", gallery_faces=gallery_faces)
-    else:
-        chosen = open_set_decision(state, state.settings.default_fpir if fpir is None else fpir, gallery_faces)
+    chosen = open_set_decision(state, fpir, threshold, gallery_faces)
     data = (await read_images(request, ("image",), state.settings.max_image_bytes))["image"]
     flip = state.settings.flip_embeddings if flip is None else flip
     result = await analyze_image(state, data, options, embed=True, flip=flip)

@@ -9,7 +9,8 @@ from fastapi import APIRouter, Depends, Request
 from stra_face.service.analysis import analyze_image
 from stra_face.service.api.decision import decision, far_at
 from stra_face.service.api.deps import State, image_body, read_images
-from stra_face.service.api.faces import ERRORS, Flip, Options, counted, detected, low_quality_note
+from stra_face.service.api.faces import ERRORS, Flip, Options, counted, detected
+from stra_face.vision.pipeline import low_quality_note
 from stra_face.service.errors import APIError
 from stra_face.service.schemas import Decision, DetectedFace, VerifyPair, VerifyResponse
 
