@@ -10,9 +10,9 @@ import pytest
 from conftest import FACES, SHARED_DATA, need
 
 from stra_face.gallery import Match
-from stra_face.vision.identify import assign_subjects
 from stra_face.vision.decode import decode_image
 from stra_face.vision.detect import Detection, FaceDetector
+from stra_face.vision.identify import assign_subjects
 from stra_face.vision.quality import assess
 from stra_face.vision.thresholds import Calibration, calibration_entry, load_calibration, threshold_at_far
 
