@@ -20,6 +20,7 @@ from __future__ import annotations
 import argparse
 import json
 import pickle
+import shlex
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -394,7 +395,7 @@ def benchmark(embedder: Embedder, name: str, pairsets: list[PairSet], out: Path,
 def reproduce_command(onnx: Path, sources: PairSources, out: Path, calibration: Calibration | None = None, name: str | None = None) -> str:
     """The command line that benchmarks (and calibrates) an exported file as `benchmark` just did."""
     argv = ["--onnx", str(onnx), *sources.argv(), "--out", str(out)] + (["--name", name] if name else [])
-    return " ".join(["python -m stra_face.training.eval", *argv, *(calibration.argv() if calibration else [])])
+    return "python -m stra_face.training.eval " + shlex.join([*argv, *(calibration.argv() if calibration else [])])
 
 
 # --------------------------------------------------------------------------- command

@@ -64,9 +64,9 @@ def parity_with_dlib(onnx_path: Path, images: list[Path]) -> dict:
 
 
 def port(out: Path, sources: PairSources, report: Path, thresholds_file: Path, fp16: bool = True,
-         parity_images: list[Path] | None = None) -> ModelCard:
-    """Export the port, check it (random inputs; dlib itself on `parity_images`), benchmark and
-    calibrate the exported file, and write its card beside it, once."""
+         parity_images: list[Path] | None = None, calibrate_on: str = "cfp_fp") -> ModelCard:
+    """Export the port, check it (random inputs; dlib itself on `parity_images`), benchmark the
+    exported file, calibrate its thresholds on `calibrate_on`'s pairs and write its card beside it, once."""
     from stra_face.training.export.onnx_export import check_parity, export_onnx
 
     model = create_model("dlib_resnet_v1", pretrained=True)
@@ -82,7 +82,7 @@ def port(out: Path, sources: PairSources, report: Path, thresholds_file: Path, f
         extra={"parity_with_dlib": parity_with_dlib(out, parity_images) if parity_images else None},
     )
     print(f"parity: random inputs {card.parity_max_abs_error:.2e}; against dlib {card.extra['parity_with_dlib']}")
-    calibration = Calibration("cfp_fp", out, thresholds_file)
+    calibration = Calibration(calibrate_on, out, thresholds_file)
     results = benchmark(onnx_embedder(out, ["CPUExecutionProvider"], card=card), "dlib_resnet_v1 (port, ONNX)",
                         sources.load(), report, calibration=calibration)
     card.model = {"name": "dlib_resnet_v1", "module": "stra_face.models.dlib_resnet.DlibFaceResNet"}
@@ -96,7 +96,7 @@ def port(out: Path, sources: PairSources, report: Path, thresholds_file: Path, f
     card.code_revision = code_revision()
     card.hardware = f"exported and benchmarked on CPU ({platform.machine()}, onnxruntime CPU provider)"
     card.metrics = {name: {k: v for k, v in dataclasses.asdict(r).items() if k != "roc"} for name, r in results.items()}
-    card.thresholds = f"{thresholds_file.name}, calibrated on CFP-FP impostor pairs (single embedding, no mirror)"
+    card.thresholds = f"{thresholds_file.name}, calibrated on {calibrate_on.upper().replace('_', '-')} impostor pairs (single embedding, no mirror)"
     card.limitations = (
         "chips are cut from MTCNN's 5 landmarks through one fixed template, where dlib's own pipeline re-locates its "
         "landmarks per face (cost: `python -m stra_face.training.face.chip_template compare`); the benchmark crops "
