@@ -97,6 +97,19 @@ def test_service_never_imports_training_models_or_torch():
     assert violations("stra_face.service", forbidden={"stra_face.training", "stra_face.models"} | TORCH) == []
 
 
+LAYERS = {"stra_face.vision", "stra_face.gallery", "stra_face.models", "stra_face.training", "stra_face.service"}
+
+
+def test_python_api_and_cli_need_neither_training_nor_torch():
+    """The modules above vision and gallery that are not the service: the Python API (`FaceAnalyzer`),
+    its settings, the `stra-face` command and its face commands. (The analyzer borrows the service's
+    pydantic `modes` schema so that its output matches the REST answer; the web stack stays out.)"""
+    api = {layer_of(name) for name in MODULES} - LAYERS - {"stra_face"}
+    assert {"stra_face.cli", "stra_face.config"} <= api
+    broken = [v for layer in sorted(api) for v in violations(layer, forbidden={"stra_face.training", "stra_face.models"} | TORCH | WEB)]
+    assert broken == []
+
+
 def strongly_connected(graph: dict[str, set[str]]) -> list[list[str]]:
     """Tarjan's algorithm (iterative): the components with more than one module, or a self-import."""
     index: dict[str, int] = {}
@@ -162,7 +175,8 @@ def test_no_import_cycles_between_modules():
 
 def test_serving_path_loads_no_torch():
     """What `stra-face serve` and a Python API user import must not pull torch in, even when installed."""
-    code = ("import sys, stra_face, stra_face.cli, stra_face.service.app, stra_face.vision.detect, stra_face.gallery.sqlite; "
+    code = ("import sys, stra_face, stra_face.cli, stra_face.service.app, stra_face.vision.detect, stra_face.gallery.sqlite, "
+            "stra_face.analyzer; "
             "print(sorted(m for m in sys.modules if m.split('.')[0] in {'torch', 'torchvision', 'timm'}))")
     result = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=120, check=False)
     assert result.returncode == 0, result.stderr
