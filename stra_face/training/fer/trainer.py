@@ -511,3 +511,7 @@ def ship(
     card_path.write_text(json.dumps(card, indent=2) + "\n")
     print(f"{out}: {card['size_bytes'] / 2**20:.1f} MiB sha256 {card['sha256']} parity {parity:.2e}; card {card_path}")
     return card
+
+
+if __name__ == "__main__":
+    raise SystemExit("the command line is `python -m stra_face.training.fer <train|eval|ship|gpu-run>` (stra_face/training/fer/cli.py)")
