@@ -173,7 +173,7 @@ def test_attention_maps_are_recorded_and_plotted(tmp_path):
         coefficient_maps(models.create_model("resnet50", num_classes=7), torch.zeros(1, 3, 48, 48))
 
 
-@pytest.mark.parametrize("config_file", sorted((ROOT / "training" / "configs").glob("*.toml")), ids=lambda path: path.name)
+@pytest.mark.parametrize("config_file", sorted((ROOT / "stra_face" / "training" / "configs").glob("*.toml")), ids=lambda path: path.name)
 def test_every_shipped_config_parses_and_names_a_registered_model(config_file):
     from stra_face import models
     from stra_face.training import engine
