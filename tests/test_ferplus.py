@@ -138,3 +138,16 @@ def test_mixup_blends_images_and_targets_with_one_weight():
     assert torch.allclose(mixed[:, 0, 0, 0], targets @ torch.arange(7.0), atol=1e-5)
     soft = torch.full((4, 7), 1 / 7)
     assert torch.allclose(mixup(images, soft, 7, alpha=0.4)[1], soft)  # mixing identical distributions changes nothing
+
+
+@pytest.mark.slow
+def test_evaluation_and_the_cli_do_not_need_albumentations():
+    """Only the training loader imports albumentations: eval and ship run where it is not installed."""
+    import subprocess
+    import sys
+
+    from conftest import ROOT
+
+    code = ("import sys; import stra_face.training.fer.cli, stra_face.training.fer.gpu_run, stra_face.training.fer.attention; "
+            "assert 'albumentations' not in sys.modules")
+    subprocess.run([sys.executable, "-c", code], cwd=ROOT, check=True, timeout=300)
