@@ -5,8 +5,8 @@ import json
 
 import numpy as np
 
-from stra_face.training.fer.trainer import evaluate, evaluate_ttas, run_eval
 from stra_face.training.fer.data import FerData, write_csv
+from stra_face.training.fer.trainer import evaluate, evaluate_ttas, run_eval
 
 
 def synthetic(count: int = 40) -> FerData:

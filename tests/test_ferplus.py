@@ -6,8 +6,8 @@ import json
 import numpy as np
 import pytest
 import torch
-
 from conftest import SHARED_DATA, need
+
 from stra_face.training import engine
 from stra_face.training.fer import ferplus
 from stra_face.training.fer.data import FerData, write_csv

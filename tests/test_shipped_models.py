@@ -8,15 +8,15 @@ import json
 
 import numpy as np
 import pytest
-
 from conftest import FACES, SHARED_DATA, need
-from stra_face.vision.inference import EmbeddingModel, ExpressionModel, sha256_file
-from stra_face.vision.align import align_face
-from stra_face.vision.decode import decode_image
-from stra_face.vision.detect import FaceDetector
+
 from stra_face.service.settings import ASSETS, Settings
 from stra_face.training.fer import ferplus
 from stra_face.training.fer.data import load_fer2013
+from stra_face.vision.align import align_face
+from stra_face.vision.decode import decode_image
+from stra_face.vision.detect import FaceDetector
+from stra_face.vision.inference import EmbeddingModel, ExpressionModel, sha256_file
 
 # Models with a card of their own (the three MTCNN files share mtcnn.card.json, checked in test_detect.py).
 SHIPPED = sorted(path for path in ASSETS.glob("*.onnx") if path.with_suffix(".card.json").exists())

@@ -37,17 +37,17 @@ class FerData:
     targets: np.ndarray | None = None  # (N, len(classes)) float32 soft labels (FER+ vote shares), or None
     classes: tuple[str, ...] = EXPRESSIONS
 
-    def take(self, keep: np.ndarray) -> "FerData":
+    def take(self, keep: np.ndarray) -> FerData:
         """The rows `keep` (a mask or indices) selects."""
         targets = None if self.targets is None else self.targets[keep]
         return dataclasses.replace(self, images=self.images[keep], labels=self.labels[keep], usage=self.usage[keep], targets=targets)
 
-    def split(self, usage: str) -> "FerData":
+    def split(self, usage: str) -> FerData:
         if usage not in SPLITS:
             raise ValueError(f"unknown split {usage!r}; one of {SPLITS}")
         return self.take(self.usage == usage)
 
-    def sample(self, count: int, seed: int = 0) -> "FerData":
+    def sample(self, count: int, seed: int = 0) -> FerData:
         """A seeded random subset (files are grouped by class, so the first N would be one class)."""
         return self.take(np.sort(np.random.default_rng(seed).permutation(len(self))[:count]))
 
@@ -131,7 +131,7 @@ def load_fer2013(source: str | Path) -> FerData:
     return readers[suffix](path)
 
 
-def fer_train_augmentation() -> "A.Compose":
+def fer_train_augmentation() -> A.Compose:
     """Random crop/shift (via affine + resized crop), flip, small rotation, random erasing."""
     import albumentations as A
 
@@ -151,7 +151,7 @@ class FerDataset(Dataset):
     """(1x48x48 tensor in [-1, 1], target); normalised by the same function the service uses.
     The target is the class index, or the soft-label row when the data has `targets`."""
 
-    def __init__(self, data: FerData, augment: "A.Compose | None" = None):
+    def __init__(self, data: FerData, augment: A.Compose | None = None):
         self.data = data
         self.augment = augment
 

@@ -39,7 +39,17 @@ import torch
 from stra_face.training import engine
 from stra_face.training.fer import ferplus
 from stra_face.training.fer.data import SPLITS, load_fer2013, write_csv
-from stra_face.training.fer.trainer import BENCHMARKS, FerConfig, benchmark_reports, find_votes, load_checkpoint_model, report_key, ship, torch_predictor, train
+from stra_face.training.fer.trainer import (
+    BENCHMARKS,
+    FerConfig,
+    benchmark_reports,
+    find_votes,
+    load_checkpoint_model,
+    report_key,
+    ship,
+    torch_predictor,
+    train,
+)
 from stra_face.training.provenance import code_revision, hardware
 
 PART_BYTES = 15 * 2**20  # the device tool brings back files of at most 16 MiB

@@ -27,10 +27,17 @@ from torch import nn
 
 from stra_face import models
 from stra_face.models.stra import ModeAttention, WithModes
-from stra_face.vision.preprocess import EXPRESSION_SIZE, EXPRESSIONS
 from stra_face.training import engine
 from stra_face.training.fer import ferplus
-from stra_face.training.fer.data import FerData, FerDataset, ResidentLoader, fer_train_augmentation, load_fer2013, tta_views
+from stra_face.training.fer.data import (
+    FerData,
+    FerDataset,
+    ResidentLoader,
+    fer_train_augmentation,
+    load_fer2013,
+    tta_views,
+)
+from stra_face.vision.preprocess import EXPRESSION_SIZE, EXPRESSIONS
 
 DEFAULT_DATA = "../shared/data/fer2013/fer2013_jpg.npz"
 
