@@ -136,12 +136,12 @@ FER_SMOKE = ["--model", "mobilenetv2_100", "--model-kwargs", '{"stem_stride": 2}
 def test_fer_training_checkpoints_resumes_and_evaluates(tmp_path):
     data = str(need(FER_NPZ))
     out = tmp_path / "run"
-    run_module("-m", "stra_face.training.fer.trainer", "train", "--data", data, "--out", str(out), "--epochs", "1", *FER_SMOKE)
+    run_module("-m", "stra_face.training.fer", "train", "--data", data, "--out", str(out), "--epochs", "1", *FER_SMOKE)
     log = (out / "log.csv").read_text().splitlines()
     assert len(log) == 2 and (out / "best.pt").exists()
-    stdout = run_module("-m", "stra_face.training.fer.trainer", "train", "--data", data, "--out", str(out), "--epochs", "2", *FER_SMOKE)
+    stdout = run_module("-m", "stra_face.training.fer", "train", "--data", data, "--out", str(out), "--epochs", "2", *FER_SMOKE)
     assert "resumed" in stdout and len((out / "log.csv").read_text().splitlines()) == 3
-    report = run_module("-m", "stra_face.training.fer.trainer", "eval", "--checkpoint", str(out / "last.pt"), "--data", data, "--splits", "PublicTest", "--tta", "none", "--plots", str(tmp_path / "plots"))
+    report = run_module("-m", "stra_face.training.fer", "eval", "--checkpoint", str(out / "last.pt"), "--data", data, "--splits", "PublicTest", "--tta", "none", "--plots", str(tmp_path / "plots"))
     assert "PublicTest" in report and (tmp_path / "plots" / "confusion_PublicTest_none.png").exists()
 
 
@@ -149,7 +149,7 @@ def test_fer_training_checkpoints_resumes_and_evaluates(tmp_path):
 def test_fer_training_under_torchrun_with_two_cpu_processes(tmp_path):
     data = str(need(FER_NPZ))
     out = tmp_path / "ddp"
-    run_module("-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", "29533", "-m", "stra_face.training.fer.trainer", "train",
+    run_module("-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", "29533", "-m", "stra_face.training.fer", "train",
                "--data", data, "--out", str(out), "--epochs", "1", *FER_SMOKE)
     rows = (out / "log.csv").read_text().splitlines()
     assert len(rows) == 2  # one row per epoch, written by rank 0 only
