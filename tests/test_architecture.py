@@ -165,12 +165,8 @@ def test_cycle_finder_finds_a_cycle():
     assert strongly_connected({"a": {"b"}, "b": set()}) == []
 
 
-# Being untied on the FER side (the ship step called through the trainer's CLI); drop when merged.
-KNOWN_CYCLES = [["stra_face.training.fer.gpu_run", "stra_face.training.fer.trainer"]]
-
-
 def test_no_import_cycles_between_modules():
-    assert [cycle for cycle in strongly_connected(module_graph()) if cycle not in KNOWN_CYCLES] == []
+    assert strongly_connected(module_graph()) == []
 
 
 def test_serving_path_loads_no_torch():
