@@ -20,7 +20,7 @@ from pathlib import Path
 import numpy as np
 
 from stra_face.service.settings import Settings
-from stra_face.vision.inference import sha256_file
+from stra_face.vision.cards import sha256_file
 from stra_face.vision.thresholds import load_calibration
 
 FPIRS = (0.01, 0.05, 0.1)

@@ -21,9 +21,9 @@ from pathlib import Path
 
 import numpy as np
 
+from stra_face.bundle import quality_gate
 from stra_face.config import PipelineSettings
 from stra_face.vision.align import align_face
-from stra_face.vision.bundle import quality_gate
 from stra_face.vision.decode import ImageError, decode_image
 from stra_face.vision.detect import FaceDetector
 from stra_face.vision.inference import EmbeddingModel

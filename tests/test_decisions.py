@@ -66,7 +66,7 @@ def test_detect_reports_one_face_and_says_why_the_other_was_dropped(client):
 
 
 def shipped_calibration() -> Calibration:
-    from stra_face.vision.inference import sha256_file
+    from stra_face.vision.cards import sha256_file
 
     calibration = load_calibration(SHIPPED / "thresholds.json", sha256_file(SHIPPED / "dlib_resnet_v1.onnx"))
     assert calibration is not None and calibration.far_table
