@@ -171,7 +171,9 @@ def nms(boxes: np.ndarray, scores: np.ndarray, threshold: float, method: str = "
         return _nms_union(boxes.astype(np.float64), scores.astype(np.float32), threshold)
     x1, y1, x2, y2 = (boxes[:, i].astype(np.float64) for i in range(4))
     areas = (x2 - x1 + 1) * (y2 - y1 + 1)
-    order = np.argsort(scores)[::-1]  # ties as in the reference: its `np.argsort(s)[-1]` takes the last
+    # Ties as the reference breaks them where its `np.argsort(s)[-1]` sorts stably (the last index
+    # first), but always so: numpy's default argsort of over 16 values orders ties by the CPU's SIMD.
+    order = np.argsort(scores, kind="stable")[::-1]
     keep = []
     while order.size:
         best, rest = order[0], order[1:]
