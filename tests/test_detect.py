@@ -12,7 +12,7 @@ import pytest
 
 from stra_face.vision.inference import MicroBatcher, sha256_file
 from stra_face.vision.align import similarity_transform
-from stra_face.vision.decode import decode_image
+from stra_face.vision.decode import decode_image, open_image
 from stra_face.vision.detect import MODELS, PYRAMID_FACTOR, FaceDetector, nms
 from tests.conftest import FACES, SHARED_DATA, need
 
@@ -270,13 +270,13 @@ def test_concurrent_images_share_one_rnet_and_one_onet_call(detector):
 
     async def main():
         state = SimpleNamespace(
-            detector=detector, settings=SimpleNamespace(max_image_bytes=2**30, max_image_pixels=10**9),
+            detector=detector,
             rnet_batcher=MicroBatcher(spy("rnet", detector.run_rnet), rnet_total, 60_000.0, 65536),
             onet_batcher=MicroBatcher(spy("onet", detector.run_onet), onet_total, 60_000.0, 65536),
         )
         for batcher in (state.rnet_batcher, state.onet_batcher):
             await batcher.start()
-        results = await asyncio.gather(*(_decode_and_detect(state, d, DetectionOptions()) for d in data))
+        results = await asyncio.gather(*(_decode_and_detect(state, open_image(d), DetectionOptions()) for d in data))
         for batcher in (state.rnet_batcher, state.onet_batcher):
             await batcher.stop()
         return results

@@ -115,14 +115,28 @@ def _open(data: bytes, max_pixels: int) -> Image.Image:
     return image
 
 
-def decode_image(data: bytes, max_bytes: int = 10 * 2**20, max_pixels: int = 40_000_000) -> np.ndarray:
-    """(H, W, 3) uint8 RGB with the EXIF orientation applied."""
+def open_image(data: bytes, max_bytes: int = 10 * 2**20, max_pixels: int = 40_000_000) -> Image.Image:
+    """The image with its header read and checked, no pixel decoded yet (`image.size` is known)."""
     if not data:
         raise ImageError("empty_image", "the image is empty (0 bytes)")
     if len(data) > max_bytes:
         raise ImageError("image_too_large", f"the image is {len(data)} bytes; the limit is {max_bytes}", status=413)
     try:
-        image = _open(data, max_pixels)
+        return _open(data, max_pixels)
+    except ImageError:
+        raise
+    except Exception as error:  # noqa: BLE001 - see to_array
+        raise ImageError("corrupt_image", f"the image cannot be read: {type(error).__name__}: {str(error)[:200]}") from None
+
+
+def decode_image(data: bytes, max_bytes: int = 10 * 2**20, max_pixels: int = 40_000_000) -> np.ndarray:
+    """(H, W, 3) uint8 RGB with the EXIF orientation applied."""
+    return to_array(open_image(data, max_bytes, max_pixels))
+
+
+def to_array(image: Image.Image) -> np.ndarray:
+    """The pixels of an image from `open_image`: (H, W, 3) uint8 RGB with the EXIF orientation applied."""
+    try:
         image.seek(0)  # animated or multi-picture: the first frame
         image.load()
         ImageOps.exif_transpose(image, in_place=True)  # a copy only where the photo must turn
