@@ -41,7 +41,7 @@ class Settings(BaseSettings):
     # The memory bound: pixels of decoding and detection work in flight, summed over admitted requests
     # (an image's pixels plus 4x those of the detector's first pyramid level; docs/memory.md). Beyond
     # it requests get 503 + Retry-After; a single request that needs more gets 413.
-    max_pixels_in_flight: int = 50_000_000
+    max_pixels_in_flight: int = 90_000_000  # a verify of two 40 MP images, with their pyramids
     max_faces: int = 64  # faces per image passed to the models (largest first)
     min_face_size: int = 20  # smallest face (original pixels) when the request names none, raised on large images:
     # the detector's first pyramid level is at most `detection_size` px long, so by default it looks for faces
