@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 # facenet-pytorch's wheel pins torch<2.3; its MTCNN runs on our torch, so it goes in without deps.
 FACENET := facenet-pytorch==2.6.0
 
-.PHONY: install install-all serve test image image-gpu
+.PHONY: install install-all serve test docs lint image image-gpu
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -30,6 +30,13 @@ serve: install
 
 test: install-all
 	$(BIN)/python -m pytest
+
+# The documentation site into site/ (the API reference is generated from the app's OpenAPI document).
+docs: install-all
+	NO_MKDOCS_2_WARNING=1 $(BIN)/mkdocs build --strict
+
+lint: install-all
+	$(BIN)/ruff check .
 
 # Container images; docker/compose*.yml run them (see the README's Docker section).
 image:
