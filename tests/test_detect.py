@@ -186,18 +186,16 @@ def test_same_faces_and_landmarks_as_facenet_pytorch_on_every_photo(detector, re
         image = load(path)
         expected = reference(path, image)
         found = detector.detect(image, MIN_FACE, THRESHOLD)
-        tied = tied_scores(detector, image)
         assert len(found) == len(expected), path
         for box, score, landmarks in expected:
             match = max(found, key=lambda d: iou(d.box, box))
             assert iou(match.box, box) >= 0.5, (path, box)
             assert match.score == pytest.approx(score, abs=1e-3)
-            if match.score in tied:
-                assert iou(match.box, box) >= 0.8, (path, box)
-                continue
             matrix = similarity_transform(landmarks)
             error = float(np.abs(match.landmarks - landmarks).max() * np.hypot(matrix[0, 0], matrix[0, 1]))
-            assert error <= 1.0, (path, error)
+            if error > 1.0:  # allowed only where the reference's pick among exact ties depends on the CPU
+                assert match.score in tied_scores(detector, image) and iou(match.box, box) >= 0.8, (path, error)
+                continue
             worst = max(worst, error)
     print(f"worst landmark difference at 112x112: {worst:.3g} px")
 
