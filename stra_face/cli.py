@@ -8,6 +8,12 @@ import sys
 COMMANDS = {
     "flops": ("stra_face.models.flops", "params and GMACs of every registered model (the paper's Table 1)"),
     "export": ("stra_face.training.export.onnx_export", "export a registered model or checkpoint to ONNX, with a parity check"),
+    "verify": ("stra_face.commands.verify", "do two photos show the same person? (JSON like POST /v1/verify)"),
+    "analyze": ("stra_face.commands.analyze", "every face of images and folders: boxes, landmarks, embeddings, expressions (JSON / CSV / drawn)"),
+    "enroll": ("stra_face.commands.enroll", "enrol identity folders DIR/<person>/<photo> into a gallery"),
+    "identify": ("stra_face.commands.identify", "who is in these photos? (a gallery filled by enroll)"),
+    "subjects": ("stra_face.commands.subjects", "list a gallery's subjects"),
+    "cluster": ("stra_face.commands.cluster", "group the faces of unlabelled photos into people"),
     "serve": ("stra_face.service.cli", "start the REST API (uvicorn; settings from STRA_* environment variables)"),
     "fer": ("stra_face.training.fer.trainer", "train / evaluate / ship the FER2013 expression classifier"),
     "face": ("stra_face.training.face.trainer", "prepare data / train / ship the face-embedding model"),

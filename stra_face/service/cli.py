@@ -30,8 +30,9 @@ def main(argv: list[str] | None = None) -> None:
         "stra_face.service.app:app_factory", factory=True, host=args.host, port=args.port, workers=args.workers, log_level=args.log_level,
         # Slow or stalled clients: headers within STRA_HEADER_TIMEOUT_S (TimedH11Protocol), bodies within
         # STRA_BODY_TIMEOUT_S (RequestGuardMiddleware, 408), idle keep-alive connections closed after
-        # STRA_KEEP_ALIVE_TIMEOUT_S; h11 refuses request heads over 16 KiB (400).
-        http=TimedH11Protocol, timeout_keep_alive=settings.keep_alive_timeout_s, h11_max_incomplete_event_size=16 * 1024,
+        # STRA_KEEP_ALIVE_TIMEOUT_S; TimedH11Protocol also refuses request heads over 16 KiB (431), targets over
+        # 8 KiB (414), HTTP versions other than 1.x (505), and Content-Length with Transfer-Encoding (400).
+        http=TimedH11Protocol, timeout_keep_alive=settings.keep_alive_timeout_s,
     )
 
 

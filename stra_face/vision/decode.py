@@ -20,7 +20,7 @@ import re
 import warnings
 
 import numpy as np
-from PIL import Image, ImageOps, UnidentifiedImageError
+from PIL import Image, ImageOps, PngImagePlugin, UnidentifiedImageError
 
 SUPPORTED_FORMATS = {"JPEG", "PNG", "WEBP", "BMP", "MPO"}  # MPO: multi-picture JPEGs from phones
 BACKGROUND = (255, 255, 255)  # what shows through transparent pixels
@@ -32,6 +32,10 @@ MAX_JPEG_SCANS = 100
 # byte after it (0xFF aside: fill) is the next marker.
 _NEXT_MARKER = re.compile(rb"\xff[^\x00\xd0-\xd7\xff]")
 _STANDALONE_MARKERS = {0x01, *range(0xD0, 0xD9)}  # TEM, RST0-7, SOI: no length field
+# Pillow refuses a PNG whose compressed text chunk (a comment, XMP metadata) inflates past 1 MiB,
+# which cameras and editors do write. Any one chunk may inflate to 16 MiB; all of an image's text
+# together stays bounded by Pillow's MAX_TEXT_MEMORY (64 MiB), the bound that was already there.
+PngImagePlugin.MAX_TEXT_CHUNK = 16 * 2**20
 
 
 class ImageError(ValueError):
@@ -113,6 +117,16 @@ def _open(data: bytes, max_pixels: int) -> Image.Image:
         raise ImageError("image_too_large", f"the image is {width}x{height} = {width * height} pixels; the limit is {max_pixels}", status=413)
     _check_work(image, data)
     return image
+
+
+def from_pil(image: Image.Image, max_pixels: int = 40_000_000) -> np.ndarray:
+    """An already opened PIL image -> what `decode_image` gives for its file: (H, W, 3) uint8 RGB, upright."""
+    width, height = image.size
+    if width * height > max_pixels:
+        raise ImageError("image_too_large", f"the image is {width}x{height} = {width * height} pixels; the limit is {max_pixels}", status=413)
+    if width < 1 or height < 1:
+        raise ImageError("corrupt_image", f"the image is empty ({width}x{height})")
+    return np.asarray(_to_rgb(ImageOps.exif_transpose(image)), dtype=np.uint8)
 
 
 def open_image(data: bytes, max_bytes: int = 10 * 2**20, max_pixels: int = 40_000_000) -> Image.Image:
