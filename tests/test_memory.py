@@ -11,9 +11,9 @@ import psutil
 import pytest
 from PIL import Image
 
-import stra_face.vision.detect as detect
 from benchmarks.memory_bench import FACE_PHOTO, crowd_image, encode
 from stra_face.service.limits import Admission
+from stra_face.vision import detect
 from stra_face.vision.decode import MAX_JPEG_SCANS, ImageError, decode_image, jpeg_scans
 from stra_face.vision.inference import Overloaded
 from tests.conftest import need
@@ -78,12 +78,12 @@ def test_no_rnet_or_onet_call_gets_more_than_its_chunk(monkeypatch):
     detector = detect.FaceDetector()
     whole = detector.detect(image)
     sizes = {"rnet": [], "onet": []}
-    for name in sizes:
+    for name, calls in sizes.items():
         model = getattr(detector, name)
         session = model.session
 
         class Spy:
-            def run(self, names, feeds, _session=session, _sizes=sizes[name]):
+            def run(self, names, feeds, _session=session, _sizes=calls):
                 _sizes.append(len(feeds["input"]))
                 return _session.run(names, feeds)
 
@@ -109,19 +109,16 @@ def test_admission_holds_pixels_and_gives_them_back():
     admission = Admission(8, max_pixels=100)
     with admission.reserve(60):
         assert admission.pixels == 60
-        with pytest.raises(Overloaded):  # 503: others hold the budget
-            with admission.reserve(50):
-                pass
+        with pytest.raises(Overloaded), admission.reserve(50):  # 503: others hold the budget
+            pass
         with admission.reserve(40):
             assert admission.pixels == 100
     assert admission.pixels == 0
-    with pytest.raises(ImageError) as refused:  # 413: could never fit
-        with admission.reserve(101):
-            pass
+    with pytest.raises(ImageError) as refused, admission.reserve(101):  # 413: could never fit
+        pass
     assert refused.value.status == 413 and admission.pixels == 0
-    with pytest.raises(RuntimeError):
-        with admission.reserve(100):
-            raise RuntimeError("the work failed")
+    with pytest.raises(RuntimeError), admission.reserve(100):
+        raise RuntimeError("the work failed")
     assert admission.pixels == 0
 
 
