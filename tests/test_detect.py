@@ -253,6 +253,7 @@ def test_concurrent_images_share_one_rnet_and_one_onet_call(detector):
     from stra_face.service.analysis import DetectionOptions, analyze_image
     from stra_face.service.limits import Admission
     from stra_face.vision.preprocess import ARCFACE_112
+    from stra_face.vision.quality import QualityGate
 
     paths = [FACES / "examples/two_people.jpg", FACES / "examples/obama-480p.jpg", FACES / "more/insightface/t1.jpg"]
     data = [need(path).read_bytes() for path in paths]
@@ -274,12 +275,14 @@ def test_concurrent_images_share_one_rnet_and_one_onet_call(detector):
             embedder=SimpleNamespace(input_kind=ARCFACE_112), embed_batcher=None, expression_batcher=None,
             metrics=SimpleNamespace(faces=SimpleNamespace(inc=lambda count: None)),
             admission=Admission(1, max_pixels=10**12),
+            quality_gate=QualityGate(),
             rnet_batcher=MicroBatcher(spy("rnet", detector.run_rnet), rnet_total, 60_000.0, 65536),
             onet_batcher=MicroBatcher(spy("onet", detector.run_onet), onet_total, 60_000.0, 65536),
         )
         for batcher in (state.rnet_batcher, state.onet_batcher):
             await batcher.start()
-        results = await asyncio.gather(*(analyze_image(state, d, DetectionOptions()) for d in data))
+        # every face the detector finds, to compare with `detect` (the quality gate is tested in test_decisions)
+        results = await asyncio.gather(*(analyze_image(state, d, DetectionOptions(keep_low_quality=True)) for d in data))
         for batcher in (state.rnet_batcher, state.onet_batcher):
             await batcher.stop()
         return results
