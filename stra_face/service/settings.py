@@ -38,6 +38,11 @@ class Settings(BaseSettings):
     # before their body is read. Also the memory bound: each holds at most its images decoded.
     max_image_requests: int = 32
     max_image_pixels: int = 40_000_000
+    # POST /v1/video: the upload (413 beyond), its length (413 beyond) and frame size (413 beyond);
+    # the file is read frame by frame, so memory does not grow with its length.
+    max_video_bytes: int = 200 * 2**20
+    max_video_seconds: float = 600.0
+    max_video_pixels: int = 1920 * 1080
     max_faces: int = 64  # faces per image passed to the models (largest first)
     min_face_size: int = 20  # smallest face (original pixels) when the request names none, raised on large images:
     # the detector's first pyramid level is at most `detection_size` px long, so by default it looks for faces

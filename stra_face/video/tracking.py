@@ -91,7 +91,9 @@ class Tracker:
     def update(self, boxes: np.ndarray, embeddings: np.ndarray, time: float) -> list[int]:
         """Detections of one step (boxes (N, 4), unit embeddings (N, D)) at `time` s -> a track id for each."""
         boxes = np.asarray(boxes, np.float64).reshape(-1, 4)
-        embeddings = np.asarray(embeddings, np.float64).reshape(len(boxes), -1)
+        embeddings = np.asarray(embeddings, np.float64)
+        if not len(boxes):  # a detection step that found nobody: tracks wait (and age)
+            return []
         tracks = list(self.tracks.values())
         ids = [0] * len(boxes)
         if tracks and len(boxes):
