@@ -42,7 +42,6 @@ def test_a_track_survives_a_missed_detection():
     tracker.update([[105, 100, 155, 150]], [face], 0.1)
     assert tracker.update(np.zeros((0, 4)), np.zeros((0, 3)), 0.2) == []  # missed
     assert tracker.update([[115, 100, 165, 150]], [unit(0.95, 0.2, 0)], 0.3) == first  # moved on, still the same track
-    assert [t.id for t in tracker.visible(0.35)] == first
 
 
 def test_two_people_crossing_do_not_swap():

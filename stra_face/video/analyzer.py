@@ -162,7 +162,7 @@ class VideoSession:
         self.tracker = Tracker(tracker or models.tracker_config())
         self.records: dict[int, TrackRecord] = {}
         self.frame_count = 0
-        self.last_expression: dict[int, np.ndarray] = {}
+        self.last_expression: dict[int, np.ndarray] = {}  # track -> probabilities, of the last detection step
 
     def feed(self, image: np.ndarray) -> FrameResult:
         """One RGB frame (H, W, 3) uint8; detection runs on every `detect_every`-th one."""
@@ -171,7 +171,9 @@ class VideoSession:
         if index % self.options.detect_every == 0:
             faces = self._detect(image, index, time)
         else:
-            faces = [Face(t.id, t.predicted(time), False, self.last_expression.get(t.id)) for t in self.tracker.visible(time)]
+            # Between detections: the faces of the last detection step, where their motion puts them now.
+            tracks = (self.tracker.tracks.get(i) for i in self.last_expression)
+            faces = [Face(t.id, t.predicted(time), False, self.last_expression[t.id]) for t in tracks if t is not None]
         return FrameResult(index, time, faces)
 
     def _detect(self, image: np.ndarray, index: int, time: float) -> list[Face]:
@@ -185,6 +187,7 @@ class VideoSession:
                 continue
             detections.append(detection)
         self.tracker.expire(time)
+        self.last_expression = {}  # only faces detected at this step are shown until the next one
         if not detections:
             return []
         aligned = np.stack([align_face(image, d.landmarks, models.embedder.input_kind) for d in detections])
@@ -228,7 +231,7 @@ class VideoSession:
             "start_frame": int(frames_[0]), "end_frame": int(frames_[-1]),
             "frames": frames_.tolist(),
             "boxes": [[round(float(v), 1) for v in box] for box in record.boxes],
-            "expressions": np.round(smoothed, 3).tolist(),
+            "expressions": np.round(smoothed.astype(np.float64), 3).tolist(),
             "dominant": [
                 {"expression": EXPRESSIONS[label], "start": round(a / self.fps, 3), "end": round(b / self.fps, 3), "start_frame": a, "end_frame": b}
                 for a, b, label in segments(frames_, smoothed.argmax(axis=1), min_samples)

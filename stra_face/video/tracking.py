@@ -33,7 +33,7 @@ class TrackerConfig:
     min_appearance: float = 0.5
     veto_appearance: float = 0.3  # below this cosine, even full overlap does not link
     appearance_weight: float = 0.5  # cost = 1 - (w * cosine + (1 - w) * IoU)
-    max_missed_s: float = 1.0  # a track with no detection for longer is no longer predicted on screen
+    max_missed_s: float = 1.0  # after this long without a detection, a track's last box no longer links (only appearance does)
     reid_s: float = 10.0  # ... but an unseen track can still be re-found by appearance for this long
     embedding_momentum: float = 0.8  # the track's appearance: running mean of its unit embeddings
 
@@ -64,10 +64,6 @@ class Tracker:
         self.config = config or TrackerConfig()
         self.tracks: dict[int, Track] = {}
         self.next_id = 1
-
-    def visible(self, time: float) -> list[Track]:
-        """Tracks that should still be on screen at `time` (detected within `max_missed_s`)."""
-        return [t for t in self.tracks.values() if time - t.last_seen <= self.config.max_missed_s]
 
     def expire(self, time: float) -> list[int]:
         """Forget tracks too old to be re-found; their ids (so the caller can finish them)."""
