@@ -7,9 +7,9 @@ from collections.abc import Callable
 from fastapi import FastAPI
 from starlette.types import Scope
 
-from stra_face.vision.inference import Overloaded
 from stra_face.service.openapi import operations_for
 from stra_face.service.settings import Settings
+from stra_face.vision.inference import Overloaded
 
 # base64 inflates by 4/3 (plus line breaks); multipart and JSON framing add a little.
 BASE64_FACTOR = 1.4

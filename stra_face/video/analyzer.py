@@ -41,7 +41,7 @@ class Models:
 
     @classmethod
     def load(cls, models: Path = ASSETS, providers: list[str] | None = None, intra_op_threads: int = 0,
-             embedding: str = "dlib_resnet_v1.onnx", expression: str = "expression.onnx") -> "Models":
+             embedding: str = "dlib_resnet_v1.onnx", expression: str = "expression.onnx") -> Models:
         """The shipped models (the service's defaults)."""
         providers = select_providers(providers or ["CUDAExecutionProvider", "CPUExecutionProvider"])
         embedder = EmbeddingModel(models / embedding, providers, intra_op_threads)
@@ -65,7 +65,7 @@ class Identifier:
         self.gallery, self.model_sha256, self.threshold = gallery, model_sha256, threshold
 
     @classmethod
-    def calibrated(cls, gallery: Gallery, models: Models, far: float = 1e-3) -> "Identifier":
+    def calibrated(cls, gallery: Gallery, models: Models, far: float = 1e-3) -> Identifier:
         if models.calibration is None:
             raise ValueError(f"no calibrated threshold for {models.embedder.path.name}: give one explicitly")
         return cls(gallery, models.embedder.sha256, models.calibration.threshold_for(far)[0])
@@ -256,9 +256,10 @@ class VideoSession:
 
 
 def analyze_file(path: Path, models: Models, identifier: Identifier | None = None, options: VideoOptions = VideoOptions(),
-                 limits: VideoLimits = VideoLimits(), on_frame: Callable[[np.ndarray, FrameResult, "VideoSession"], None] | None = None,
+                 limits: VideoLimits | None = None, on_frame: Callable[[np.ndarray, FrameResult, VideoSession], None] | None = None,
                  tracker: TrackerConfig | None = None) -> tuple[VideoSession, dict]:
     """Run a session over a video file, frame by frame; `on_frame(image, result, session)` sees each frame."""
+    limits = limits or VideoLimits()
     info = probe(Path(path), limits)
     session = VideoSession(models, info.fps, identifier, options, tracker)
     for image in frames(Path(path), info, limits):

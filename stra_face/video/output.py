@@ -53,7 +53,7 @@ class Drawer:
         for face in result.faces:
             record = session.records.get(face.track)
             name = record.identity()[0] if record else "?"
-            x1, y1, x2, y2 = (int(round(v)) for v in face.box)
+            x1, y1, x2, y2 = (round(v) for v in face.box)
             bgr = colour(face.track)[::-1]
             cv2.rectangle(frame, (x1, y1), (x2, y2), bgr, 2 if face.detected else 1)
             label = f"#{face.track} {name}"

@@ -38,7 +38,7 @@ class TrackerConfig:
     embedding_momentum: float = 0.8  # the track's appearance: running mean of its unit embeddings
 
     @classmethod
-    def for_thresholds(cls, strict: float, loose: float, **overrides) -> "TrackerConfig":
+    def for_thresholds(cls, strict: float, loose: float, **overrides) -> TrackerConfig:
         """Gates scaled to an embedding model's calibrated thresholds (cosine at a strict and a loose FAR):
         cosine scales differ by model (dlib's ResNet puts different people at 0.85-0.95, ArcFace near 0).
         Linking by appearance alone asks for more than the strict threshold; the veto sits below the loose one."""

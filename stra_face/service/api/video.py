@@ -80,18 +80,16 @@ def options_of(state: ServiceState, detect_every: int) -> VideoOptions:
     return VideoOptions(detect_every=detect_every, max_faces=state.settings.max_faces, flip_expressions=state.settings.flip_expressions)
 
 
-async def _spool(request: Request) -> tempfile.NamedTemporaryFile:
-    """The uploaded video in a named temporary file (OpenCV reads from a path)."""
+async def _spool(request: Request, spooled) -> None:
+    """The uploaded video into a named temporary file (OpenCV reads from a path)."""
     if request.headers.get("content-type", "").split(";")[0].strip().lower() != "multipart/form-data":
         raise APIError(415, "unsupported_media_type", "send multipart/form-data with the video file in the field 'video'")
     form = await request.form(max_files=1, max_fields=8)
     upload = form.get("video")
     if not isinstance(upload, UploadFile):
         raise APIError(422, "missing_video", "multipart field 'video' is missing (expected the video file)")
-    spooled = tempfile.NamedTemporaryFile(suffix=".video")
     await run_in_threadpool(shutil.copyfileobj, upload.file, spooled)
     spooled.flush()
-    return spooled
 
 
 @router.post("/video", response_model=VideoResponse, responses=ERRORS, openapi_extra=video_body(),
@@ -101,7 +99,8 @@ async def video(request: Request, state: State, threshold: Annotated[Decision, D
     settings = state.settings
     limits = VideoLimits(max_pixels=settings.max_video_pixels, max_seconds=settings.max_video_seconds)
     identifier = Identifier(state.gallery, state.embedder.sha256, threshold.threshold)
-    with await _spool(request) as spooled:
+    with tempfile.NamedTemporaryFile(suffix=".video") as spooled:
+        await _spool(request, spooled)
         _, result = await run_in_threadpool(analyze_file, spooled.name, models, identifier, options_of(state, detect_every), limits)
     return VideoResponse(**result)
 
