@@ -2,12 +2,13 @@
 
 `VideoSession` takes frames one at a time (a file, or a live stream's JPEGs) and answers each with the
 faces on it; `analyze_file` runs one over a video file. Per track only compact data is kept (frame
-index, box and 7 probabilities per observation, the best few gallery matches, one thumbnail), so
-memory does not depend on the resolution and grows by ~50 bytes per face per detection step.
+index, box and 7 probabilities per observation in flat arrays, the best few gallery matches, one
+thumbnail), so memory does not depend on the resolution and grows by 48 bytes per face per detection step.
 """
 from __future__ import annotations
 
 import heapq
+from array import array
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -115,17 +116,17 @@ class FrameResult:
 class TrackRecord:
     """What is kept of a track: compact per-observation arrays and the best few matches."""
     id: int
-    frames: list[int] = field(default_factory=list)
-    boxes: list[np.ndarray] = field(default_factory=list)  # float32 (4,)
-    probabilities: list[np.ndarray] = field(default_factory=list)  # float16 (7,)
+    frames: array = field(default_factory=lambda: array("i"))  # 4 bytes per observation
+    boxes: array = field(default_factory=lambda: array("f"))  # 4 floats per observation
+    probabilities: array = field(default_factory=lambda: array("f"))  # 7 floats per observation
     best: list[tuple[float, int, FrameMatch | None]] = field(default_factory=list)  # min-heap of (quality, frame, match)
     thumbnail: np.ndarray | None = None  # RGB crop of the best-quality detection
     thumbnail_quality: float = -1.0
 
     def observe(self, frame: int, face: Face, quality: float, votes: int, crop: Callable[[], np.ndarray]) -> None:
         self.frames.append(frame)
-        self.boxes.append(face.box.astype(np.float32))
-        self.probabilities.append(face.probabilities.astype(np.float16))
+        self.boxes.extend(face.box.astype(np.float32).tolist())
+        self.probabilities.extend(face.probabilities.astype(np.float32).tolist())
         entry = (quality, frame, face.match)
         if len(self.best) < votes:
             heapq.heappush(self.best, entry)
@@ -219,7 +220,7 @@ class VideoSession:
         options = self.options
         frames_ = np.array(record.frames)
         times = frames_ / self.fps
-        smoothed = smooth(times, np.array(record.probabilities, np.float32), options.smoothing_s)
+        smoothed = smooth(times, np.frombuffer(record.probabilities, np.float32).reshape(len(frames_), -1), options.smoothing_s)
         min_samples = max(1, round(options.min_segment_s * self.fps / options.detect_every))
         name, subject, similarity = record.identity()
         return {
@@ -230,7 +231,7 @@ class VideoSession:
             "start": round(float(times[0]), 3), "end": round(float(times[-1]), 3),
             "start_frame": int(frames_[0]), "end_frame": int(frames_[-1]),
             "frames": frames_.tolist(),
-            "boxes": [[round(float(v), 1) for v in box] for box in record.boxes],
+            "boxes": np.round(np.frombuffer(record.boxes, np.float32).reshape(-1, 4).astype(np.float64), 1).tolist(),
             "expressions": np.round(smoothed.astype(np.float64), 3).tolist(),
             "dominant": [
                 {"expression": EXPRESSIONS[label], "start": round(a / self.fps, 3), "end": round(b / self.fps, 3), "start_frame": a, "end_frame": b}
