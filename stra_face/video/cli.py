@@ -55,13 +55,16 @@ def main(argv: list[str] | None = None) -> None:
     from stra_face.video.source import VideoError, VideoLimits, probe
 
     args = parse(argv)
-    models = Models.load(intra_op_threads=args.threads)
     limits = VideoLimits(truncate_seconds=args.max_seconds)
+    try:
+        info = probe(args.video, limits)  # before the models load: a bad file fails at once
+    except VideoError as error:
+        raise SystemExit(f"stra-face video: {error.message}") from None
+    models = Models.load(intra_op_threads=args.threads)
     with tempfile.TemporaryDirectory() as workdir:
         try:
             identifier = open_identifier(args, models, Path(workdir))
-            info = probe(args.video, limits)
-        except (VideoError, ValueError) as error:
+        except ValueError as error:  # a photo that cannot be read, a model without calibration
             raise SystemExit(f"stra-face video: {getattr(error, 'message', error)}") from None
         total = info.frames if args.max_seconds is None else min(info.frames, int(args.max_seconds * info.fps))
         drawer = Drawer(args.draw, info.fps) if args.draw else None
