@@ -111,8 +111,8 @@ def install_pgvector(bin_dir: Path) -> str | None:
         source = next(Path(build).glob("pgvector-*"))
         for target in ([], ["install"]):
             done = subprocess.run(["nice", "-n", "10", "make", "-C", str(source), f"PG_CONFIG={pg_config}", *target], capture_output=True, text=True)
-            if done.returncode != 0:
-                return f"building pgvector failed: {done.stderr.strip()[-300:]}"
+            if done.returncode != 0:  # compiler output says less than the package that is missing
+                return f"building pgvector failed (make exit {done.returncode}): install Debian's postgresql-server-dev-15 (PostgreSQL's server headers)"
     return None
 
 

@@ -211,7 +211,8 @@ def test_no_face_lost_that_the_full_resolution_reference_finds(detector, referen
 def test_concurrent_images_share_one_rnet_and_one_onet_call(detector):
     """The service's three-step detection gives each image what `detect` gives it, with the R-Net and
     O-Net crops of all waiting images in one call each."""
-    from stra_face.service.analysis import DetectionOptions, _decode_and_detect
+    from stra_face.service.analysis import DetectionOptions, analyze_image
+    from stra_face.vision.preprocess import ARCFACE_112
 
     paths = [FACES / "examples/two_people.jpg", FACES / "examples/obama-480p.jpg", FACES / "more/insightface/t1.jpg"]
     data = [need(path).read_bytes() for path in paths]
@@ -229,24 +230,26 @@ def test_concurrent_images_share_one_rnet_and_one_onet_call(detector):
 
     async def main():
         state = SimpleNamespace(
-            detector=detector, settings=SimpleNamespace(max_image_bytes=2**30, max_image_pixels=10**9),
+            detector=detector, settings=SimpleNamespace(max_image_bytes=2**30, max_image_pixels=10**9, max_faces=64, flip_expressions=True),
+            embedder=SimpleNamespace(input_kind=ARCFACE_112), embed_batcher=None, expression_batcher=None,
+            metrics=SimpleNamespace(faces=SimpleNamespace(inc=lambda count: None)),
             rnet_batcher=MicroBatcher(spy("rnet", detector.run_rnet), rnet_total, 60_000.0, 65536),
             onet_batcher=MicroBatcher(spy("onet", detector.run_onet), onet_total, 60_000.0, 65536),
         )
         for batcher in (state.rnet_batcher, state.onet_batcher):
             await batcher.start()
-        results = await asyncio.gather(*(_decode_and_detect(state, d, DetectionOptions()) for d in data))
+        results = await asyncio.gather(*(analyze_image(state, d, DetectionOptions()) for d in data))
         for batcher in (state.rnet_batcher, state.onet_batcher):
             await batcher.stop()
         return results
 
     results = asyncio.run(main())
     assert calls == {"rnet": [rnet_total], "onet": [onet_total]}
-    for path, (image, detections) in zip(paths, results):
+    for path, result in zip(paths, results):
         alone = detector.detect(load(path))
-        assert [d.box.tolist() for d in detections] == [d.box.tolist() for d in alone]
-        assert [d.landmarks.tolist() for d in detections] == [d.landmarks.tolist() for d in alone]
-    assert [len(d) for _, d in results] == [2, 1, 6]
+        assert [d.box.tolist() for d in result.detections] == [d.box.tolist() for d in alone]
+        assert [d.landmarks.tolist() for d in result.detections] == [d.landmarks.tolist() for d in alone]
+    assert [len(r.detections) for r in results] == [2, 1, 6]
 
 
 # --------------------------------------------------------------------------- STRA_MAX_FACES in responses

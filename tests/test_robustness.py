@@ -178,12 +178,19 @@ def test_openapi_documents_behaviour(client):
 def test_docs_are_served_without_a_cdn(client):
     page = client.get("/docs").text
     assert "cdn" not in page.lower() and "/docs/assets/swagger-ui-bundle.js" in page
+    assert '"validatorUrl": null' in page  # no badge from validator.swagger.io
     assert client.get("/docs/assets/swagger-ui-bundle.js").status_code == 200
+    redoc = client.get("/redoc").text
+    assert "fonts.googleapis" not in redoc and "/redoc/assets/redoc.standalone.js" in redoc
+    assert client.get("/redoc/assets/redoc.standalone.js").status_code == 200
+    for path in ("/docs", "/redoc", "/ui", "/ui/"):  # the browser may fetch nothing from elsewhere
+        assert client.get(path).headers["content-security-policy"].startswith("default-src 'self'"), path
+    assert client.get("/ui/app.js").headers["content-type"].startswith("text/javascript")
 
 
 def test_open_routes_with_keys_configured(make_client):
     client = make_client(api_keys=["k"])
-    for path in ("/health", "/ready", "/metrics", "/openapi.json", "/docs"):
+    for path in ("/health", "/ready", "/metrics", "/openapi.json", "/docs", "/redoc", "/ui", "/ui/app.js"):
         assert client.get(path).status_code == 200, path
     assert_error(client.get("/v1/info"), 401, "missing_api_key")
     assert_error(client.get("/v1/subjects"), 401, "missing_api_key")
@@ -198,3 +205,21 @@ def test_cuda_is_asked_for_only_with_a_gpu(monkeypatch, caplog):
     with caplog.at_level("INFO", logger="stra_face.providers"):
         assert providers.select_providers(["CUDAExecutionProvider", "CPUExecutionProvider"]) == ["CPUExecutionProvider"]
     assert "libcuda.so.1 not found" in caplog.text and len(caplog.records) == 1
+
+
+def test_models_ask_for_cuda_only_with_a_gpu(monkeypatch, caplog, tmp_path):
+    """Every model (service, benchmark, training tools) goes through select_providers: no CUDA session,
+    hence no CUDA library errors or GPU warnings, on a machine without a driver."""
+    import onnx
+    from onnx import TensorProto, helper
+
+    from stra_face.vision import inference, providers
+
+    graph = helper.make_graph([helper.make_node("Identity", ["x"], ["y"])], "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1])], [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1])])
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), tmp_path / "identity.onnx")
+    monkeypatch.setattr(providers.ort, "get_available_providers", lambda: ["CUDAExecutionProvider", "CPUExecutionProvider"])
+    monkeypatch.setattr(providers, "cuda_devices", lambda: (0, "no CUDA driver (libcuda.so.1 not found)"))
+    with caplog.at_level("INFO"):
+        model = inference.OnnxModel(tmp_path / "identity.onnx", ["CUDAExecutionProvider", "CPUExecutionProvider"])
+    assert model.providers == ["CPUExecutionProvider"]
+    assert not [r for r in caplog.records if r.levelname == "WARNING"] and "libcuda.so.1 not found" in caplog.text

@@ -8,14 +8,15 @@ import json
 
 import numpy as np
 import pytest
-
 from conftest import FACES, SHARED_DATA, need
-from stra_face.vision.inference import EmbeddingModel, ExpressionModel, sha256_file
+
+from stra_face.service.settings import ASSETS, Settings
+from stra_face.training.fer import ferplus
+from stra_face.training.fer.data import load_fer2013
 from stra_face.vision.align import align_face
 from stra_face.vision.decode import decode_image
 from stra_face.vision.detect import FaceDetector
-from stra_face.service.settings import ASSETS, Settings
-from stra_face.training.fer.data import load_fer2013
+from stra_face.vision.inference import EmbeddingModel, ExpressionModel, sha256_file
 
 # Models with a card of their own (the three MTCNN files share mtcnn.card.json, checked in test_detect.py).
 SHIPPED = sorted(path for path in ASSETS.glob("*.onnx") if path.with_suffix(".card.json").exists())
@@ -105,7 +106,8 @@ def test_shipped_expression_model_scores_its_card_accuracy_on_private_test(flip)
     users get is the number on the card."""
     settings = Settings()
     card = json.loads(settings.expression_model.with_suffix(".card.json").read_text())
-    private = load_fer2013(need(FER2013)).split("PrivateTest")
+    data = load_fer2013(need(FER2013))
+    private = data.split("PrivateTest")
     model = ExpressionModel(settings.expression_model, ["CPUExecutionProvider"])
     predictions = np.concatenate(
         [model.probabilities(private.images[start : start + 512], flip).argmax(1) for start in range(0, len(private), 512)]
@@ -117,6 +119,13 @@ def test_shipped_expression_model_scores_its_card_accuracy_on_private_test(flip)
     assert accuracy > majority + 0.2, f"PrivateTest accuracy {accuracy:.3f}; answering the majority class scores {majority:.3f}"
     # The H100-trained 19-epoch ResNet50-StRA (docs/fer_gpu_runs): 65.6% without TTA, 66.6% with flip here.
     assert accuracy >= 0.653, f"PrivateTest accuracy {accuracy:.4f} below the shipped ResNet50-StRA's 65.3% floor"
+    # The same predictions on the FER+ benchmark (majority of 10 annotators, ties and unknown / NF / contempt left out).
+    votes = ferplus.read_votes(need(FER2013.with_name("ferplus_votes.npz")))
+    majority = ferplus.majority_labels(votes)[data.usage == "PrivateTest"]
+    kept = majority >= 0
+    card_ferplus = card["ferplus_metrics"]["PrivateTest/" + ("flip" if flip else "none")]
+    assert kept.sum() == card_ferplus["images"]
+    assert float((predictions[kept] == majority[kept]).mean()) == pytest.approx(card_ferplus["accuracy"], abs=0.003)
 
 
 @pytest.mark.slow

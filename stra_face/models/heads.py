@@ -4,6 +4,7 @@ from __future__ import annotations
 from typing import Literal
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 EmbeddingPool = Literal["avg", "flatten"]
@@ -65,8 +66,13 @@ class Network(nn.Module):
         dropout: float = 0.0,
         embedding_pool: EmbeddingPool = "avg",
         input_size: tuple[int, int] | None = None,
+        resize_input: int = 0,
     ):
         super().__init__()
+        # A network trained at a smaller side than the aligned crop it is fed (e.g. 80 px from the 112
+        # crop, for CPU budgets) resizes inside the graph, so the service and the exported file need no
+        # new input kind.
+        self.resize_input = resize_input
         self.backbone = backbone
         features = backbone.num_features
         self.embedding = None
@@ -85,6 +91,8 @@ class Network(nn.Module):
         self.num_features = features
 
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
+        if self.resize_input:
+            x = F.interpolate(x, size=(self.resize_input, self.resize_input), mode="bilinear", align_corners=False)
         return self.backbone(x)
 
     def forward_head(self, features: torch.Tensor) -> torch.Tensor:

@@ -17,7 +17,7 @@ _REGISTRY: dict[str, BackboneBuilder] = {}
 # Complete networks with their own fixed head and input size (ported models): built as they are.
 _FIXED: dict[str, Callable[..., nn.Module]] = {}
 
-_HEAD_ARGS = ("num_classes", "embedding_dim", "dropout", "embedding_pool", "input_size")
+_HEAD_ARGS = ("num_classes", "embedding_dim", "dropout", "embedding_pool", "input_size", "resize_input")
 
 
 def register_model(fn: BackboneBuilder) -> BackboneBuilder:

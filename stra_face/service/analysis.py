@@ -1,56 +1,36 @@
-"""Image bytes -> detected faces -> embeddings / expressions: the path every route shares."""
+"""Image bytes -> detected faces -> embeddings / expressions: the path every route shares.
+
+The steps are `stra_face.vision.pipeline.analysis`, the ones the Python API runs; here each
+network call goes to a micro-batcher shared by concurrent requests, and the CPU work between
+them runs in the thread pool."""
 from __future__ import annotations
 
-from dataclasses import dataclass
-
-import numpy as np
 from starlette.concurrency import run_in_threadpool
 
 from stra_face.service.errors import APIError
-from stra_face.vision.align import align_face, expression_crop
-from stra_face.vision.decode import decode_image
-from stra_face.vision.detect import Detection
-from stra_face.vision.guard import can_hold_a_face
 from stra_face.service.state import ServiceState
+from stra_face.vision.decode import decode_image
+from stra_face.vision.pipeline import (
+    EMBED,
+    EXPRESSION,
+    ONET,
+    RNET,
+    AnalyzedImage,
+    DetectionOptions,
+    ModelCall,
+    Request,
+    advance,
+    analysis,
+)
+
+__all__ = ["AnalyzedImage", "DetectionOptions", "analyze_image"]
 
 
-@dataclass
-class AnalyzedImage:
-    width: int
-    height: int
-    detections: list[Detection]  # the largest STRA_MAX_FACES of the faces found
-    faces_found: int = 0
-    embeddings: np.ndarray | None = None  # (F, D)
-    expressions: np.ndarray | None = None  # (F, 7)
-    modes: np.ndarray | None = None  # (F, G, h, w) StRA mode maps, when asked for
-    expression_crops: np.ndarray | None = None  # (F, 48, 48) the crops the expression model saw, when modes are asked for
-
-
-@dataclass(frozen=True)
-class DetectionOptions:
-    min_face_size: int | None = None
-    threshold: float | None = None
-
-
-def _decode_and_propose(state: ServiceState, data: bytes, options: DetectionOptions):
+def _start(state: ServiceState, data: bytes, options: DetectionOptions, request: Request):
     settings = state.settings
     image = decode_image(data, settings.max_image_bytes, settings.max_image_pixels)
-    height, width = image.shape[:2]
-    if not can_hold_a_face(height, width, state.detector.smallest_face(height, width, options.min_face_size)):
-        return image, None
-    return image, state.detector.propose(image, options.min_face_size)
-
-
-async def _decode_and_detect(state: ServiceState, data: bytes, options: DetectionOptions) -> tuple[np.ndarray, list[Detection]]:
-    """`FaceDetector.detect` in its three steps, the R-Net and O-Net crops batched with those of concurrent requests."""
-    image, cascade = await run_in_threadpool(_decode_and_propose, state, data, options)
-    if cascade is None:  # too small to hold a face of the requested size
-        return image, []
-    if len(cascade.crops):
-        cascade = await run_in_threadpool(state.detector.refine, cascade, await state.rnet_batcher.submit(cascade.crops))
-    if not len(cascade.crops):
-        return image, []
-    return image, state.detector.finish(cascade, await state.onet_batcher.submit(cascade.crops), options.threshold)
+    steps = analysis(image, state.detector, state.embedder.input_kind, settings.max_faces, options, request)
+    return steps, advance(steps)
 
 
 async def analyze_image(
@@ -60,19 +40,11 @@ async def analyze_image(
         raise APIError(503, "model_unavailable", f"no expression model is installed (expected at {state.settings.expression_model})")
     if modes and not state.expression.has_modes:  # refused before any work is done
         raise APIError(422, "modes_unavailable", f"the installed expression model ({state.expression.path.name}, sha256 {state.expression.sha256[:12]}) has no StRA mode output; modes=true needs an StRA model exported by `python -m stra_face.training.fer ship`")
-    image, found = await _decode_and_detect(state, data, options)
-    detections = found[: state.settings.max_faces]
-    state.metrics.faces.inc(len(detections))
-    result = AnalyzedImage(image.shape[1], image.shape[0], detections, len(found))
-    if not detections:
-        return result
-    if embed:
-        faces = await run_in_threadpool(lambda: np.stack([align_face(image, d.landmarks, state.embedder.input_kind) for d in detections]))
-        result.embeddings = await state.embed_batcher.submit(faces, flip)
-    if expression:
-        crops = await run_in_threadpool(lambda: np.stack([expression_crop(image, d.landmarks) for d in detections]))
-        # The batcher only groups requests with equal options, so requests without modes never pay for them.
-        result.expressions, result.modes = await state.expression_batcher.submit(crops, state.settings.flip_expressions, modes)
-        if modes:
-            result.expression_crops = crops
-    return result
+    # The batcher of each model only groups calls with equal options, so requests without modes never pay for them.
+    batchers = {RNET: state.rnet_batcher, ONET: state.onet_batcher, EMBED: state.embed_batcher, EXPRESSION: state.expression_batcher}
+    request = Request(embed=embed, flip=flip, expression=expression, flip_expressions=state.settings.flip_expressions, modes=modes)
+    steps, step = await run_in_threadpool(_start, state, data, options, request)
+    while isinstance(step, ModelCall):
+        step = await run_in_threadpool(advance, steps, await batchers[step.model].submit(step.inputs, *step.options))
+    state.metrics.faces.inc(len(step.detections))
+    return step

@@ -53,6 +53,11 @@ def install_error_handlers(app: FastAPI) -> None:
     async def validation_error(request: Request, error: RequestValidationError):
         return error_response(422, "validation_error", _validation_message(error))
 
+    @app.exception_handler(RecursionError)
+    async def too_deep(request: Request, error: RecursionError):
+        # Input nested deeper than a parser or validator can follow, past the JSON guard: the client's doing.
+        return error_response(400, "invalid_json", "the request is nested too deeply to process")
+
     @app.exception_handler(StarletteHTTPException)
     async def http_error(request: Request, error: StarletteHTTPException):
         headers = getattr(error, "headers", None)
@@ -60,7 +65,8 @@ def install_error_handlers(app: FastAPI) -> None:
         if operations:  # Starlette's Allow names one route's methods; a path may have several routes
             methods = set(operations) | ({"HEAD"} if "GET" in operations else set())
             headers = {**(headers or {}), "Allow": ", ".join(sorted(methods))}
-        return error_response(error.status_code, _STATUS_CODES.get(error.status_code, "http_error"), str(error.detail), headers)
+        code = getattr(error, "code", None) or _STATUS_CODES.get(error.status_code, "http_error")  # the body guard's refusals carry their code
+        return error_response(error.status_code, code, str(error.detail), headers)
 
     # Any other exception: `stra_face.service.middleware.UnhandledErrorMiddleware` answers a JSON 500.
 

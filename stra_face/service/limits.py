@@ -26,6 +26,11 @@ def image_fields(operation: dict) -> int:
     return len(_multipart_fields(operation))
 
 
+def largest_body(settings: Settings) -> int:
+    """The most any route accepts: two images as base64 (verify)."""
+    return int(2 * settings.max_image_bytes * BASE64_FACTOR) + FRAMING_BYTES
+
+
 def body_limit(app: FastAPI, settings: Settings) -> Callable[[Scope], int]:
     """limit_for(scope) -> bytes: image routes allow their images (base64 included), the video route its video, the rest a small JSON body."""
 
@@ -51,10 +56,7 @@ def json_depth_of(value, depth: int = 0) -> int:
 
 
 def check_metadata(metadata: dict, max_bytes: int, max_depth: int) -> dict:
-    try:
-        size = len(json.dumps(metadata, separators=(",", ":"), allow_nan=False).encode())
-    except ValueError:
-        raise ValueError("metadata may not hold NaN or infinite numbers (they are not JSON)") from None
+    size = len(json.dumps(metadata, separators=(",", ":")).encode())  # storable JSON: checked by SubjectCreate
     if size > max_bytes:
         raise ValueError(f"metadata is {size} bytes as JSON; at most {max_bytes} are stored")
     depth = json_depth_of(metadata)

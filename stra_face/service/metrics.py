@@ -7,6 +7,14 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 
+METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
+
+
+def method_label(method: str) -> str:
+    """Label values must come from a fixed set: a client choosing them grows /metrics without bound."""
+    return method if method in METHODS else "OTHER"
+
+
 class Metrics:
     def __init__(self):
         self.registry = CollectorRegistry()
@@ -36,6 +44,7 @@ class MetricsMiddleware:
             await self.app(scope, receive, send)
             return
         status = {"code": 500}
+        method = method_label(scope["method"])  # read now: HeadAsGetMiddleware inside answers HEAD as GET
 
         async def send_wrapper(message):
             if message["type"] == "http.response.start":
@@ -47,6 +56,6 @@ class MetricsMiddleware:
             await self.app(scope, receive, send_wrapper)
         finally:
             route = scope.get("route")
-            template = getattr(route, "path", "unmatched")
-            self.metrics.requests.labels(template, scope["method"], str(status["code"])).inc()
-            self.metrics.latency.labels(template, scope["method"]).observe(time.perf_counter() - start)
+            template = getattr(route, "path", "unmatched")  # the route's template, never the raw path
+            self.metrics.requests.labels(template, method, str(status["code"])).inc()
+            self.metrics.latency.labels(template, method).observe(time.perf_counter() - start)

@@ -94,3 +94,13 @@ def operations_for(app: FastAPI, path: str) -> dict[str, dict] | None:
         if regex.match(path):
             return operations
     return None
+
+
+def needs_api_key(app: FastAPI):
+    """needs_key(scope) -> bool: the request's operation declares the x-api-key security scheme."""
+
+    def needs_key(scope) -> bool:
+        operation = (operations_for(app, scope["path"]) or {}).get(scope["method"])
+        return bool(operation and operation.get("security"))
+
+    return needs_key

@@ -1,6 +1,8 @@
 """Request and response models of the API."""
 from __future__ import annotations
 
+import json
+
 from pydantic import BaseModel, Field, field_validator, model_serializer
 
 from stra_face.vision.preprocess import EXPRESSIONS
@@ -152,6 +154,23 @@ class SubjectCreate(BaseModel):
         if value in (".", ".."):
             raise ValueError("'.' and '..' are not subject ids (clients and proxies rewrite them out of URL paths)")
         return value
+
+    @field_validator("metadata")
+    @classmethod
+    def metadata_is_storable_json(cls, value: dict) -> dict:  # (pydantic refuses lone surrogates in `name` itself)
+        _storable_json(value)
+        return value
+
+
+def _storable_json(value) -> None:
+    """What is stored must read back: JSON escapes let a client send a lone surrogate ("\\ud800"),
+    which Python keeps in a str but no UTF-8 encoder (the database's, the response's) accepts."""
+    try:
+        json.dumps(value, ensure_ascii=False, allow_nan=False).encode("utf-8")
+    except UnicodeEncodeError:
+        raise ValueError("holds a lone UTF-16 surrogate (an unpaired \\ud800-\\udfff escape), which is not Unicode text") from None
+    except ValueError:
+        raise ValueError("holds NaN or an infinite number, which are not JSON") from None
 
 
 class SubjectFaceOut(BaseModel):

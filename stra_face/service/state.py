@@ -3,19 +3,18 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
-from pathlib import Path
 
 import onnxruntime as ort
 
 from stra_face import __version__
 from stra_face.gallery import Gallery, GalleryError, open_gallery
+from stra_face.vision.bundle import load_face_models
 from stra_face.vision.inference import EmbeddingModel, ExpressionModel, MicroBatcher
 from stra_face.service.limits import Admission
 from stra_face.service.metrics import Metrics
 from stra_face.vision.detect import FaceDetector
-from stra_face.vision.providers import select_providers
 from stra_face.service.settings import Settings
-from stra_face.vision.thresholds import Calibration, load_calibration
+from stra_face.vision.thresholds import Calibration
 
 log = logging.getLogger("stra_face.state")
 
@@ -37,23 +36,15 @@ class ServiceState:
 
     @classmethod
     def load(cls, settings: Settings, metrics: Metrics) -> "ServiceState":
-        providers = select_providers(settings.providers)
-        embedder = EmbeddingModel(Path(settings.embedding_model), providers, settings.intra_op_threads)
-        expression = None
-        if Path(settings.expression_model).exists():
-            expression = ExpressionModel(Path(settings.expression_model), providers, settings.intra_op_threads)
-        else:
+        models = load_face_models(settings)
+        detector, embedder, expression, calibration = models.detector, models.embedder, models.expression, models.calibration
+        if expression is None:
             log.warning("no expression model at %s: /v1/expression and /v1/analyze answer 503", settings.expression_model)
         for name, model in (("embedding", embedder), ("expression", expression)):
             if model is not None:
                 metrics.provider.labels(name, model.providers[0]).set(1)
-        calibration = load_calibration(Path(settings.thresholds_file), embedder.sha256)
         if calibration is None:
             log.warning("no calibrated thresholds for embedding model %s in %s: /v1/verify and /v1/identify need an explicit threshold", embedder.sha256[:12], settings.thresholds_file)
-        detector = FaceDetector(
-            settings.min_face_size, settings.detection_threshold, settings.detection_size,
-            providers=providers, intra_op_threads=settings.intra_op_threads,
-        )
         gallery = open_gallery(
             settings.gallery_path, settings.gallery_dsn, use_pgvector=settings.gallery_pgvector,
             ann_min_faces=settings.gallery_ann_min_faces, ann_candidates=settings.gallery_ann_candidates,

@@ -13,23 +13,27 @@ from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import cv2
 import numpy as np
 
+from stra_face.config import PipelineSettings
 from stra_face.gallery import Gallery, Match
 from stra_face.video.output import thumbnail_jpeg
 from stra_face.video.source import VideoLimits, frames, probe
 from stra_face.video.timeline import segments, smooth
 from stra_face.video.tracking import Tracker, TrackerConfig
 from stra_face.vision.align import align_face, expression_crop
+from stra_face.vision.bundle import load_face_models
 from stra_face.vision.detect import Detection, FaceDetector
 from stra_face.vision.inference import EmbeddingModel, ExpressionModel
 from stra_face.vision.preprocess import EXPRESSIONS
-from stra_face.vision.providers import select_providers
-from stra_face.vision.thresholds import Calibration, load_calibration
+from stra_face.vision.thresholds import Calibration
 
-ASSETS = Path(__file__).resolve().parents[1] / "assets" / "models"
+if TYPE_CHECKING:
+    from stra_face.analyzer import FaceAnalyzer
+
 UNKNOWN = "unknown"
 
 
@@ -41,16 +45,21 @@ class Models:
     calibration: Calibration | None = None  # the embedding model's thresholds, when calibrated
 
     @classmethod
-    def load(cls, models: Path = ASSETS, providers: list[str] | None = None, intra_op_threads: int = 0,
-             embedding: str = "dlib_resnet_v1.onnx", expression: str = "expression.onnx") -> Models:
-        """The shipped models (the service's defaults)."""
-        providers = select_providers(providers or ["CUDAExecutionProvider", "CPUExecutionProvider"])
-        embedder = EmbeddingModel(models / embedding, providers, intra_op_threads)
-        return cls(
-            FaceDetector(models=models, providers=providers, intra_op_threads=intra_op_threads), embedder,
-            ExpressionModel(models / expression, providers, intra_op_threads),
-            load_calibration(models / "thresholds.json", embedder.sha256),
-        )
+    def load(cls, settings: PipelineSettings | None = None, **overrides) -> Models:
+        """The models the service and `FaceAnalyzer` load (STRA_* variables, else the shipped files);
+        keyword arguments override settings, e.g. `providers=["CPUExecutionProvider"]`."""
+        settings = PipelineSettings(**(settings.model_dump() if settings else {}) | overrides)
+        loaded = load_face_models(settings)
+        if loaded.expression is None:
+            raise ValueError(f"no expression model at {settings.expression_model}: video analysis reads expressions")
+        return cls(loaded.detector, loaded.embedder, loaded.expression, loaded.calibration)
+
+    @classmethod
+    def of(cls, analyzer: FaceAnalyzer) -> Models:
+        """The models an already loaded `FaceAnalyzer` holds (nothing is loaded twice)."""
+        if analyzer.expression_model is None:
+            raise ValueError(f"no expression model at {analyzer.settings.expression_model}: video analysis reads expressions")
+        return cls(analyzer.detector, analyzer.embedder, analyzer.expression_model, analyzer.calibration)
 
     def tracker_config(self) -> TrackerConfig:
         if self.calibration is None:

@@ -19,11 +19,15 @@ import io
 import warnings
 
 import numpy as np
-from PIL import Image, ImageOps, UnidentifiedImageError
+from PIL import Image, ImageOps, PngImagePlugin, UnidentifiedImageError
 
 SUPPORTED_FORMATS = {"JPEG", "PNG", "WEBP", "BMP", "MPO"}  # MPO: multi-picture JPEGs from phones
 BACKGROUND = (255, 255, 255)  # what shows through transparent pixels
 HIGH_BIT_DEPTH_MODES = {"I;16", "I;16L", "I;16B", "I;16N", "I"}
+# Pillow refuses a PNG whose compressed text chunk (a comment, XMP metadata) inflates past 1 MiB,
+# which cameras and editors do write. Any one chunk may inflate to 16 MiB; all of an image's text
+# together stays bounded by Pillow's MAX_TEXT_MEMORY (64 MiB), the bound that was already there.
+PngImagePlugin.MAX_TEXT_CHUNK = 16 * 2**20
 
 
 class ImageError(ValueError):
@@ -73,6 +77,16 @@ def _open(data: bytes, max_pixels: int) -> Image.Image:
     if width * height > max_pixels:
         raise ImageError("image_too_large", f"the image is {width}x{height} = {width * height} pixels; the limit is {max_pixels}", status=413)
     return image
+
+
+def from_pil(image: Image.Image, max_pixels: int = 40_000_000) -> np.ndarray:
+    """An already opened PIL image -> what `decode_image` gives for its file: (H, W, 3) uint8 RGB, upright."""
+    width, height = image.size
+    if width * height > max_pixels:
+        raise ImageError("image_too_large", f"the image is {width}x{height} = {width * height} pixels; the limit is {max_pixels}", status=413)
+    if width < 1 or height < 1:
+        raise ImageError("corrupt_image", f"the image is empty ({width}x{height})")
+    return np.asarray(_to_rgb(ImageOps.exif_transpose(image)), dtype=np.uint8)
 
 
 def decode_image(data: bytes, max_bytes: int = 10 * 2**20, max_pixels: int = 40_000_000) -> np.ndarray:

@@ -15,6 +15,7 @@ import onnxruntime as ort
 from onnx import TensorProto, numpy_helper
 
 from stra_face.vision.preprocess import ARCFACE_112, EXPRESSIONS, FACE_INPUTS, to_expression_input, to_face_input
+from stra_face.vision.providers import select_providers
 
 log = logging.getLogger("stra_face.inference")
 
@@ -66,11 +67,8 @@ class OnnxModel:
     def __init__(self, path: Path, providers: list[str], intra_op_threads: int = 0):
         if not path.exists():
             raise FileNotFoundError(f"model file not found: {path}")
-        available = ort.get_available_providers()
-        wanted = [p for p in providers if p in available]
-        skipped = [p for p in providers if p not in available]
-        if skipped:
-            log.warning("%s: providers %s not available here (available: %s)", path.name, skipped, available)
+        # Only what this machine can run: asking onnxruntime-gpu for CUDA without a driver prints errors.
+        wanted = select_providers(providers)
         options = ort.SessionOptions()
         # Idle ONNX Runtime workers spin by default, and on a small machine they take the cores the
         # numpy / OpenCV work between calls needs: detection at 480p took 180 ms with spinning, 84 without.
@@ -78,7 +76,6 @@ class OnnxModel:
         if intra_op_threads:
             options.intra_op_num_threads = intra_op_threads
         self.path = path
-        wanted = wanted or ["CPUExecutionProvider"]
         source: str | bytes = str(path)
         self.widened = False
         if "CUDAExecutionProvider" not in wanted:
@@ -92,7 +89,7 @@ class OnnxModel:
         self.input_name = self.session.get_inputs()[0].name
         self.input_shape = self.session.get_inputs()[0].shape
         log.info("%s loaded: providers %s, sha256 %s", path.name, self.providers, self.sha256[:12])
-        if "CUDAExecutionProvider" in providers and "CUDAExecutionProvider" not in self.providers:
+        if "CUDAExecutionProvider" in wanted and "CUDAExecutionProvider" not in self.providers:
             log.warning("%s runs WITHOUT the GPU: CUDAExecutionProvider was requested but is not in use", path.name)
 
     def run(self, batch: np.ndarray) -> np.ndarray:

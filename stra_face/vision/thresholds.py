@@ -32,3 +32,41 @@ def load_calibration(path: Path, model_sha256: str) -> Calibration | None:
     if not entry:
         return None
     return Calibration({float(far): float(t) for far, t in entry["thresholds"].items()}, entry.get("dataset", str(path)))
+
+
+class ThresholdError(ValueError):
+    """No threshold can be chosen as asked; `code` and `status` map onto the HTTP error."""
+
+    def __init__(self, code: str, message: str, status: int):
+        super().__init__(message)
+        self.code, self.message, self.status = code, message, status
+
+
+@dataclass(frozen=True)
+class Choice:
+    threshold: float
+    far: float | None  # the calibrated FAR the threshold stands for; None for a caller-given threshold
+    calibration: str  # where the threshold comes from: "request", or the calibration's source
+
+
+def choose_threshold(
+    calibration: Calibration | None, default_far: float, far: float | None = None, threshold: float | None = None,
+    *, model: str = "", source: str = "", override: str = "pass threshold=",
+) -> Choice:
+    """The accept threshold of a verify / identify: the caller's, else the calibrated one for `far`
+    (`default_far` when None). `model`, `source` (sha256, thresholds file) and `override` (how the
+    caller passes a threshold) only word the errors."""
+    if threshold is not None:
+        return Choice(threshold, None, "request")
+    if calibration is None:
+        raise ThresholdError("model_not_calibrated", f"no calibrated thresholds for embedding model {model[:12]} in {source}; {override}", 503)
+    supported = min(calibration.thresholds)
+    if far is not None and far < supported:
+        raise ThresholdError(
+            "far_out_of_range",
+            f"far={far:g} is below the strictest calibrated FAR ({supported:g}); supported: far >= {supported:g} "
+            f"(calibrated: {', '.join(f'{f:g}' for f in sorted(calibration.thresholds))}), or {override}",
+            422,
+        )
+    value, calibrated_far = calibration.threshold_for(far if far is not None else default_far)
+    return Choice(value, calibrated_far, calibration.source)
