@@ -17,8 +17,8 @@ from pathlib import Path
 import cv2
 
 from stra_face.gallery import open_gallery
-from stra_face.video.analyzer import Identifier, Models, VideoOptions, VideoSession, enrol_photos
-from stra_face.video.source import frames, probe
+from stra_face.tracks.analyzer import Identifier, Models, VideoOptions, VideoSession, enrol_photos
+from stra_face.tracks.source import frames, probe
 
 
 def rss_mib() -> float:

@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 
 from stra_face.gallery import open_gallery
-from stra_face.video.analyzer import Identifier, Models, VideoOptions, analyze_file, enrol_photos
+from stra_face.tracks.analyzer import Identifier, Models, VideoOptions, analyze_file, enrol_photos
 from stra_face.vision.preprocess import EXPRESSIONS
 
 # Shots (cuts at frames 20, 82, 211): Miranda on stage (right) with Lacamoire at the piano (left);

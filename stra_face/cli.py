@@ -18,7 +18,7 @@ COMMANDS = {
     "fer": ("stra_face.training.fer.cli", "train / evaluate / ship the FER2013 / FER+ expression classifier"),
     "face": ("stra_face.training.face.trainer", "prepare data / train / ship the face-embedding model"),
     "benchmark": ("stra_face.training.eval.verification", "10-fold verification benchmark (LFW / CFP / .bin), ROC, threshold calibration"),
-    "video": ("stra_face.video.cli", "each person in a video as a track: named from a gallery, with an expression timeline"),
+    "video": ("stra_face.tracks.cli", "each person in a video as a track: named from a gallery, with an expression timeline"),
     "attention": ("stra_face.training.fer.attention", "mode-attention maps of a trained StRA model (Fig. 3 / Fig. 4)"),
 }
 

@@ -11,9 +11,9 @@ import numpy as np
 import pytest
 from conftest import FACES, ROOT, SHARED_DATA, need
 
-from stra_face.video.source import VideoError, VideoLimits, frames, probe
-from stra_face.video.timeline import segments, smooth
-from stra_face.video.tracking import Tracker, TrackerConfig
+from stra_face.tracks.source import VideoError, VideoLimits, frames, probe
+from stra_face.tracks.timeline import segments, smooth
+from stra_face.tracks.tracking import Tracker, TrackerConfig
 
 STRA_FACE = [sys.executable, "-c", "from stra_face.cli import main; main()"]
 CLIP = SHARED_DATA / "video" / "short_hamilton_clip.mp4"
@@ -182,7 +182,7 @@ def service(tmp_path_factory, gallery_folder):
     from stra_face.gallery import open_gallery
     from stra_face.service.app import create_app
     from stra_face.service.settings import Settings
-    from stra_face.video.analyzer import Models, enrol_photos
+    from stra_face.tracks.analyzer import Models, enrol_photos
 
     folder = tmp_path_factory.mktemp("service")
     models = Models.load(providers=["CPUExecutionProvider"])
@@ -216,7 +216,7 @@ def post_video(client, path: Path, **params):
 @pytest.mark.slow
 def test_post_video_returns_the_tracks_of_the_core(service, closeup):
     from stra_face.gallery import open_gallery
-    from stra_face.video.analyzer import Identifier, VideoOptions, analyze_file
+    from stra_face.tracks.analyzer import Identifier, VideoOptions, analyze_file
 
     make, models, gallery_path = service
     response = post_video(make(), closeup, detect_every=3)
@@ -285,3 +285,18 @@ def test_websocket_needs_the_api_key(service):
     with client.websocket_connect("/v1/stream?api_key=secret") as socket:
         socket.send_text("end")
         assert socket.receive_json()["frames"] == 0
+
+
+def test_python_api_video_frame_by_frame(service, closeup):
+    import stra_face as sf
+
+    gallery_path = service[2]
+    with sf.Gallery(gallery_path, sf.FaceAnalyzer(providers=["CPUExecutionProvider"])) as gallery:
+        run = sf.video(closeup, gallery=gallery, detect_every=3, max_seconds=1)
+        answers = list(run)
+        result = run.result()
+    assert [a["frame"] for a in answers] == list(range(result["frames"])) and result["frames"] == 30
+    assert all(a["faces"] for a in answers) and answers[-1]["tracks"][0]["id"] == result["tracks"][0]["id"]
+    assert len(result["tracks"][0]["frames"]) == 10  # Miranda, found on every detection step
+    with pytest.raises(VideoError):
+        sf.video(ROOT / "pyproject.toml")

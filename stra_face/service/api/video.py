@@ -7,7 +7,6 @@ import shutil
 import tempfile
 from typing import Annotated
 
-import numpy as np
 from fastapi import APIRouter, Depends, Query, Request, WebSocket, WebSocketDisconnect
 from pydantic import BaseModel, Field
 from starlette.concurrency import run_in_threadpool
@@ -19,11 +18,10 @@ from stra_face.service.api.deps import State
 from stra_face.service.errors import APIError
 from stra_face.service.schemas import Decision, ErrorResponse
 from stra_face.service.state import ServiceState
-from stra_face.video.analyzer import FrameResult, Identifier, Models, VideoOptions, VideoSession, analyze_file
-from stra_face.video.source import VideoLimits
+from stra_face.tracks.analyzer import Identifier, Models, VideoOptions, VideoSession, analyze_file, frame_summary
+from stra_face.tracks.source import VideoLimits
 from stra_face.vision.decode import ImageError, decode_image
 from stra_face.vision.inference import Overloaded
-from stra_face.vision.preprocess import EXPRESSIONS
 
 router = APIRouter(prefix="/v1", tags=["video"])
 stream_router = APIRouter(prefix="/v1")
@@ -105,24 +103,6 @@ async def video(request: Request, state: State, threshold: Annotated[Decision, D
     return VideoResponse(**result)
 
 
-def _frame_message(result: FrameResult, session: VideoSession) -> dict:
-    faces = []
-    for face in result.faces:
-        record = session.records.get(face.track)
-        name, subject, similarity = record.identity() if record else ("unknown", None, None)
-        probabilities = face.probabilities if face.probabilities is not None else np.full(len(EXPRESSIONS), np.nan)
-        faces.append({
-            "track": face.track, "detected": face.detected, "box": [round(float(v), 1) for v in face.box],
-            "identity": name, "subject_id": subject, "similarity": similarity,
-            "expression": None if face.probabilities is None else EXPRESSIONS[int(np.argmax(probabilities))],
-        })
-    tracks = [
-        {"id": r.id, "identity": r.identity()[0], "start": round(r.frames[0] / session.fps, 3), "end": round(r.frames[-1] / session.fps, 3), "detections": len(r.frames)}
-        for r in session.reported()
-    ]
-    return {"frame": result.index, "time": round(result.time, 3), "faces": faces, "tracks": tracks}
-
-
 def _key_error(state: ServiceState, websocket: WebSocket) -> str | None:
     """The API-key rules of the other routes; browsers cannot set headers on a WebSocket, so `?api_key=` works too."""
     keys = state.settings.api_keys
@@ -178,6 +158,6 @@ async def _answer(state: ServiceState, session: VideoSession, data: bytes | None
         return {"error": {"code": "expected_frame", "message": "send frames as binary messages (JPEG or PNG), or the text 'end'"}}
     try:
         image = await run_in_threadpool(decode_image, data, state.settings.max_image_bytes, state.settings.max_image_pixels)
-        return _frame_message(await run_in_threadpool(session.feed, image), session)
+        return frame_summary(await run_in_threadpool(session.feed, image), session)
     except (ImageError, GalleryError) as error:
         return {"error": {"code": error.code, "message": error.message}}

@@ -32,7 +32,7 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
 
 def open_identifier(args, models, workdir: Path):
     from stra_face.gallery import open_gallery
-    from stra_face.video.analyzer import Identifier, enrol_photos
+    from stra_face.tracks.analyzer import Identifier, enrol_photos
 
     if args.gallery is None:
         return None
@@ -50,9 +50,9 @@ def open_identifier(args, models, workdir: Path):
 def main(argv: list[str] | None = None) -> None:
     from tqdm import tqdm
 
-    from stra_face.video.analyzer import Models, VideoOptions, analyze_file
-    from stra_face.video.output import Drawer, plot_timeline, write_csv
-    from stra_face.video.source import VideoError, VideoLimits, probe
+    from stra_face.tracks.analyzer import Models, VideoOptions, analyze_file
+    from stra_face.tracks.output import Drawer, plot_timeline, write_csv
+    from stra_face.tracks.source import VideoError, VideoLimits, probe
 
     args = parse(argv)
     limits = VideoLimits(truncate_seconds=args.max_seconds)

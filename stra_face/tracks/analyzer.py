@@ -20,10 +20,10 @@ import numpy as np
 
 from stra_face.config import PipelineSettings
 from stra_face.gallery import Gallery, Match
-from stra_face.video.output import thumbnail_jpeg
-from stra_face.video.source import VideoLimits, frames, probe
-from stra_face.video.timeline import segments, smooth
-from stra_face.video.tracking import Tracker, TrackerConfig
+from stra_face.tracks.output import thumbnail_jpeg
+from stra_face.tracks.source import VideoLimits, frames, probe
+from stra_face.tracks.timeline import segments, smooth
+from stra_face.tracks.tracking import Tracker, TrackerConfig
 from stra_face.vision.align import align_face, expression_crop
 from stra_face.vision.bundle import load_face_models
 from stra_face.vision.detect import Detection, FaceDetector
@@ -263,6 +263,25 @@ class VideoSession:
             "expression_labels": list(EXPRESSIONS),
             "tracks": [self.track_summary(r) for r in self.reported()],
         }
+
+
+def frame_summary(result: FrameResult, session: VideoSession) -> dict:
+    """One frame as JSON: its faces (track, box, the track's identity so far, this frame's expression)
+    and the tracks so far (what the WebSocket answers per frame)."""
+    faces = []
+    for face in result.faces:
+        record = session.records.get(face.track)
+        name, subject, similarity = record.identity() if record else (UNKNOWN, None, None)
+        faces.append({
+            "track": face.track, "detected": face.detected, "box": [round(float(v), 1) for v in face.box],
+            "identity": name, "subject_id": subject, "similarity": similarity,
+            "expression": None if face.probabilities is None else EXPRESSIONS[int(np.argmax(face.probabilities))],
+        })
+    tracks = [
+        {"id": r.id, "identity": r.identity()[0], "start": round(r.frames[0] / session.fps, 3), "end": round(r.frames[-1] / session.fps, 3), "detections": len(r.frames)}
+        for r in session.reported()
+    ]
+    return {"frame": result.index, "time": round(result.time, 3), "faces": faces, "tracks": tracks}
 
 
 def analyze_file(path: Path, models: Models, identifier: Identifier | None = None, options: VideoOptions = VideoOptions(),
