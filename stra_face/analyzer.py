@@ -17,7 +17,7 @@ from typing import Any, Union
 import numpy as np
 
 from stra_face.config import PipelineSettings
-from stra_face.vision.bundle import load_expression_model, load_face_models
+from stra_face.bundle import load_expression_model, load_face_models
 from stra_face.vision.decode import ImageError, decode_image, from_pil
 from stra_face.vision.detect import Detection
 from stra_face.vision.inference import ExpressionModel, ModesUnavailable

@@ -17,7 +17,8 @@ class PipelineSettings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="STRA_", env_file=".env", extra="ignore")
 
     # The shipped model with the best CFP-FP (README, *Measured here*): dlib's ResNet ported to ONNX.
-    # A student shipped by `python -m stra_face.training.face ship` lands beside it as face_embedding.onnx.
+    # A student shipped by `python -m stra_face.training.face ship` (runs/face/<run>.onnx + card) is served
+    # by pointing this at it and thresholds_file at the thresholds.json written beside it.
     embedding_model: Path = ASSETS / "dlib_resnet_v1.onnx"
     expression_model: Path = ASSETS / "expression.onnx"
     thresholds_file: Path = ASSETS / "thresholds.json"

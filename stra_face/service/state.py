@@ -8,7 +8,7 @@ import onnxruntime as ort
 
 from stra_face import __version__
 from stra_face.gallery import Gallery, GalleryError, open_gallery
-from stra_face.vision.bundle import load_face_models
+from stra_face.bundle import load_face_models
 from stra_face.vision.inference import EmbeddingModel, ExpressionModel, MicroBatcher
 from stra_face.service.limits import Admission
 from stra_face.service.metrics import Metrics
