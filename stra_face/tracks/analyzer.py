@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING
 import cv2
 import numpy as np
 
+from stra_face.bundle import load_face_models
 from stra_face.config import PipelineSettings
 from stra_face.gallery import Gallery, Match
 from stra_face.tracks.output import thumbnail_jpeg
@@ -25,7 +26,6 @@ from stra_face.tracks.source import VideoLimits, frames, probe
 from stra_face.tracks.timeline import segments, smooth
 from stra_face.tracks.tracking import Tracker, TrackerConfig
 from stra_face.vision.align import align_face, expression_crop
-from stra_face.vision.bundle import load_face_models
 from stra_face.vision.detect import Detection, FaceDetector
 from stra_face.vision.inference import EmbeddingModel, ExpressionModel
 from stra_face.vision.preprocess import EXPRESSIONS
