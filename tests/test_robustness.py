@@ -143,7 +143,7 @@ def test_admission_refuses_before_any_work_and_an_idle_queue_takes_any_image(cli
     assert response.headers["retry-after"] == "1"
     state.admission.active = 0
     with pytest.raises(Overloaded):
-        admission = Admission(1)
+        admission = Admission(1, max_pixels=10**9)
         admission.enter()
         admission.enter()
 

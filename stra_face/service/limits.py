@@ -2,13 +2,15 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 
 from fastapi import FastAPI
 from starlette.types import Scope
 
 from stra_face.service.openapi import operations_for
 from stra_face.service.settings import Settings
+from stra_face.vision.decode import ImageError
 from stra_face.vision.inference import Overloaded
 
 # base64 inflates by 4/3 (plus line breaks); multipart and JSON framing add a little.
@@ -66,16 +68,34 @@ def check_metadata(metadata: dict, max_bytes: int, max_depth: int) -> dict:
 
 
 class Admission:
-    """At most `limit` image requests in the pipeline (decode, detection, models) at once.
+    """At most `limit` image requests in the pipeline (decode, detection, models) at once, and at
+    most `max_pixels` pixels of work among them (`FaceDetector.work_pixels`: what decoding and
+    detecting costs in memory, counted in image pixels).
 
-    A request is admitted or refused (503, Retry-After) before its body is read and before
-    detection, so overload is shed at once instead of after seconds of work. With the limit
-    below `batch_queue_size / max_faces`, the model queues behind it never fill.
+    A request is admitted or refused (503, Retry-After) before its body is read, then its images are
+    admitted against the pixel budget once their headers are read, before any pixel is decoded, so
+    overload is shed at once instead of after seconds of work. With the limit below
+    `batch_queue_size / max_faces`, the model queues behind it never fill.
     """
 
-    def __init__(self, limit: int):
+    def __init__(self, limit: int, max_pixels: int):
         self.limit = limit
         self.active = 0
+        self.max_pixels = max_pixels
+        self.pixels = 0  # in flight
+
+    @contextmanager
+    def reserve(self, pixels: int) -> Iterator[None]:
+        """Hold `pixels` of the budget for the block; 413 for what could never fit, 503 while others hold too much."""
+        if pixels > self.max_pixels:
+            raise ImageError("image_too_large", f"detecting faces here needs {pixels} pixels of work (image + 4x P-Net's first pyramid level); this server takes at most {self.max_pixels} at once; a larger min_face_size needs less", status=413)
+        if self.pixels + pixels > self.max_pixels:
+            raise Overloaded(f"{self.pixels} pixels of image work are in progress and this request needs {pixels}; the server takes {self.max_pixels} at once; retry later")
+        self.pixels += pixels
+        try:
+            yield
+        finally:
+            self.pixels -= pixels
 
     def enter(self) -> None:
         if self.active >= self.limit:

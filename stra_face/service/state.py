@@ -64,7 +64,7 @@ class ServiceState:
             expression, batcher(embedder.embed, "embedding"),
             batcher(detector.run_rnet, "mtcnn_rnet", scale=8, max_wait_ms=0), batcher(detector.run_onet, "mtcnn_onet", scale=2, max_wait_ms=0),
             batcher(expression.predict, "expression") if expression else None,
-            gallery, calibration, Admission(settings.max_image_requests),
+            gallery, calibration, Admission(settings.max_image_requests, settings.max_pixels_in_flight),
         )
 
     async def start(self) -> None:

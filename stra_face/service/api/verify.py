@@ -1,12 +1,11 @@
 """1:1 verification: do two photos show the same person?"""
 from __future__ import annotations
 
-import asyncio
 from typing import Annotated
 
 from fastapi import APIRouter, Depends, Request
 
-from stra_face.service.analysis import analyze_image
+from stra_face.service.analysis import analyze_images
 from stra_face.service.api.decision import decision
 from stra_face.service.api.deps import State, image_body, read_images
 from stra_face.service.api.faces import ERRORS, Flip, Options, counted, detected
@@ -23,7 +22,7 @@ router = APIRouter(prefix="/v1", tags=["verification"])
 async def verify(request: Request, state: State, options: Options, chosen: Annotated[Decision, Depends(decision)], flip: Flip = None) -> VerifyResponse:
     flip = state.settings.flip_embeddings if flip is None else flip
     images = await read_images(request, ("image1", "image2"), state.settings.max_image_bytes)
-    first, second = await asyncio.gather(*(analyze_image(state, images[f], options, embed=True, flip=flip) for f in ("image1", "image2")))
+    first, second = await analyze_images(state, [images["image1"], images["image2"]], options, embed=True, flip=flip)
     for field, result in (("image1", first), ("image2", second)):
         if not result.detections:
             raise APIError(422, "no_face", f"no face found in {field}")

@@ -5,6 +5,7 @@ from __future__ import annotations
 import secrets
 import shutil
 import tempfile
+from pathlib import Path
 from typing import Annotated
 
 from fastapi import APIRouter, Depends, Query, Request, WebSocket, WebSocketDisconnect
@@ -19,7 +20,7 @@ from stra_face.service.errors import APIError
 from stra_face.service.schemas import Decision, ErrorResponse
 from stra_face.service.state import ServiceState
 from stra_face.tracks.analyzer import Identifier, Models, VideoOptions, VideoSession, analyze_file, frame_summary
-from stra_face.tracks.source import VideoLimits
+from stra_face.tracks.source import VideoLimits, probe
 from stra_face.vision.decode import ImageError, decode_image
 from stra_face.vision.inference import Overloaded
 
@@ -99,7 +100,10 @@ async def video(request: Request, state: State, threshold: Annotated[Decision, D
     identifier = Identifier(state.gallery, state.embedder.sha256, threshold.threshold)
     with tempfile.NamedTemporaryFile(suffix=".video") as spooled:
         await _spool(request, spooled)
-        _, result = await run_in_threadpool(analyze_file, spooled.name, models, identifier, options_of(state, detect_every), limits)
+        info = await run_in_threadpool(probe, Path(spooled.name), limits)
+        # One frame is decoded and detected at a time: that is what the video holds of the pixel budget.
+        with state.admission.reserve(state.detector.work_pixels(info.height, info.width)):
+            _, result = await run_in_threadpool(analyze_file, spooled.name, models, identifier, options_of(state, detect_every), limits)
     return VideoResponse(**result)
 
 
