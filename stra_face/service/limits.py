@@ -18,10 +18,14 @@ BASE64_FACTOR = 1.4
 FRAMING_BYTES = 64 * 1024
 
 
-def image_fields(operation: dict) -> int:
-    """How many images an operation's body carries (from its documented multipart body), 0 for other operations."""
+def _multipart_fields(operation: dict) -> list[str]:
     content = (operation.get("requestBody") or {}).get("content") or {}
-    return len(content.get("multipart/form-data", {}).get("schema", {}).get("required", []))
+    return content.get("multipart/form-data", {}).get("schema", {}).get("required", [])
+
+
+def image_fields(operation: dict) -> int:
+    """How many images (or videos) an operation's body carries (from its documented multipart body), 0 for other operations."""
+    return len(_multipart_fields(operation))
 
 
 def largest_body(settings: Settings) -> int:
@@ -30,11 +34,13 @@ def largest_body(settings: Settings) -> int:
 
 
 def body_limit(app: FastAPI, settings: Settings) -> Callable[[Scope], int]:
-    """limit_for(scope) -> bytes: image routes allow their images (base64 included), the rest a small JSON body."""
+    """limit_for(scope) -> bytes: image routes allow their images (base64 included), the video route its video, the rest a small JSON body."""
 
     def limit_for(scope: Scope) -> int:
         operation = (operations_for(app, scope["path"]) or {}).get(scope["method"])
         fields = image_fields(operation) if operation else 0
+        if fields and "video" in _multipart_fields(operation):
+            return settings.max_video_bytes + FRAMING_BYTES
         if fields:
             return int(fields * settings.max_image_bytes * BASE64_FACTOR) + FRAMING_BYTES
         return settings.max_json_body_bytes

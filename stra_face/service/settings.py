@@ -25,6 +25,11 @@ class Settings(PipelineSettings):
     # Image requests (a verify counts once) in the pipeline at once; more answer 503 + Retry-After
     # before their body is read.
     max_image_requests: int = 32
+    # POST /v1/video: the upload (413 beyond), its length (413 beyond) and frame size (413 beyond);
+    # the file is read frame by frame, so memory does not grow with its length.
+    max_video_bytes: int = 200 * 2**20
+    max_video_seconds: float = 600.0
+    max_video_pixels: int = 1920 * 1080
     # The memory bound: pixels of decoding and detection work in flight, summed over admitted requests
     # (an image's pixels plus 4x those of the detector's first pyramid level; docs/memory.md). Beyond
     # it requests get 503 + Retry-After; a single request that needs more gets 413.
