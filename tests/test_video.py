@@ -300,3 +300,16 @@ def test_python_api_video_frame_by_frame(service, closeup):
     assert len(result["tracks"][0]["frames"]) == 10  # Miranda, found on every detection step
     with pytest.raises(VideoError):
         sf.video(ROOT / "pyproject.toml")
+
+
+def test_tracker_gates_follow_the_strict_and_loose_faces_they_were_set_for_whatever_else_is_calibrated():
+    # A calibration that also has FAR 0.1 (cosine 0.904 for the shipped model) must not loosen the veto:
+    # with it, the clip's Miranda track took over Obama's face after the cut to the audience.
+    from stra_face.tracks.analyzer import Models
+    from stra_face.tracks.tracking import TrackerConfig
+    from stra_face.vision.thresholds import Calibration
+
+    two = Calibration({1e-3: 0.945, 1e-2: 0.931}, "two")
+    three = Calibration({1e-3: 0.945, 1e-2: 0.931, 0.1: 0.904}, "three")
+    config = Models(None, None, None, three).tracker_config()
+    assert config == Models(None, None, None, two).tracker_config() == TrackerConfig.for_thresholds(0.945, 0.931)

@@ -64,8 +64,10 @@ class Models:
     def tracker_config(self) -> TrackerConfig:
         if self.calibration is None:
             return TrackerConfig()
-        thresholds = self.calibration.thresholds
-        return TrackerConfig.for_thresholds(thresholds[min(thresholds)], thresholds[max(thresholds)])
+        # The gates were set against FAR 1e-3 (strict) and 1e-2 (loose); a looser calibrated FAR (0.1) would
+        # let the veto pass different people sitting where a track's last box was.
+        calibration = self.calibration
+        return TrackerConfig.for_thresholds(calibration.threshold_for(1e-3)[0], calibration.threshold_for(1e-2)[0])
 
 
 class Identifier:
