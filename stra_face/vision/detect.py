@@ -313,7 +313,7 @@ class FaceDetector:
         if not len(rows):
             return None, probabilities[0, 1]
         corners = np.stack([cols, rows], axis=1).astype(np.float32)
-        boxes = np.concatenate([np.floor((2 * corners + 1) / scale), np.floor((2 * corners + PNET_WINDOW) / scale)], axis=1) + (origin * 2)
+        boxes = np.concatenate([np.floor((2 * corners + 1) / scale), np.floor((2 * corners + PNET_WINDOW) / scale)], axis=1) + np.float32(origin * 2)
         scores = probabilities[0, 1, rows, cols]
         keep = nms(boxes, scores, 0.5)
         return np.concatenate([boxes, scores[:, None], offsets[0][:, rows, cols].T], axis=1)[keep], probabilities[0, 1]
