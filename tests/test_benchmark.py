@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import json
 import pickle
+import shlex
 
 import cv2
 import numpy as np
@@ -150,3 +151,32 @@ def test_command_on_an_onnx_model_writes_results_roc_and_thresholds(synthetic_bi
     assert (out / "roc.png").stat().st_size > 1000
     assert json.loads((out / "results.json").read_text())["synthetic"]["tar_at_far"] == {"0.01": None, "0.001": None, "0.0001": None}
     assert sha256_file(random_onnx_models["embedding"]) in json.loads(thresholds.read_text())
+
+
+def test_the_benchmark_step_and_the_command_that_reproduces_it_agree(synthetic_bin, tmp_path, random_onnx_models):
+    """What `face ship` and the dlib port call (the function) and what their cards tell users to run
+    (the command line) measure the same thing."""
+    from stra_face.training.eval.embedders import onnx_embedder
+    from stra_face.vision.inference import sha256_file
+
+    onnx = random_onnx_models["embedding"]
+    sources = benchmark.PairSources(bins=[synthetic_bin])
+    calibration = benchmark.Calibration("synthetic", onnx, tmp_path / "thresholds.json")
+    direct = benchmark.benchmark(onnx_embedder(onnx, ["CPUExecutionProvider"]), "m", sources.load(), tmp_path / "a", calibration=calibration)
+    command = benchmark.reproduce_command(onnx, sources, tmp_path / "b", calibration)
+    assert command.startswith("python -m stra_face.training.eval --onnx ")
+    again = benchmark.main(shlex.split(command)[3:])
+    assert again["synthetic"].accuracy_mean == pytest.approx(direct["synthetic"].accuracy_mean, abs=1e-6)
+    assert (tmp_path / "b" / "results.json").exists() and sha256_file(onnx) in json.loads((tmp_path / "thresholds.json").read_text())
+    with pytest.raises(ValueError, match="cfp_fp"):
+        benchmark.benchmark(onnx_embedder(onnx, ["CPUExecutionProvider"]), "m", sources.load(), tmp_path / "c",
+                            calibration=benchmark.Calibration("cfp_fp", onnx, tmp_path / "t2.json"))
+
+
+def test_pair_sources_from_the_shared_data_layout(tmp_path):
+    sources = benchmark.PairSources.from_roots(tmp_path / "cfp", tmp_path / "lfw", tmp_path / "overlap.txt")
+    assert sources.lfw_pairs == tmp_path / "lfw" / "pairs.txt" and sources.lfw_root == tmp_path / "lfw" / "aligned112"
+    assert sources.argv() == ["--cfp", str(tmp_path / "cfp"), "--lfw-pairs", str(tmp_path / "lfw" / "pairs.txt"),
+                              "--lfw-root", str(tmp_path / "lfw" / "aligned112"), "--lfw-exclude", str(tmp_path / "overlap.txt")]
+    with pytest.raises(ValueError, match="no benchmark"):
+        benchmark.PairSources().load()

@@ -88,7 +88,7 @@ def test_analyze_writes_csv_json_and_drawings(tmp_path):
     assert done.returncode == 1 and "broken.png" in done.stderr  # the bad image is named, the good one still analysed
     entries = json.loads((tmp_path / "faces.json").read_text())
     assert [len(e["faces"]) if "faces" in e else e["error"]["code"] for e in entries] == [1, "invalid_image"]
-    assert set(entries[0]["faces"][0]) == {"box", "score", "landmarks", "embedding", "expression"}
+    assert set(entries[0]["faces"][0]) == {"box", "score", "landmarks", "quality", "embedding", "expression"}
 
 
 @pytest.mark.slow

@@ -3,6 +3,7 @@ computes what dlib-bin computes on real face chips (the `teacher` extra; skipped
 from __future__ import annotations
 
 import importlib.util
+import json
 import struct
 
 import numpy as np
@@ -101,3 +102,31 @@ def test_onnx_export_equals_dlib_on_real_face_chips(dlib_chips_and_descriptors, 
     got = OnnxModel(path, ["CPUExecutionProvider"]).run(chips.transpose(0, 3, 1, 2).astype(np.float32))
     error = np.abs(got - expected).max()
     assert error <= 1e-4, f"ONNX: max abs error {error:.2e} against dlib over {len(chips)} chips"
+
+
+@needs_teacher
+@pytest.mark.slow
+def test_port_exports_benchmarks_calibrates_and_cards_in_one_step(tmp_path):
+    """`dlib_port.port` as the command runs it, on a small synthetic benchmark: the card is written
+    once, complete, and the service reads from it which face the file wants."""
+    import pickle
+
+    import cv2
+
+    from stra_face.training.eval.verification import PairSources
+    from stra_face.training.face.dlib_port import port
+    from stra_face.vision.cards import ModelCard, sha256_file
+    from stra_face.vision.inference import EmbeddingModel
+
+    rng = np.random.default_rng(0)
+    faces = [cv2.imencode(".png", rng.integers(0, 256, (112, 112, 3), np.uint8))[1].tobytes() for _ in range(40)]
+    (tmp_path / "tiny.bin").write_bytes(pickle.dumps((faces, [i % 2 == 0 for i in range(20)])))
+    out, thresholds = tmp_path / "dlib.onnx", tmp_path / "thresholds.json"
+    card = port(out, PairSources(bins=[tmp_path / "tiny.bin"]), tmp_path / "bench", thresholds, fp16=False, calibrate_on="tiny")
+    assert ModelCard.read(out) == card
+    assert card.sha256 == sha256_file(out) and card.input_kind == "dlib_chip_150" and card.embedding_dim == 128
+    assert set(card.metrics) == {"tiny"} and card.metrics["tiny"]["pairs"] == 20 and card.parity_max_abs_error < 1e-3
+    assert card.reproduce.startswith("python -m stra_face.training.face.dlib_port --out ") and card.code_revision
+    assert card.sha256 in json.loads(thresholds.read_text())
+    loaded = EmbeddingModel(out, ["CPUExecutionProvider"])
+    assert loaded.input_kind.name == "dlib_chip_150" and loaded.dim == 128 and loaded.name == "dlib_resnet_v1"

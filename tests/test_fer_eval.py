@@ -1,13 +1,12 @@
 """FER evaluation: TTA modes evaluated together share their views, and --json resumes."""
 from __future__ import annotations
 
-import argparse
 import json
 
 import numpy as np
 
-from stra_face.training.fer.trainer import evaluate, evaluate_ttas, run_eval
 from stra_face.training.fer.data import FerData, write_csv
+from stra_face.training.fer.trainer import evaluate, evaluate_ttas, run_eval
 
 
 def synthetic(count: int = 40) -> FerData:
@@ -48,7 +47,7 @@ def test_eval_json_is_reused_for_the_same_file_and_resumes(tmp_path, monkeypatch
     out = tmp_path / "reports.json"
 
     def run(ttas):
-        return run_eval(argparse.Namespace(onnx=None, checkpoint=checkpoint, data=str(csv), splits=["PublicTest"], tta=ttas, plots=None, json=str(out)))
+        return run_eval(checkpoint=checkpoint, data=str(csv), splits=["PublicTest"], tta=ttas, json_path=str(out))
 
     first = run(["none"])
     assert len(calls) == 1 and set(first) == {"PublicTest/none"}

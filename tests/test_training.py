@@ -136,12 +136,12 @@ FER_SMOKE = ["--model", "mobilenetv2_100", "--model-kwargs", '{"stem_stride": 2}
 def test_fer_training_checkpoints_resumes_and_evaluates(tmp_path):
     data = str(need(FER_NPZ))
     out = tmp_path / "run"
-    run_module("-m", "stra_face.training.fer.trainer", "train", "--data", data, "--out", str(out), "--epochs", "1", *FER_SMOKE)
+    run_module("-m", "stra_face.training.fer", "train", "--data", data, "--out", str(out), "--epochs", "1", *FER_SMOKE)
     log = (out / "log.csv").read_text().splitlines()
     assert len(log) == 2 and (out / "best.pt").exists()
-    stdout = run_module("-m", "stra_face.training.fer.trainer", "train", "--data", data, "--out", str(out), "--epochs", "2", *FER_SMOKE)
+    stdout = run_module("-m", "stra_face.training.fer", "train", "--data", data, "--out", str(out), "--epochs", "2", *FER_SMOKE)
     assert "resumed" in stdout and len((out / "log.csv").read_text().splitlines()) == 3
-    report = run_module("-m", "stra_face.training.fer.trainer", "eval", "--checkpoint", str(out / "last.pt"), "--data", data, "--splits", "PublicTest", "--tta", "none", "--plots", str(tmp_path / "plots"))
+    report = run_module("-m", "stra_face.training.fer", "eval", "--checkpoint", str(out / "last.pt"), "--data", data, "--splits", "PublicTest", "--tta", "none", "--plots", str(tmp_path / "plots"))
     assert "PublicTest" in report and (tmp_path / "plots" / "confusion_PublicTest_none.png").exists()
 
 
@@ -149,7 +149,7 @@ def test_fer_training_checkpoints_resumes_and_evaluates(tmp_path):
 def test_fer_training_under_torchrun_with_two_cpu_processes(tmp_path):
     data = str(need(FER_NPZ))
     out = tmp_path / "ddp"
-    run_module("-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", "29533", "-m", "stra_face.training.fer.trainer", "train",
+    run_module("-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", "29533", "-m", "stra_face.training.fer", "train",
                "--data", data, "--out", str(out), "--epochs", "1", *FER_SMOKE)
     rows = (out / "log.csv").read_text().splitlines()
     assert len(rows) == 2  # one row per epoch, written by rank 0 only
@@ -173,7 +173,7 @@ def test_attention_maps_are_recorded_and_plotted(tmp_path):
         coefficient_maps(models.create_model("resnet50", num_classes=7), torch.zeros(1, 3, 48, 48))
 
 
-@pytest.mark.parametrize("config_file", sorted((ROOT / "training" / "configs").glob("*.toml")), ids=lambda path: path.name)
+@pytest.mark.parametrize("config_file", sorted((ROOT / "stra_face" / "training" / "configs").glob("*.toml")), ids=lambda path: path.name)
 def test_every_shipped_config_parses_and_names_a_registered_model(config_file):
     from stra_face import models
     from stra_face.training import engine

@@ -7,9 +7,6 @@ import os
 
 
 def main(argv: list[str] | None = None) -> None:
-    import uvicorn
-
-    from stra_face.service.server import TimedH11Protocol, limit_malloc_arenas
     from stra_face.service.settings import Settings
 
     settings = Settings()
@@ -19,6 +16,10 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--workers", type=int, default=settings.workers, help="uvicorn worker processes (each loads the models)")
     parser.add_argument("--log-level", default=os.environ.get("STRA_LOG_LEVEL", "info"))
     args = parser.parse_args(argv)
+    import uvicorn  # after the arguments: `--help` answers without loading the server
+
+    from stra_face.service.server import TimedH11Protocol, limit_malloc_arenas
+
     logging.basicConfig(level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     # Bounded malloc arenas: the environment variable for worker processes (read when they start),
     # mallopt for this one (it read the environment before we could set it).

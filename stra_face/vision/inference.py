@@ -2,8 +2,6 @@
 from __future__ import annotations
 
 import asyncio
-import hashlib
-import json
 import logging
 import time
 from dataclasses import dataclass, field
@@ -14,18 +12,11 @@ import onnx
 import onnxruntime as ort
 from onnx import TensorProto, numpy_helper
 
+from stra_face.vision.cards import ModelCard, sha256_file
 from stra_face.vision.preprocess import ARCFACE_112, EXPRESSIONS, FACE_INPUTS, to_expression_input, to_face_input
 from stra_face.vision.providers import select_providers
 
 log = logging.getLogger("stra_face.inference")
-
-
-def sha256_file(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for chunk in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
 def widen_fp16(model: onnx.ModelProto) -> onnx.ModelProto:
@@ -75,6 +66,11 @@ class OnnxModel:
         options.add_session_config_entry("session.intra_op.allow_spinning", "0")
         if intra_op_threads:
             options.intra_op_num_threads = intra_op_threads
+        # ONNX Runtime's CPU arena keeps the peak of every call for good: one 225-face image left the
+        # server 2 GiB larger. Without it each call's buffers go back to malloc, which returns large
+        # ones to the system, at about 10% more CPU for the detector on crowds and none measurable on
+        # a portrait (shrinking the arena after each run cost more: docs/memory.md).
+        options.enable_cpu_mem_arena = False
         self.path = path
         source: str | bytes = str(path)
         self.widened = False
@@ -96,24 +92,19 @@ class OnnxModel:
         return self.session.run(None, {self.input_name: batch})[0]
 
 
-def read_card(model_path: Path) -> dict:
-    """The model card beside an ONNX file (`<stem>.card.json`); {} when there is none."""
-    card = Path(model_path).with_suffix(".card.json")
-    return json.loads(card.read_text()) if card.exists() else {}
-
-
 class EmbeddingModel(OnnxModel):
     """A face embedding file. Its card's `input_kind` names the aligned face it reads (ArcFace 112x112
-    crop or dlib's 150x150 chip; ArcFace when the card is silent); its output width is its dimension."""
+    crop or dlib's 150x150 chip; ArcFace when the card is silent); its output width is its dimension.
+    `card` stands in for the file's own card (an export step benchmarks its file before writing the card)."""
 
-    def __init__(self, path: Path, providers: list[str], intra_op_threads: int = 0):
+    def __init__(self, path: Path, providers: list[str], intra_op_threads: int = 0, card: ModelCard | None = None):
         super().__init__(path, providers, intra_op_threads)
-        card = read_card(path)
-        kind = card.get("input_kind", ARCFACE_112.name)
+        card = card or ModelCard.beside(path)
+        kind = (card and card.input_kind) or ARCFACE_112.name
         if kind not in FACE_INPUTS:
             raise ValueError(f"{path.name}: its card's input_kind {kind!r} is not one of {sorted(FACE_INPUTS)}")
         self.input_kind = FACE_INPUTS[kind]
-        self.name = card.get("name", path.stem)
+        self.name = (card and card.name) or path.stem
         if isinstance(self.input_shape[-1], int) and self.input_shape[-1] != self.input_kind.size:
             raise ValueError(f"{path.name}: input {self.input_shape} does not read {kind} faces ({self.input_kind.size}px)")
         self.dim = int(self.session.get_outputs()[0].shape[-1])

@@ -14,9 +14,10 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from stra_face.vision.align import ARCFACE_TEMPLATE, align_face
-from stra_face.vision.preprocess import ARCFACE_112, FACE_SIZE, FaceInput, to_face_input
 from stra_face.training.face.data import PackedImage
+from stra_face.vision.align import ARCFACE_TEMPLATE, align_face
+from stra_face.vision.cards import ModelCard
+from stra_face.vision.preprocess import ARCFACE_112, FACE_SIZE, FaceInput, to_face_input
 
 
 @dataclass
@@ -83,11 +84,11 @@ def embed_images(embedder: Callable[[np.ndarray], np.ndarray], images: list, bat
     return np.concatenate(plain), np.concatenate(mirrored)
 
 
-def onnx_embedder(path: str | Path, providers: list[str] | None = None) -> Embedder:
-    """An exported embedding model; its card says which aligned face it reads."""
+def onnx_embedder(path: str | Path, providers: list[str] | None = None, card: ModelCard | None = None) -> Embedder:
+    """An exported embedding model; its card (the file's own, or `card` before that is written) says which aligned face it reads."""
     from stra_face.vision.inference import EmbeddingModel
 
-    model = EmbeddingModel(Path(path), providers or ["CUDAExecutionProvider", "CPUExecutionProvider"])
+    model = EmbeddingModel(Path(path), providers or ["CUDAExecutionProvider", "CPUExecutionProvider"], card=card)
     return Embedder(lambda faces: model.run(to_face_input(faces, model.input_kind)), model.input_kind)
 
 

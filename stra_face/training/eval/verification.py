@@ -20,15 +20,29 @@ from __future__ import annotations
 import argparse
 import json
 import pickle
+import shlex
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Callable
 
 import numpy as np
 
-from stra_face.vision.preprocess import FACE_SIZE
-from stra_face.training.eval.embedders import FacePreparer, embed_images, load_checkpoint_model, onnx_embedder, teacher_embedder, torch_embedder
+from stra_face.training.eval.embedders import (
+    Embedder,
+    FacePreparer,
+    embed_images,
+    load_checkpoint_model,
+    onnx_embedder,
+    teacher_embedder,
+    torch_embedder,
+)
 from stra_face.training.face.data import FacePack, PackedImage
+from stra_face.vision.cards import sha256_file
+from stra_face.vision.preprocess import FACE_SIZE
+
+# the calibration math is torch-free: `stra-face calibrate` runs it on the base install
+from stra_face.vision.thresholds import calibration_entry, roc_curve, threshold_at_far, write_thresholds
+
 FARS = (1e-2, 1e-3, 1e-4)
 THRESHOLDS = np.arange(0, 4, 0.01)
 
@@ -193,27 +207,6 @@ def ten_fold_accuracy(distances: np.ndarray, issame: np.ndarray, folds: np.ndarr
     return accuracies, thresholds
 
 
-def roc_curve(similarities: np.ndarray, issame: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """(FAR, TAR, threshold) for every distinct similarity, accepting similarity >= threshold."""
-    order = np.argsort(-similarities, kind="stable")
-    scores, labels = similarities[order], issame[order]
-    tar = np.cumsum(labels) / max(1, labels.sum())
-    far = np.cumsum(~labels) / max(1, (~labels).sum())
-    last_of_tie = np.r_[scores[1:] != scores[:-1], True]
-    return far[last_of_tie], tar[last_of_tie], scores[last_of_tie]
-
-
-def threshold_at_far(similarities: np.ndarray, issame: np.ndarray, far: float) -> float | None:
-    """Lowest cosine threshold whose false-accept rate over the impostor pairs is <= far; None if
-    there are fewer than 1/far impostor pairs (the FAR cannot be measured)."""
-    impostors = np.sort(similarities[~issame])[::-1]
-    if len(impostors) < round(1 / far):
-        return None
-    allowed = int(np.floor(far * len(impostors)))  # impostors that may be accepted
-    # accept strictly above the (allowed+1)-th highest impostor score
-    return float(np.nextafter(impostors[allowed], np.inf))
-
-
 def evaluate_pairs(pairset: PairSet, plain: np.ndarray, mirrored: np.ndarray, fallbacks: int = 0) -> VerificationResult:
     embeddings = l2_normalise(plain + mirrored)
     first, second = embeddings[pairset.pairs[:, 0]], embeddings[pairset.pairs[:, 1]]
@@ -232,20 +225,15 @@ def evaluate_pairs(pairset: PairSet, plain: np.ndarray, mirrored: np.ndarray, fa
     )
 
 
+def pair_similarities(pairset: PairSet, plain: np.ndarray) -> np.ndarray:
+    """Cosine similarity of every pair on single (non-mirrored) embeddings: what the service computes by default."""
+    embeddings = l2_normalise(plain)
+    return np.sum(embeddings[pairset.pairs[:, 0]] * embeddings[pairset.pairs[:, 1]], axis=1)
+
+
 def calibrate(pairset: PairSet, plain: np.ndarray) -> dict[str, float]:
     """FAR -> cosine threshold on single (non-mirrored) embeddings: what the service computes by default."""
-    embeddings = l2_normalise(plain)
-    similarities = np.sum(embeddings[pairset.pairs[:, 0]] * embeddings[pairset.pairs[:, 1]], axis=1)
-    thresholds = {f"{far:g}": threshold_at_far(similarities, pairset.issame, far) for far in FARS}
-    return {far: t for far, t in thresholds.items() if t is not None}
-
-
-def write_thresholds(path: Path, sha256: str, entry: dict) -> None:
-    """Adds/replaces this model's entry; other models' calibrations stay."""
-    data = json.loads(path.read_text()) if path.exists() else {}
-    data[sha256] = entry
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(data, indent=2, sort_keys=True) + "\n")
+    return calibration_entry(pair_similarities(pairset, plain), pairset.issame, FARS)["thresholds"]
 
 
 def plot_roc(results: list[VerificationResult], path: Path, title: str) -> None:
@@ -281,6 +269,116 @@ def table_row(model: str, results: dict[str, VerificationResult]) -> str:
     return header + "\n" + "| --- " * (len(columns) + 1) + "|\n" + f"| {model} | " + " | ".join(cells) + " |"
 
 
+# --------------------------------------------------------------------------- the step
+
+
+@dataclass
+class PairSources:
+    """Which benchmarks to read: InsightFace .bin files, a CFP release, LFW's pairs.txt (and people to leave out)."""
+
+    bins: list[Path] = field(default_factory=list)
+    cfp: Path | None = None
+    cfp_images: str = "aligned112"
+    cfp_protocols: tuple[str, ...] = ("FF", "FP")
+    lfw_pairs: Path | None = None
+    lfw_root: Path | None = None  # default: beside lfw_pairs
+    lfw_exclude: Path | None = None  # people (one a line) also left out in a second LFW row, `lfw_no_overlap`
+
+    @classmethod
+    def from_roots(cls, cfp: Path | None = None, lfw: Path | None = None, lfw_exclude: Path | None = None) -> PairSources:
+        """The shared-data layout: CFP's root, LFW's root holding pairs.txt and aligned112/ (or aligned112.npz)."""
+        if lfw is None:
+            return cls(cfp=cfp)
+        return cls(cfp=cfp, lfw_pairs=lfw / "pairs.txt", lfw_root=lfw / "aligned112", lfw_exclude=lfw_exclude)
+
+    def load(self) -> list[PairSet]:
+        pairsets = [read_bin(path) for path in self.bins]
+        if self.cfp:
+            pairsets += [read_cfp(self.cfp, protocol, self.cfp_images) for protocol in self.cfp_protocols]
+        if self.lfw_pairs:
+            pairsets.append(read_lfw_pairs(self.lfw_pairs, self.lfw_root or self.lfw_pairs.parent))
+            if self.lfw_exclude:
+                pairsets.append(without_people(pairsets[-1], set(self.lfw_exclude.read_text().split()), "lfw_no_overlap"))
+        if not pairsets:
+            raise ValueError("no benchmark given: at least one of .bin files, CFP, LFW pairs")
+        return pairsets
+
+    def argv(self) -> list[str]:
+        """The command-line options that read the same benchmarks."""
+        argv = ["--bin", *map(str, self.bins)] if self.bins else []
+        if self.cfp:
+            argv += ["--cfp", str(self.cfp)]
+            argv += ["--cfp-images", self.cfp_images] if self.cfp_images != "aligned112" else []
+            argv += ["--cfp-protocols", *self.cfp_protocols] if tuple(self.cfp_protocols) != ("FF", "FP") else []
+        if self.lfw_pairs:
+            argv += ["--lfw-pairs", str(self.lfw_pairs)] + (["--lfw-root", str(self.lfw_root)] if self.lfw_root else [])
+            argv += ["--lfw-exclude", str(self.lfw_exclude)] if self.lfw_exclude else []
+        return argv
+
+
+@dataclass
+class Calibration:
+    """Calibrate the service's thresholds on one benchmark's pairs for one exported file (keyed by its sha256)."""
+
+    on: str  # a benchmark name, e.g. "cfp_fp"
+    onnx: Path
+    thresholds_file: Path = Path("stra_face/assets/models/thresholds.json")
+
+    def argv(self) -> list[str]:
+        return ["--calibrate", self.on, "--thresholds-file", str(self.thresholds_file)]
+
+
+def embeddings_per_pairset(embedder: Embedder, pairsets: list[PairSet], batch_size: int = 64):
+    """(pairset, plain, mirrored, faces not found) for each pair set; an image shared by several
+    sets (CFP-FF and CFP-FP share the frontal ones) is embedded once."""
+    cache: dict[object, tuple[np.ndarray, np.ndarray]] = {}
+    for pairset in pairsets:
+        keys = [(pairset.name, i) if isinstance(image, bytes) else str(image) for i, image in enumerate(pairset.images)]
+        missing = [i for i, key in enumerate(keys) if key not in cache]
+        preparer = FacePreparer(embedder.kind)
+        if missing:
+            plain, mirrored = embed_images(embedder, [pairset.images[i] for i in missing], batch_size, preparer)
+            for k, i in enumerate(missing):
+                cache[keys[i]] = (plain[k], mirrored[k])
+        yield pairset, np.stack([cache[key][0] for key in keys]), np.stack([cache[key][1] for key in keys]), preparer.fallbacks
+
+
+def benchmark(embedder: Embedder, name: str, pairsets: list[PairSet], out: Path, batch_size: int = 64,
+              calibration: Calibration | None = None) -> dict[str, VerificationResult]:
+    """Runs the protocol on every pair set, writes results.json and roc.png into `out`, and with a
+    calibration, the thresholds of that file; returns the results by benchmark name."""
+    if calibration and calibration.on not in {pairset.name for pairset in pairsets}:
+        raise ValueError(f"cannot calibrate on {calibration.on!r}: not among the benchmarks {[p.name for p in pairsets]}")
+    results: dict[str, VerificationResult] = {}
+    for pairset, plain, mirrored, fallbacks in embeddings_per_pairset(embedder, pairsets, batch_size):
+        result = results[pairset.name] = evaluate_pairs(pairset, plain, mirrored, fallbacks)
+        tars = ", ".join(f"TAR@FAR={far}: {'n/a' if tar is None else f'{tar:.4f}'}" for far, tar in result.tar_at_far.items())
+        print(f"{pairset.name:<10} {result.pairs} pairs  accuracy {result.accuracy_mean:.4f} ± {result.accuracy_std:.4f}  AUC {result.auc:.4f}  {tars}  (no face found: {result.fallbacks})")
+        if calibration and calibration.on == pairset.name:
+            similarities = pair_similarities(pairset, plain)
+            entry = calibration_entry(similarities, pairset.issame)
+            write_thresholds(calibration.thresholds_file, sha256_file(calibration.onnx), {
+                "model": calibration.onnx.name, "dataset": f"{pairset.name} ({result.pairs} pairs, single embedding, no mirror)",
+                "pairs": result.pairs, **entry,
+            })
+            # the scores behind the calibration, for its histogram (docs/figures/score_histograms.png)
+            out.mkdir(parents=True, exist_ok=True)
+            np.savez(out / f"scores_{pairset.name}.npz", similarities=similarities, issame=pairset.issame)
+            print(f"calibrated on {pairset.name}: {entry['thresholds']} -> {calibration.thresholds_file}")
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "results.json").write_text(json.dumps({k: {f: v for f, v in asdict(r).items() if f != "roc"} for k, r in results.items()}, indent=2))
+    plot_roc(list(results.values()), out / "roc.png", f"ROC: {name}")
+    print(table_row(name, results))
+    print(f"results and ROC plot in {out}")
+    return results
+
+
+def reproduce_command(onnx: Path, sources: PairSources, out: Path, calibration: Calibration | None = None, name: str | None = None) -> str:
+    """The command line that benchmarks (and calibrates) an exported file as `benchmark` just did."""
+    argv = ["--onnx", str(onnx), *sources.argv(), "--out", str(out)] + (["--name", name] if name else [])
+    return "python -m stra_face.training.eval " + shlex.join([*argv, *(calibration.argv() if calibration else [])])
+
+
 # --------------------------------------------------------------------------- command
 
 
@@ -305,58 +403,22 @@ def main(argv: list[str] | None = None) -> dict[str, VerificationResult]:
     parser.add_argument("--thresholds-file", type=Path, default=Path("stra_face/assets/models/thresholds.json"))
     args = parser.parse_args(argv)
 
-    pairsets = [read_bin(path) for path in args.bin]
-    if args.cfp:
-        pairsets += [read_cfp(args.cfp, protocol, args.cfp_images) for protocol in args.cfp_protocols]
-    if args.lfw_pairs:
-        pairsets.append(read_lfw_pairs(args.lfw_pairs, args.lfw_root or args.lfw_pairs.parent))
-        if args.lfw_exclude:
-            people = set(args.lfw_exclude.read_text().split())
-            pairsets.append(without_people(pairsets[-1], people, "lfw_no_overlap"))
-    if not pairsets:
+    sources = PairSources(args.bin, args.cfp, args.cfp_images, tuple(args.cfp_protocols), args.lfw_pairs, args.lfw_root, args.lfw_exclude)
+    if not (args.bin or args.cfp or args.lfw_pairs):
         parser.error("give at least one of --bin, --cfp, --lfw-pairs")
-
+    if args.calibrate and not args.onnx:
+        parser.error("--calibrate needs --onnx: thresholds are keyed by the exported file's sha256")
     if args.onnx:
         embedder, name = onnx_embedder(args.onnx), args.name or args.onnx.stem
     elif args.checkpoint:
         embedder, name = torch_embedder(load_checkpoint_model(args.checkpoint)[0]), args.name or args.checkpoint.parent.name
     else:
         embedder, name = teacher_embedder(), args.name or "dlib_resnet_v1 (teacher)"
-
-    results: dict[str, VerificationResult] = {}
-    cache: dict[object, tuple[np.ndarray, np.ndarray]] = {}  # CFP-FF and CFP-FP share the frontal images
-    for pairset in pairsets:
-        keys = [(pairset.name, i) if isinstance(image, bytes) else str(image) for i, image in enumerate(pairset.images)]
-        missing = [i for i, key in enumerate(keys) if key not in cache]
-        preparer = FacePreparer(embedder.kind)
-        if missing:
-            plain, mirrored = embed_images(embedder, [pairset.images[i] for i in missing], args.batch_size, preparer)
-            for k, i in enumerate(missing):
-                cache[keys[i]] = (plain[k], mirrored[k])
-        plain = np.stack([cache[key][0] for key in keys])
-        mirrored = np.stack([cache[key][1] for key in keys])
-        result = evaluate_pairs(pairset, plain, mirrored, preparer.fallbacks)
-        results[pairset.name] = result
-        tars = ", ".join(f"TAR@FAR={far}: {'n/a' if tar is None else f'{tar:.4f}'}" for far, tar in result.tar_at_far.items())
-        print(f"{pairset.name:<10} {result.pairs} pairs  accuracy {result.accuracy_mean:.4f} ± {result.accuracy_std:.4f}  AUC {result.auc:.4f}  {tars}  (no face found: {result.fallbacks})")
-        if args.calibrate == pairset.name:
-            if not args.onnx:
-                parser.error("--calibrate needs --onnx: thresholds are keyed by the exported file's sha256")
-            from stra_face.vision.inference import sha256_file
-
-            thresholds = calibrate(pairset, plain)
-            write_thresholds(args.thresholds_file, sha256_file(args.onnx), {
-                "model": args.onnx.name, "dataset": f"{pairset.name} ({result.pairs} pairs, single embedding, no mirror)",
-                "pairs": result.pairs, "thresholds": thresholds,
-            })
-            print(f"calibrated on {pairset.name}: {thresholds} -> {args.thresholds_file}")
-
-    args.out.mkdir(parents=True, exist_ok=True)
-    (args.out / "results.json").write_text(json.dumps({k: {f: v for f, v in asdict(r).items() if f != "roc"} for k, r in results.items()}, indent=2))
-    plot_roc(list(results.values()), args.out / "roc.png", f"ROC: {name}")
-    print(table_row(name, results))
-    print(f"results and ROC plot in {args.out}")
-    return results
+    calibration = Calibration(args.calibrate, args.onnx, args.thresholds_file) if args.calibrate else None
+    pairsets = sources.load()
+    if calibration and calibration.on not in {pairset.name for pairset in pairsets}:
+        parser.error(f"--calibrate {calibration.on}: not among the benchmarks given ({', '.join(p.name for p in pairsets)})")
+    return benchmark(embedder, name, pairsets, args.out, args.batch_size, calibration)
 
 
 if __name__ == "__main__":

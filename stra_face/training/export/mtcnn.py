@@ -10,16 +10,15 @@ Input "input": (N, 3, H, W) float32 RGB scaled as (pixel - 127.5) / 128; P-Net t
 from __future__ import annotations
 
 import argparse
-import json
 import platform
-import subprocess
 from importlib.metadata import version
 from pathlib import Path
 
 import torch
 
 from stra_face.training.export.onnx_export import check_parity, export_onnx
-from stra_face.vision.inference import sha256_file
+from stra_face.training.provenance import code_revision
+from stra_face.vision.cards import ModelCard, file_facts
 
 # name -> (facenet-pytorch class, export input shape, parity input shapes, output names in the module's order)
 NETWORKS = {
@@ -30,39 +29,33 @@ NETWORKS = {
 CARD = "mtcnn.card.json"
 
 
-def git_revision() -> str:
-    try:
-        return subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True, check=True).stdout.strip()
-    except (OSError, subprocess.CalledProcessError):
-        return "unknown"
-
-
-def export_mtcnn(out: Path) -> dict:
+def export_mtcnn(out: Path) -> ModelCard:
     import facenet_pytorch.models.mtcnn as mtcnn
 
     out.mkdir(parents=True, exist_ok=True)
-    card = {
-        "task": "face detection: MTCNN's three cascaded networks (Zhang et al. 2016), run by stra_face.vision.detect",
-        "source": f"facenet-pytorch {version('facenet-pytorch')} (MIT): its PNet / RNet / ONet modules and the weights in its wheel "
-                  "(converted by that project from the original MTCNN release); not retrained here",
-        "input": "input: (N, 3, H, W) float32 RGB, (pixel - 127.5) / 128; P-Net any H, W >= 12, R-Net 24x24, O-Net 48x48",
-        "outputs": "probability (N, 2[, h, w]) softmax (face = index 1); regression (N, 4[, h, w]) box offsets in box units; "
-                   "O-Net landmarks (N, 10): x of 5 points, then y, relative to the box",
-        "precision": "fp32",
-        "export": {"code": "stra_face/training/export/mtcnn.py", "revision": git_revision(), "torch": torch.__version__,
-                   "hardware": f"{platform.machine()} CPU"},
-        "files": {},
-    }
+    files = {}
     for name, (class_name, shape, parity_shapes, outputs) in NETWORKS.items():
         model = getattr(mtcnn, class_name)().eval()
         path = export_onnx(model, out / f"mtcnn_{name}.onnx", shape, output_names=outputs, dynamic_spatial=name == "pnet")
         error = max(check_parity(model, path, parity_shape) for parity_shape in parity_shapes)
-        card["files"][name] = {
-            "file": path.name, "sha256": sha256_file(path), "size_bytes": path.stat().st_size,
+        files[name] = file_facts(path) | {
             "outputs": list(outputs), "parity_max_abs_error": error, "parity_input_shapes": [list(s) for s in parity_shapes],
         }
         print(f"{path}: {path.stat().st_size / 1024:.0f} KiB, max abs error {error:.2e}")
-    (out / CARD).write_text(json.dumps(card, indent=2) + "\n")
+    card = ModelCard(
+        task="face detection: MTCNN's three cascaded networks (Zhang et al. 2016), run by stra_face.vision.detect",
+        input="input: (N, 3, H, W) float32 RGB, (pixel - 127.5) / 128; P-Net any H, W >= 12, R-Net 24x24, O-Net 48x48",
+        outputs="probability (N, 2[, h, w]) softmax (face = index 1); regression (N, 4[, h, w]) box offsets in box units; "
+                "O-Net landmarks (N, 10): x of 5 points, then y, relative to the box",
+        precision="fp32", files=files,
+        extra={
+            "source": f"facenet-pytorch {version('facenet-pytorch')} (MIT): its PNet / RNet / ONet modules and the weights in its wheel "
+                      "(converted by that project from the original MTCNN release); not retrained here",
+            "export": {"code": "stra_face/training/export/mtcnn.py", "revision": code_revision(), "torch": torch.__version__,
+                       "hardware": f"{platform.machine()} CPU"},
+        },
+    )
+    card.write(out / CARD)
     return card
 
 

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import json
 import platform
 from pathlib import Path
 
@@ -19,7 +18,10 @@ import numpy as np
 
 from stra_face.models import create_model
 from stra_face.models.dlib_resnet import DLIB_CHIP_PADDING, DLIB_CHIP_SIZE, DLIB_RESNET_FILE, dlib_model_file
+from stra_face.training.eval.embedders import onnx_embedder
+from stra_face.training.eval.verification import Calibration, PairSources, benchmark
 from stra_face.training.provenance import code_revision
+from stra_face.vision.cards import ModelCard, file_facts
 
 INPUT_SHAPE = (3, DLIB_CHIP_SIZE, DLIB_CHIP_SIZE)
 
@@ -61,11 +63,53 @@ def parity_with_dlib(onnx_path: Path, images: list[Path]) -> dict:
     }
 
 
-def main(argv: list[str] | None = None) -> None:
-    from stra_face.vision.inference import sha256_file
-    from stra_face.training.eval import verification as benchmark
+def port(out: Path, sources: PairSources, report: Path, thresholds_file: Path, fp16: bool = True,
+         parity_images: list[Path] | None = None, calibrate_on: str = "cfp_fp") -> ModelCard:
+    """Export the port, check it (random inputs; dlib itself on `parity_images`), benchmark the
+    exported file, calibrate its thresholds on `calibrate_on`'s pairs and write its card beside it, once."""
     from stra_face.training.export.onnx_export import check_parity, export_onnx
 
+    model = create_model("dlib_resnet_v1", pretrained=True)
+    export_onnx(model, out, INPUT_SHAPE, fp16=fp16)
+    card = ModelCard(
+        name="dlib_resnet_v1", input_kind="dlib_chip_150", embedding_dim=128,
+        task="face embedding (128-d, L2-normalise; cosine similarity)",
+        **file_facts(out), precision="fp16" if fp16 else "fp32",
+        input="(N, 3, 150, 150) float32 RGB 0..255 of dlib's face chip (padding 0.25), cut from the 5 MTCNN "
+        "landmarks through stra_face.vision.align.DLIB_CHIP_TEMPLATE; the graph applies dlib's (x - mean) / 256",
+        output="(N, 128) dlib face descriptor (not normalised)",
+        parity_max_abs_error=check_parity(model, out, INPUT_SHAPE, fp16=fp16),
+        extra={"parity_with_dlib": parity_with_dlib(out, parity_images) if parity_images else None},
+    )
+    print(f"parity: random inputs {card.parity_max_abs_error:.2e}; against dlib {card.extra['parity_with_dlib']}")
+    calibration = Calibration(calibrate_on, out, thresholds_file)
+    results = benchmark(onnx_embedder(out, ["CPUExecutionProvider"], card=card), "dlib_resnet_v1 (port, ONNX)",
+                        sources.load(), report, calibration=calibration)
+    card.model = {"name": "dlib_resnet_v1", "module": "stra_face.models.dlib_resnet.DlibFaceResNet"}
+    card.recipe = (f"dlib's published weights ({DLIB_RESNET_FILE} from the face_recognition_models package), CC0, "
+                   "ported by stra_face.models.dlib_resnet (weights read by its own reader of dlib's serialization); no training here")
+    card.data = {
+        "trained_on": "by Davis King (dlib), on about 3 million faces (FaceScrub, the VGG face dataset and images "
+        "scraped from the web, per the dlib-models README); not trained or tuned here",
+        "benchmark": f"CFP ({sources.cfp})" + (f", LFW ({sources.lfw_pairs.parent})" if sources.lfw_pairs else ""),
+    }
+    card.code_revision = code_revision()
+    card.hardware = f"exported and benchmarked on CPU ({platform.machine()}, onnxruntime CPU provider)"
+    card.metrics = {name: {k: v for k, v in dataclasses.asdict(r).items() if k != "roc"} for name, r in results.items()}
+    card.thresholds = f"{thresholds_file.name}, calibrated on {calibrate_on.upper().replace('_', '-')} impostor pairs (single embedding, no mirror)"
+    card.limitations = (
+        "chips are cut from MTCNN's 5 landmarks through one fixed template, where dlib's own pipeline re-locates its "
+        "landmarks per face (cost: `python -m stra_face.training.face.chip_template compare`); the benchmark crops "
+        "(112x112) hold less context than the chip wants (black borders); thresholds calibrated on CFP-FP impostors "
+        "(frontal vs profile) are strict for frontal photos; no fairness audit has been run")
+    card.reproduce = (f"python -m stra_face.training.face.dlib_port --out {out}" + (" --fp16" if fp16 else "") + f" --cfp {sources.cfp}"
+                      + (f" --lfw {sources.lfw_pairs.parent}" if sources.lfw_pairs else "") + f" --report {report} --thresholds-file {thresholds_file}")
+    card.write(out)
+    print(f"{out}: {card.size_bytes / 2**20:.1f} MiB, sha256 {card.sha256}")
+    return card
+
+
+def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="python -m stra_face.training.face.dlib_port", description=__doc__.splitlines()[0])
     parser.add_argument("--out", type=Path, required=True)
     parser.add_argument("--fp16", action="store_true", help="fp16 weights (float32 inputs/outputs)")
@@ -73,55 +117,11 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--lfw", type=Path, help="LFW root (pairs.txt, aligned112/)")
     parser.add_argument("--report", type=Path, default=Path("runs/bench/dlib_resnet_v1"))
     parser.add_argument("--thresholds-file", type=Path, default=Path("stra_face/assets/models/thresholds.json"))
-    parser.add_argument("--parity-chips", type=int, default=100)
+    parser.add_argument("--parity-chips", type=int, default=100, help="LFW images checked against dlib itself")
     args = parser.parse_args(argv)
 
-    model = create_model("dlib_resnet_v1", pretrained=True)
-    export_onnx(model, args.out, INPUT_SHAPE, fp16=args.fp16)
-    card_path = args.out.with_suffix(".card.json")
-    # What the service and the benchmark read to feed the file; the full card follows the benchmark.
-    basics = {"name": "dlib_resnet_v1", "input_kind": "dlib_chip_150", "embedding_dim": 128}
-    card_path.write_text(json.dumps(basics, indent=2) + "\n")
-    random_parity = check_parity(model, args.out, INPUT_SHAPE, fp16=args.fp16)
     lfw_images = sorted((args.lfw or args.cfp.parent / "lfw").joinpath("aligned112").glob("*/*.jpg"))[: args.parity_chips]
-    parity = parity_with_dlib(args.out, lfw_images) if lfw_images else None
-    print(f"parity: random inputs {random_parity:.2e}; against dlib {parity}")
-
-    command = ["--onnx", str(args.out), "--cfp", str(args.cfp)]
-    if args.lfw:
-        command += ["--lfw-pairs", str(args.lfw / "pairs.txt"), "--lfw-root", str(args.lfw / "aligned112")]
-    command += ["--out", str(args.report), "--name", "dlib_resnet_v1 (port, ONNX)", "--calibrate", "cfp_fp", "--thresholds-file", str(args.thresholds_file)]
-    results = benchmark.main(command)
-    card = basics | {
-        "task": "face embedding (128-d, L2-normalise; cosine similarity)",
-        "file": args.out.name, "sha256": sha256_file(args.out), "size_bytes": args.out.stat().st_size,
-        "precision": "fp16" if args.fp16 else "fp32",
-        "input": "(N, 3, 150, 150) float32 RGB 0..255 of dlib's face chip (padding 0.25), cut from the 5 MTCNN "
-        "landmarks through stra_face.vision.align.DLIB_CHIP_TEMPLATE; the graph applies dlib's (x - mean) / 256",
-        "output": "(N, 128) dlib face descriptor (not normalised)",
-        "parity_max_abs_error": random_parity,
-        "parity_with_dlib": parity,
-        "model": {"name": "dlib_resnet_v1", "module": "stra_face.models.dlib_resnet.DlibFaceResNet"},
-        "recipe": f"dlib's published weights ({DLIB_RESNET_FILE} from the face_recognition_models package), CC0, "
-        "ported by stra_face.models.dlib_resnet (weights read by its own reader of dlib's serialization); no training here",
-        "data": {
-            "trained_on": "by Davis King (dlib), on about 3 million faces (FaceScrub, the VGG face dataset and images "
-            "scraped from the web, per the dlib-models README); not trained or tuned here",
-            "benchmark": f"CFP ({args.cfp})" + (f", LFW ({args.lfw})" if args.lfw else ""),
-        },
-        "code_revision": code_revision(),
-        "hardware": f"exported and benchmarked on CPU ({platform.machine()}, onnxruntime CPU provider)",
-        "metrics": {name: {k: v for k, v in dataclasses.asdict(r).items() if k != "roc"} for name, r in results.items()},
-        "thresholds": f"{args.thresholds_file.name}, calibrated on CFP-FP impostor pairs (single embedding, no mirror)",
-        "limitations": "chips are cut from MTCNN's 5 landmarks through one fixed template, where dlib's own pipeline "
-        "re-locates its landmarks per face (cost: README, *Measured here*, and `python -m stra_face.training.face.chip_template compare`); "
-        "the benchmark crops (112x112) hold less context than the chip wants (black borders); thresholds calibrated on "
-        "CFP-FP impostors (frontal vs profile) are strict for frontal photos; no fairness audit has been run",
-        "reproduce": f"python -m stra_face.training.face.dlib_port --out {args.out}" + (" --fp16" if args.fp16 else "") + f" --cfp {args.cfp}"
-        + (f" --lfw {args.lfw}" if args.lfw else "") + f" --report {args.report} --thresholds-file {args.thresholds_file}",
-    }
-    card_path.write_text(json.dumps(card, indent=2) + "\n")
-    print(f"{args.out}: {card['size_bytes'] / 2**20:.1f} MiB, sha256 {card['sha256']}")
+    port(args.out, PairSources.from_roots(args.cfp, args.lfw), args.report, args.thresholds_file, args.fp16, lfw_images)
 
 
 if __name__ == "__main__":

@@ -3,7 +3,7 @@
     python -m stra_face.training.face.data pack ../shared/data/celeba299/aligned112 ../shared/data/celeba10k/aligned112 --out runs/data/celeba_faces.npz
     python -m stra_face.training.face train --config stra_face/training/configs/face_cpu_stra.toml
     torchrun --nproc_per_node 8 -m stra_face.training.face train --config ...           # DDP, same script
-    python -m stra_face.training.face ship --checkpoint runs/face/cpu_stra/best.pt --cfp ../shared/data/cfp --lfw ../shared/data/lfw
+    python -m stra_face.training.face ship --checkpoint runs/face/cpu_stra/best.pt --cfp ../shared/data/cfp --lfw ../shared/data/lfw   # -> runs/face/cpu_stra.onnx
     python -m stra_face.training.face pipeline --config stra_face/training/configs/face_gpu_celeba_distill.toml --out runs/face/gpu   # both models, end to end
     python -m stra_face.training.face prepare --src raw_photos/ --dst aligned/          # <identity>/<photo> -> aligned 112x112
 
@@ -30,11 +30,22 @@ from torch import nn
 
 from stra_face import models
 from stra_face.training import engine
-from stra_face.training.eval.verification import PairSet, contiguous_folds, evaluate_pairs
-from stra_face.training.eval.embedders import load_checkpoint_model, torch_embedder
+from stra_face.training.eval.embedders import load_checkpoint_model, onnx_embedder, torch_embedder
+from stra_face.training.eval.verification import (
+    Calibration,
+    PairSet,
+    PairSources,
+    VerificationResult,
+    benchmark,
+    contiguous_folds,
+    evaluate_pairs,
+    reproduce_command,
+    table_row,
+)
 from stra_face.training.face.data import FaceAugment, FaceDataset, open_faces
 from stra_face.training.face.margins import create_margin_head, similarity_distillation
 from stra_face.training.provenance import code_revision
+from stra_face.vision.cards import CARD_SUFFIX, ModelCard, file_facts
 
 DEFAULT_DATA = "runs/data/celeba_faces.npz"
 
@@ -301,53 +312,44 @@ def prepare(args: argparse.Namespace) -> None:
     print(f"{kept} faces aligned into {args.dst}, {skipped} photos skipped (see prepare_log.tsv)")
 
 
-def ship(checkpoint_path: Path, out: Path, cfp: Path, lfw: Path | None, report: Path, thresholds_file: Path,
-         fp16: bool, lfw_exclude: Path | None = None) -> tuple[dict, dict]:
-    """Export (parity-checked), benchmark the exported file on CFP (and LFW), calibrate thresholds on
-    CFP-FP, write the card beside the file; returns the card and the benchmark results."""
-    from stra_face.vision.inference import sha256_file
-    from stra_face.training.eval import verification as benchmark
+def ship(checkpoint_path: Path, out: Path, sources: PairSources, report: Path, thresholds_file: Path,
+         fp16: bool, training_minutes: float | None = None) -> tuple[ModelCard, dict[str, VerificationResult]]:
+    """Export (parity-checked), benchmark the exported file (CFP-FP calibrates its thresholds), and
+    write its card beside it, once; returns the card and the benchmark results."""
     from stra_face.training.export.onnx_export import check_parity, export_onnx
 
     model, checkpoint = load_checkpoint_model(checkpoint_path)
     export_onnx(model, out, (3, 112, 112), fp16=fp16)
     parity = check_parity(model, out, (3, 112, 112), fp16=fp16)
-    command = ["--onnx", str(out), "--cfp", str(cfp)]
-    if lfw is not None:
-        command += ["--lfw-pairs", str(lfw / "pairs.txt"), "--lfw-root", str(lfw / "aligned112")]
-        if lfw_exclude is not None:
-            command += ["--lfw-exclude", str(lfw_exclude)]
-    command += ["--out", str(report), "--calibrate", "cfp_fp", "--thresholds-file", str(thresholds_file)]
-    results = benchmark.main(command)
     recipe, summary = checkpoint["config"], checkpoint.get("data_summary", {})
-    card = {
-        "task": f"face embedding ({recipe['embedding_dim']}-d, L2-normalise; cosine similarity)",
-        "file": out.name, "sha256": sha256_file(out), "size_bytes": out.stat().st_size,
-        "precision": "fp16" if fp16 else "fp32",
-        "input": "(N, 3, 112, 112) float32 RGB in [-1, 1], ArcFace-aligned (stra_face.vision.align.align_face)",
-        "input_kind": "arcface_112", "embedding_dim": recipe["embedding_dim"],
-        "output": f"(N, {recipe['embedding_dim']}) embedding (not normalised)",
-        "parity_max_abs_error": parity,
-        "model": checkpoint["model"], "recipe": recipe, "epochs_trained": checkpoint["epoch"] + 1,
-        "validation_verification_accuracy": checkpoint.get("val_accuracy"),
-        "metrics": {name: {k: v for k, v in dataclasses.asdict(r).items() if k != "roc"} for name, r in results.items()},
-        "thresholds": f"{thresholds_file.name}, calibrated on CFP-FP impostor pairs",
-        "data": {
-            "labelled": f"{recipe['data']}: {summary}; the last {recipe['val_identities']} identities with two or more "
-            f"faces held out for model selection; margin loss on identities with >= {recipe['min_faces']} faces",
-            "distillation": f"teacher {recipe['teacher']} ({recipe['teacher_weights'] or 'face_recognition_models'}) "
-            f"on the fly, weight {recipe['distill_weight']}, every training face",
-            "benchmark": f"CFP ({cfp})" + (f", LFW ({lfw})" if lfw is not None else "") + ", never trained on"
-            + (f"; lfw_no_overlap leaves out the LFW people listed in {lfw_exclude}" if lfw_exclude else ""),
-        },
-        "hardware": checkpoint.get("hardware", "unknown"),
-        "code_revision": code_revision(),
-        "limitations": "CelebA identities only (a few thousand people): compare CFP-FP TAR@FAR "
-        "with your own needs before trusting `verified`; no fairness audit has been run",
-        "reproduce": "python -m stra_face.training.eval " + " ".join(command),
+    dim = recipe["embedding_dim"]
+    card = ModelCard(
+        task=f"face embedding ({dim}-d, L2-normalise; cosine similarity)",
+        **file_facts(out), precision="fp16" if fp16 else "fp32",
+        input="(N, 3, 112, 112) float32 RGB in [-1, 1], ArcFace-aligned (stra_face.vision.align.align_face)",
+        input_kind="arcface_112", embedding_dim=dim, output=f"(N, {dim}) embedding (not normalised)",
+        parity_max_abs_error=parity, model=checkpoint["model"], recipe=recipe,
+    )
+    calibration = Calibration("cfp_fp", out, thresholds_file)
+    results = benchmark(onnx_embedder(out, card=card), out.stem, sources.load(), report, calibration=calibration)
+    card.extra = {"epochs_trained": checkpoint["epoch"] + 1, "validation_verification_accuracy": checkpoint.get("val_accuracy")}
+    card.metrics = {name: {k: v for k, v in dataclasses.asdict(r).items() if k != "roc"} for name, r in results.items()}
+    card.thresholds = f"{thresholds_file.name}, calibrated on CFP-FP impostor pairs"
+    card.data = {
+        "labelled": f"{recipe['data']}: {summary}; the last {recipe['val_identities']} identities with two or more "
+        f"faces held out for model selection; margin loss on identities with >= {recipe['min_faces']} faces",
+        "distillation": f"teacher {recipe['teacher']} ({recipe['teacher_weights'] or 'face_recognition_models'}) "
+        f"on the fly, weight {recipe['distill_weight']}, every training face",
+        "benchmark": f"CFP ({sources.cfp})" + (f", LFW ({sources.lfw_pairs.parent})" if sources.lfw_pairs else "") + ", never trained on"
+        + (f"; lfw_no_overlap leaves out the LFW people listed in {sources.lfw_exclude}" if sources.lfw_exclude else ""),
     }
-    out.with_suffix(".card.json").write_text(json.dumps(card, indent=2) + "\n")
-    print(f"{out}: {card['size_bytes'] / 2**20:.1f} MiB, sha256 {card['sha256']}, parity {parity:.2e}")
+    card.hardware, card.code_revision = checkpoint.get("hardware", "unknown"), code_revision()
+    card.training_minutes = training_minutes
+    card.limitations = ("CelebA identities only (a few thousand people): compare CFP-FP TAR@FAR "
+                        "with your own needs before trusting `verified`; no fairness audit has been run")
+    card.reproduce = reproduce_command(out, sources, report, calibration)
+    card.write(out)
+    print(f"{out}: {card.size_bytes / 2**20:.1f} MiB, sha256 {card.sha256}, parity {parity:.2e}")
     return card, results
 
 
@@ -368,29 +370,26 @@ def pipeline(argv: list[str]) -> None:
     own, rest = parser.parse_known_args(argv)
     base = engine.parse_config(FaceConfig, rest, "recipe shared by every model (python -m stra_face.training.face train --help)")
     own.out.mkdir(parents=True, exist_ok=True)
+    sources = PairSources.from_roots(own.cfp, own.lfw, own.lfw_exclude if own.lfw_exclude.exists() else None)
     for name in own.models:
         started = time.perf_counter()
         config = dataclasses.replace(base, model=name, out=str(own.out / name))
         best = train(config)
-        train_minutes = (time.perf_counter() - started) / 60
-        card, _ = ship(best, own.out / f"{name}.onnx", own.cfp, own.lfw, own.out / "bench" / name, own.out / "thresholds.json",
-                    fp16=not own.fp32, lfw_exclude=own.lfw_exclude if own.lfw_exclude.exists() else None)
-        card["training_minutes"] = round(train_minutes, 2)
-        (own.out / f"{name}.card.json").write_text(json.dumps(card, indent=2) + "\n")
+        train_minutes = round((time.perf_counter() - started) / 60, 2)
+        ship(best, own.out / f"{name}.onnx", sources, own.out / "bench" / name, own.out / "thresholds.json",
+             fp16=not own.fp32, training_minutes=train_minutes)
     write_summary(own.out, base)
 
 
 def write_summary(out: Path, recipe: FaceConfig) -> None:
     """summary.md over every model carded in `out` (so models trained in separate calls meet in one table)."""
-    from stra_face.training.eval.verification import VerificationResult, table_row
-
     shared = {k: v for k, v in dataclasses.asdict(recipe).items() if k not in ("model", "out")}
     lines = ["# Face students", "", f"Recipe: `{json.dumps(shared)}`", ""]
-    for card_file in sorted(out.glob("*.card.json")):
-        card = json.loads(card_file.read_text())
-        name = card["model"]["name"]
+    for card_file in sorted(out.glob(f"*{CARD_SUFFIX}")):
+        card = ModelCard.read(card_file)
+        name = card.model["name"]
         results = json.loads((out / "bench" / name / "results.json").read_text())
-        lines.append(f"## {name} ({card.get('training_minutes', '?')} min training, {card['hardware']}, {card['code_revision']})")
+        lines.append(f"## {name} ({card.training_minutes or '?'} min training, {card.hardware}, {card.code_revision})")
         lines.append(table_row(name, {k: VerificationResult(**v) for k, v in results.items()}))
         lines.append("TAR@FAR: " + "; ".join(f"{k} {v['tar_at_far']}" for k, v in results.items()))
         lines.append("")
@@ -416,18 +415,21 @@ def main(argv: list[str] | None = None) -> None:
     prep.add_argument("--min-face-size", type=int, default=40)
     shipping = commands.add_parser("ship", help="export a checkpoint, benchmark it on CFP and LFW, calibrate, write the card")
     shipping.add_argument("--checkpoint", type=Path, required=True)
-    shipping.add_argument("--out", type=Path, default=Path("stra_face/assets/models/face_embedding.onnx"))
+    shipping.add_argument("--out", type=Path, help="the ONNX file (default: <run folder>.onnx beside the checkpoint's run folder, "
+                          "as `pipeline` lays it out; copy it into stra_face/assets/models to serve it)")
     shipping.add_argument("--cfp", type=Path, default=Path("../shared/data/cfp"))
     shipping.add_argument("--lfw", type=Path, help="LFW root: pairs.txt and aligned112/ (or aligned112.npz)")
     shipping.add_argument("--lfw-exclude", type=Path, help="LFW people seen in training (python -m stra_face.training.face.overlap)")
-    shipping.add_argument("--report", type=Path, default=Path("runs/bench/shipped"))
-    shipping.add_argument("--thresholds-file", type=Path, default=Path("stra_face/assets/models/thresholds.json"))
+    shipping.add_argument("--report", type=Path, help="benchmark results and ROC (default: bench/<model> beside --out)")
+    shipping.add_argument("--thresholds-file", type=Path, help="calibrated thresholds, added to (default: thresholds.json beside --out)")
     shipping.add_argument("--fp16", action="store_true")
     args = parser.parse_args(argv)
     if args.command == "prepare":
         prepare(args)
     else:
-        ship(args.checkpoint, args.out, args.cfp, args.lfw, args.report, args.thresholds_file, args.fp16, args.lfw_exclude)
+        out = args.out or args.checkpoint.parent.parent / f"{args.checkpoint.parent.name}.onnx"
+        ship(args.checkpoint, out, PairSources.from_roots(args.cfp, args.lfw, args.lfw_exclude), args.report or out.parent / "bench" / out.stem,
+             args.thresholds_file or out.parent / "thresholds.json", args.fp16)
 
 
 if __name__ == "__main__":

@@ -1,3 +1,3 @@
-from stra_face.training.fer.trainer import main
+from stra_face.training.fer.cli import main
 
 main()

@@ -18,9 +18,9 @@ import torch.nn.functional as F
 from tqdm import tqdm
 
 from stra_face.models.stra import WithModes
-from stra_face.vision.preprocess import EXPRESSIONS
-from stra_face.training.fer.trainer import DEFAULT_DATA, load_checkpoint_model
 from stra_face.training.fer.data import FerData, FerDataset, load_fer2013
+from stra_face.training.fer.trainer import DEFAULT_DATA, load_checkpoint_model
+from stra_face.vision.preprocess import EXPRESSIONS
 
 
 @torch.inference_mode()

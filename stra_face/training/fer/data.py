@@ -8,18 +8,22 @@
 from __future__ import annotations
 
 import csv
+import dataclasses
 import re
 import zipfile
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-import albumentations as A
 import cv2
 import numpy as np
 import torch
 from torch.utils.data import Dataset
 
 from stra_face.vision.preprocess import EXPRESSION_SIZE, EXPRESSIONS, to_expression_input
+
+if TYPE_CHECKING:  # albumentations is needed for training only, imported where augmentation is built
+    import albumentations as A
 
 SPLITS = ("Training", "PublicTest", "PrivateTest")
 _FILE_PATTERN = re.compile(r"(?:^|/)(?P<emotion>[a-z]+)/(?P<usage>Training|PublicTest|PrivateTest)_[^/]+\.(?:jpe?g|png)$", re.IGNORECASE)
@@ -28,19 +32,24 @@ _FILE_PATTERN = re.compile(r"(?:^|/)(?P<emotion>[a-z]+)/(?P<usage>Training|Publi
 @dataclass
 class FerData:
     images: np.ndarray  # (N, 48, 48) uint8
-    labels: np.ndarray  # (N,) int64, indices into EXPRESSIONS
+    labels: np.ndarray  # (N,) int64, indices into `classes`
     usage: np.ndarray  # (N,) str, one of SPLITS
+    targets: np.ndarray | None = None  # (N, len(classes)) float32 soft labels (FER+ vote shares), or None
+    classes: tuple[str, ...] = EXPRESSIONS
 
-    def split(self, usage: str) -> "FerData":
+    def take(self, keep: np.ndarray) -> FerData:
+        """The rows `keep` (a mask or indices) selects."""
+        targets = None if self.targets is None else self.targets[keep]
+        return dataclasses.replace(self, images=self.images[keep], labels=self.labels[keep], usage=self.usage[keep], targets=targets)
+
+    def split(self, usage: str) -> FerData:
         if usage not in SPLITS:
             raise ValueError(f"unknown split {usage!r}; one of {SPLITS}")
-        keep = self.usage == usage
-        return FerData(self.images[keep], self.labels[keep], self.usage[keep])
+        return self.take(self.usage == usage)
 
-    def sample(self, count: int, seed: int = 0) -> "FerData":
+    def sample(self, count: int, seed: int = 0) -> FerData:
         """A seeded random subset (files are grouped by class, so the first N would be one class)."""
-        keep = np.sort(np.random.default_rng(seed).permutation(len(self))[:count])
-        return FerData(self.images[keep], self.labels[keep], self.usage[keep])
+        return self.take(np.sort(np.random.default_rng(seed).permutation(len(self))[:count]))
 
     def __len__(self) -> int:
         return len(self.labels)
@@ -124,6 +133,8 @@ def load_fer2013(source: str | Path) -> FerData:
 
 def fer_train_augmentation() -> A.Compose:
     """Random crop/shift (via affine + resized crop), flip, small rotation, random erasing."""
+    import albumentations as A
+
     size = EXPRESSION_SIZE
     return A.Compose(
         [
@@ -137,7 +148,8 @@ def fer_train_augmentation() -> A.Compose:
 
 
 class FerDataset(Dataset):
-    """(1x48x48 tensor in [-1, 1], label); normalised by the same function the service uses."""
+    """(1x48x48 tensor in [-1, 1], target); normalised by the same function the service uses.
+    The target is the class index, or the soft-label row when the data has `targets`."""
 
     def __init__(self, data: FerData, augment: A.Compose | None = None):
         self.data = data
@@ -150,7 +162,8 @@ class FerDataset(Dataset):
         image = self.data.images[index]
         if self.augment is not None:
             image = self.augment(image=image)["image"]
-        return torch.from_numpy(to_expression_input(image[None])[0]), int(self.data.labels[index])
+        target = int(self.data.labels[index]) if self.data.targets is None else torch.from_numpy(self.data.targets[index])
+        return torch.from_numpy(to_expression_input(image[None])[0]), target
 
 
 def tta_views(batch: torch.Tensor, mode: str) -> list[torch.Tensor]:
@@ -255,7 +268,8 @@ class ResidentLoader:
 
     def __init__(self, data: FerData, batch_size: int, device: torch.device | str, *, seed: int = 0, rank: int = 0, world_size: int = 1):
         self.images = torch.from_numpy(np.ascontiguousarray(data.images)).to(device)
-        self.labels = torch.from_numpy(data.labels).to(device)
+        # class indices, or the soft-label rows when the data has them
+        self.labels = torch.from_numpy(data.labels if data.targets is None else data.targets).to(device)
         self.batch_size, self.seed, self.rank, self.world_size = batch_size, seed, rank, world_size
         self.epoch = 0
 

@@ -4,28 +4,30 @@
     python -m stra_face.training.fer gpu-run --out runs/fer/gpu --seeds 0 1          # two seeds each: the spread
     python -m stra_face.training.fer gpu-run --out /tmp/smoke --smoke                # CPU-sized check, ~1 minute
     python -m stra_face.training.fer gpu-run --data .carry/fer2013_jpg.npz --out /tmp/fer --bring-back $OUT   # on the device tool
+    python -m stra_face.training.fer gpu-run --out runs/fer/gpu --labels ferplus fer2013 --ship-on ferplus   # both label sets
     python -m stra_face.training.fer gpu-run --out runs/fer/gpu -- --batch-size 256  # after `--`: FerConfig overrides
 
-For every seed, StRA first (the model to ship), then the baseline: the same config file with only
-`model` changed. Each is evaluated on PublicTest and PrivateTest (none / flip / ten-crop); the
-StRA run that is best on PublicTest is exported to parity-checked fp16 ONNX with its model card
-(`stra_face.training.fer.trainer ship`). The output folder holds only small files:
+For every label set (--labels: FER+ vote distributions and/or the FER2013 labels) and seed, StRA
+first (the model to ship), then the baseline: the same config file with only `model` (and `labels`)
+changed. Each is evaluated on PublicTest and PrivateTest (none / flip / ten-crop) on both benchmarks,
+FER2013 and FER+ (when the votes are found: ferplus_votes.npz next to --data); the StRA run that
+is best on PublicTest (of the --ship-on benchmark) is exported to parity-checked fp16 ONNX with its
+model card (`trainer.ship`). The output folder holds only small files:
 
     summary.json, summary.md    every accuracy, per run, plus mean and spread over seeds
     curves.png                  PublicTest accuracy and train loss per epoch, every run
-    <model>_seed<s>/            log.csv, config.json, eval.json, fp16 weights (<model>_fp16.pt)
+    <model>[_ferplus]_seed<s>/  log.csv, config.json, eval.json, fp16 weights (<model>_fp16.pt)
     expression.onnx(.card.json) the shipped StRA model
 
 Full checkpoints (fp32 weights + optimiser state, ~200 MB each) stay under `--work`. A device
 lease returns at most 8 files of 16 MiB: `--bring-back $OUT` writes report.tar.gz (every small
 file above) and the shipped run's fp16 checkpoint (~33 MB) as 15 MiB parts with JOIN.sh; rejoined,
-`stra_face.training.fer.trainer ship` turns it into the service's ONNX file (and re-measures it) on any CPU.
+`python -m stra_face.training.fer ship` turns it into the service's ONNX file (and re-measures it) on any CPU.
 """
 from __future__ import annotations
 
 import argparse
 import csv
-import dataclasses
 import hashlib
 import json
 import time
@@ -35,9 +37,19 @@ import numpy as np
 import torch
 
 from stra_face.training import engine
-from stra_face.training.fer import trainer as fer
-from stra_face.training.fer.trainer import FerConfig, evaluate, load_checkpoint_model, torch_predictor, train
+from stra_face.training.fer import ferplus
 from stra_face.training.fer.data import SPLITS, load_fer2013, write_csv
+from stra_face.training.fer.trainer import (
+    BENCHMARKS,
+    FerConfig,
+    benchmark_reports,
+    find_votes,
+    load_checkpoint_model,
+    report_key,
+    ship,
+    torch_predictor,
+    train,
+)
 from stra_face.training.provenance import code_revision, hardware
 
 PART_BYTES = 15 * 2**20  # the device tool brings back files of at most 16 MiB
@@ -106,31 +118,47 @@ def plot_curves(runs: dict[str, Path], path: Path) -> None:
     plt.close(figure)
 
 
-def summarise(results: dict[str, dict], models: list[str], seeds: list[int]) -> str:
-    """Markdown: one row per run, then mean and spread (max - min) over seeds per model."""
-    header = "| run | epochs | img/s | minutes | " + " | ".join(f"{s} {t}" for s in ("PublicTest", "PrivateTest") for t in TTA) + " |"
+def column_title(key: str) -> str:
+    """"ferplus/PrivateTest/flip" -> "FER+ PrivateTest flip"; FER2013 keys have no benchmark prefix."""
+    parts = key.split("/")
+    return f"{BENCHMARKS[parts[0] if len(parts) == 3 else 'fer2013']} {parts[-2]} {parts[-1]}"
+
+
+def summarise(results: dict[str, dict], groups: list[str], seeds: list[int]) -> str:
+    """Markdown: one row per run, then mean and spread (max - min) over seeds per group
+    (a group is a run name without its seed: model, and label set when not FER2013)."""
+    keys = list(next(iter(results.values()))["eval"])
+    header = "| run | epochs | img/s | minutes | " + " | ".join(column_title(key) for key in keys) + " |"
     lines = [header, "|" + " --- |" * (header.count("|") - 1)]
     for name, run in results.items():
-        accuracies = " | ".join(f"{run['eval'][f'{s}/{t}']:.2%}" for s in ("PublicTest", "PrivateTest") for t in TTA)
+        accuracies = " | ".join(f"{run['eval'][key]:.2%}" for key in keys)
         lines.append(f"| {name} | {run['epochs']} | {run['images_per_second']:.0f} | {run['seconds'] / 60:.1f} | {accuracies} |")
     if len(seeds) > 1:
         lines += ["", "Mean over seeds (spread = max - min):", ""]
-        for model in models:
+        for group in groups:
             cells = []
-            for key in (f"{s}/{t}" for s in ("PublicTest", "PrivateTest") for t in TTA):
-                values = [results[f"{model}_seed{seed}"]["eval"][key] for seed in seeds]
+            for key in keys:
+                values = [results[f"{group}_seed{seed}"]["eval"][key] for seed in seeds]
                 cells.append(f"{np.mean(values):.2%} ± {(max(values) - min(values)) / 2:.2%}")
-            lines.append(f"| {model} | " + " | ".join(cells) + " |")
+            lines.append(f"| {group} | " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"
 
 
-def smoke_data(source: str, path: Path, per_split: int = 48) -> str:
-    """A seeded sample of every split written as fer2013.csv: the smoke run's whole data set."""
+def smoke_data(source: str, path: Path, per_split: int = 48, votes: str | None = None) -> str:
+    """A seeded sample of every split written as fer2013.csv: the smoke run's whole data set, with
+    the FER+ votes of the same rows next to it (ferplus_votes.npz) when the source has votes."""
     data = load_fer2013(source)
     keep = np.concatenate([np.flatnonzero(data.usage == split)[np.random.default_rng(0).permutation((data.usage == split).sum())[:per_split]] for split in SPLITS])
     path.parent.mkdir(parents=True, exist_ok=True)
-    write_csv(dataclasses.replace(data, images=data.images[keep], labels=data.labels[keep], usage=data.usage[keep]), path)
+    write_csv(data.take(keep), path)
+    found = find_votes(source, votes)
+    if found is not None:
+        ferplus.write_votes(ferplus.FerPlusVotes(found.votes[keep], found.matched[keep]), ferplus.default_votes_path(path))
     return str(path)
+
+
+def run_name(model: str, labels: str, seed: int) -> str:
+    return f"{model}_seed{seed}" if labels == "fer2013" else f"{model}_{labels}_seed{seed}"
 
 
 def main(argv: list[str]) -> dict:
@@ -140,7 +168,9 @@ def main(argv: list[str]) -> dict:
     parser.add_argument("--config", type=Path, default=Path("stra_face/training/configs/fer_gpu_stra.toml"), help="the recipe both models share")
     parser.add_argument("--baseline", default="resnet50", help="the baseline model (the config's model is the StRA one)")
     parser.add_argument("--seeds", type=int, nargs="+", default=[0])
-    parser.add_argument("--data", help="FER2013 in any layout (default: the config's)")
+    parser.add_argument("--labels", nargs="+", choices=ferplus.LABEL_SETS, help="label sets to train on, each with every model and seed (default: the config's)")
+    parser.add_argument("--ship-on", choices=list(BENCHMARKS), default="fer2013", help="the benchmark whose PublicTest accuracy picks the StRA run to ship")
+    parser.add_argument("--data", help="FER2013 in any layout (default: the config's); FER+ votes are read from ferplus_votes.npz next to it")
     parser.add_argument("--out", type=Path, default=Path("runs/fer/gpu"))
     parser.add_argument("--work", type=Path, help="full checkpoints (default: <out>/work)")
     parser.add_argument("--bring-back", type=Path, help="also write report.tar.gz + the shipped fp16 checkpoint in 15 MiB parts here (device tool: $OUT)")
@@ -148,57 +178,60 @@ def main(argv: list[str]) -> dict:
     args = parser.parse_args(argv)
     out, work = args.out, args.work or args.out / "work"
     out.mkdir(parents=True, exist_ok=True)
-    base = engine.parse_config(FerConfig, ["--config", str(args.config)], "")
+    base = engine.parse_config(FerConfig, ["--config", str(args.config), *overrides], "")
     data_path = args.data or base.data
     if args.smoke:
-        data_path = smoke_data(data_path, work / "smoke_fer2013.csv")
+        data_path = smoke_data(data_path, work / "smoke_fer2013.csv", votes=base.ferplus_votes or None)
         overrides = SMOKE + overrides
+    label_sets = args.labels or [base.labels]
     models = [base.model, args.baseline]
     command = "python -m stra_face.training.fer gpu-run " + " ".join(argv + (["--", *overrides] if overrides else []))
     started = time.perf_counter()
+    data = load_fer2013(data_path)
+    votes = find_votes(data_path, None if args.smoke else base.ferplus_votes or None, required="ferplus" in label_sets or args.ship_on == "ferplus")
 
     results, logs = {}, {}
-    for seed in args.seeds:
-        for model in models:
-            name = f"{model}_seed{seed}"
-            config = engine.parse_config(FerConfig, ["--config", str(args.config), "--model", model, "--seed", str(seed), "--data", data_path, "--out", str(work / name), *overrides], "")
-            print(f"== {name}: {config.epochs} epochs, batch {config.batch_size}, {config.optimizer} lr {config.lr} per 64, augment on {config.augment_on}", flush=True)
-            run_started = time.perf_counter()
-            best = train(config)
-            seconds = time.perf_counter() - run_started
-            network, checkpoint = load_checkpoint_model(best)
-            predict = torch_predictor(network, "cuda" if torch.cuda.is_available() else "cpu")
-            data = load_fer2013(config.data)
-            evaluation = {f"{split}/{tta}": evaluate(predict, data, split, tta).accuracy for split in ("PublicTest", "PrivateTest") for tta in TTA}
-            folder = out / name
-            folder.mkdir(parents=True, exist_ok=True)
-            for file in ("log.csv", "config.json"):
-                (folder / file).write_bytes((work / name / file).read_bytes())
-            logs[name] = folder / "log.csv"
-            with logs[name].open() as handle:
-                rates = [float(row["images_per_second"]) for row in csv.DictReader(handle)]
-            results[name] = {"model": model, "seed": seed, "epochs": config.epochs, "best_epoch": checkpoint["epoch"] + 1, "seconds": seconds,
-                             "images_per_second": float(np.median(rates)), "eval": evaluation, "checkpoint": str(best)}
-            (folder / "eval.json").write_text(json.dumps(results[name], indent=2) + "\n")
-            provenance = {"trained_on": hardware(), "code_revision": code_revision(), "command": command, "training_minutes": round(seconds / 60, 1)}
-            results[name]["fp16_checkpoint"] = str(save_fp16_checkpoint(best, folder / f"{model}_fp16.pt", provenance))
-            print(json.dumps({name: evaluation}), flush=True)
+    for labels in label_sets:
+        for seed in args.seeds:
+            for model in models:
+                name = run_name(model, labels, seed)
+                config = engine.parse_config(FerConfig, ["--config", str(args.config), "--model", model, "--seed", str(seed), "--data", data_path,
+                                                         "--out", str(work / name), *overrides, "--labels", labels], "")
+                if args.smoke:
+                    config.ferplus_votes = ""  # the sample's own votes, next to its CSV
+                print(f"== {name}: {config.epochs} epochs, batch {config.batch_size}, {config.optimizer} lr {config.lr} per 64, augment on {config.augment_on}, labels {labels}", flush=True)
+                run_started = time.perf_counter()
+                best = train(config)
+                seconds = time.perf_counter() - run_started
+                network, checkpoint = load_checkpoint_model(best)
+                predict = torch_predictor(network, "cuda" if torch.cuda.is_available() else "cpu")
+                evaluation = {key: report.accuracy for split in ("PublicTest", "PrivateTest") for key, report in benchmark_reports(predict, data, votes, split, TTA).items()}
+                folder = out / name
+                folder.mkdir(parents=True, exist_ok=True)
+                for file in ("log.csv", "config.json"):
+                    (folder / file).write_bytes((work / name / file).read_bytes())
+                logs[name] = folder / "log.csv"
+                with logs[name].open() as handle:
+                    rates = [float(row["images_per_second"]) for row in csv.DictReader(handle)]
+                results[name] = {"model": model, "labels": labels, "seed": seed, "epochs": config.epochs, "best_epoch": checkpoint["epoch"] + 1, "seconds": seconds,
+                                 "images_per_second": float(np.median(rates)), "eval": evaluation, "checkpoint": str(best)}
+                (folder / "eval.json").write_text(json.dumps(results[name], indent=2) + "\n")
+                provenance = {"trained_on": hardware(), "code_revision": code_revision(), "command": command, "training_minutes": round(seconds / 60, 1)}
+                results[name]["fp16_checkpoint"] = str(save_fp16_checkpoint(best, folder / f"{model}_fp16.pt", provenance))
+                print(json.dumps({name: evaluation}), flush=True)
 
     # ship the StRA run that is best on PublicTest (model selection never looks at PrivateTest)
     stra_runs = [name for name in results if results[name]["model"] == base.model]
-    chosen = max(stra_runs, key=lambda name: results[name]["eval"]["PublicTest/none"])
+    chosen = max(stra_runs, key=lambda name: results[name]["eval"][report_key(args.ship_on, "PublicTest", "none")])
     onnx_path = out / "expression.onnx"
-    # `stra_face.training.fer.trainer ship` as a user would run it: export, parity check, ONNX re-evaluation, card.
-    fer.main(["ship", "--checkpoint", results[chosen]["checkpoint"], "--out", str(onnx_path), "--data", data_path, "--fp16", "--plots", str(out / "plots")])
-    card_path = onnx_path.with_suffix(".card.json")
-    card = json.loads(card_path.read_text())
-    card.update({"trained_on": hardware(), "code_revision": code_revision(), "command": command,
-                 "training_minutes": round(results[chosen]["seconds"] / 60, 1), "selected_run": chosen})
-    card_path.write_text(json.dumps(card, indent=2) + "\n")
+    card_extra = {"trained_on": hardware(), "code_revision": code_revision(), "command": command,
+                  "training_minutes": round(results[chosen]["seconds"] / 60, 1), "selected_run": chosen}
+    ship(Path(results[chosen]["checkpoint"]), onnx_path, data_path, fp16=True, plots=out / "plots", card_extra=card_extra)
 
     summary = {"runs": results, "shipped": chosen, "hardware": hardware(), "code_revision": code_revision(), "minutes": (time.perf_counter() - started) / 60}
     (out / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
-    (out / "summary.md").write_text(f"# FER2013 gpu-run on {summary['hardware']}, code {summary['code_revision']}\n\n" + summarise(results, models, args.seeds))
+    groups = list(dict.fromkeys(name.rsplit("_seed", 1)[0] for name in results))
+    (out / "summary.md").write_text(f"# FER gpu-run on {summary['hardware']}, code {summary['code_revision']}\n\n" + summarise(results, groups, args.seeds))
     plot_curves(logs, out / "curves.png")
     if args.bring_back:
         files = bring_back(out, Path(results[chosen]["fp16_checkpoint"]), args.bring_back)

@@ -1,21 +1,21 @@
-"""FER2013 expression classifier: train, evaluate, ship.
+"""FER2013 / FER+ expression classifier: train, evaluate, ship (the command line is cli.py).
 
-    python -m stra_face.training.fer train --config stra_face/training/configs/fer_resnet50_stra.toml
-    torchrun --nproc_per_node 2 -m stra_face.training.fer train --config ...        # DDP, same script
+    python -m stra_face.training.fer train --config stra_face/training/configs/fer_gpu_stra.toml
+    python -m stra_face.training.fer train --config ... --labels ferplus              # FER+ vote distributions
+    torchrun --nproc_per_node 2 -m stra_face.training.fer train --config ...          # DDP, same script
     python -m stra_face.training.fer eval --checkpoint runs/fer/resnet50_stra/best.pt --data ... --tta flip
     python -m stra_face.training.fer eval --onnx stra_face/assets/models/expression.onnx --data ...
     python -m stra_face.training.fer ship --checkpoint runs/fer/resnet50_stra/best.pt --out stra_face/assets/models/expression.onnx
-    python -m stra_face.training.fer gpu-run --out runs/fer/gpu    # StRA + baseline, evaluated, StRA shipped (stra_face/training/fer/gpu_run.py)
+    python -m stra_face.training.fer gpu-run --out runs/fer/gpu    # StRA + baseline, evaluated, StRA shipped (gpu_run.py)
 
-Protocol: train on Training, pick the checkpoint on PublicTest, report PrivateTest once.
+Protocol: train on Training, pick the checkpoint on PublicTest, report PrivateTest once. `eval`
+reports FER2013 (the original labels) and FER+ (majority of the 10 annotators, ferplus.py) per split.
 """
 from __future__ import annotations
 
-import argparse
 import dataclasses
 import hashlib
 import json
-import sys
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -27,9 +27,17 @@ from torch import nn
 
 from stra_face import models
 from stra_face.models.stra import ModeAttention, WithModes
-from stra_face.vision.preprocess import EXPRESSION_SIZE, EXPRESSIONS
 from stra_face.training import engine
-from stra_face.training.fer.data import SPLITS, FerData, FerDataset, ResidentLoader, fer_train_augmentation, load_fer2013, tta_views
+from stra_face.training.fer import ferplus
+from stra_face.training.fer.data import (
+    FerData,
+    FerDataset,
+    ResidentLoader,
+    fer_train_augmentation,
+    load_fer2013,
+    tta_views,
+)
+from stra_face.vision.preprocess import EXPRESSION_SIZE, EXPRESSIONS
 
 DEFAULT_DATA = "../shared/data/fer2013/fer2013_jpg.npz"
 
@@ -50,6 +58,13 @@ class FerConfig:
     weight_decay: float = 5e-4
     warmup_epochs: float = 1.0
     label_smoothing: float = 0.1
+    mixup: float = 0.0  # >0: mixup with Beta(mixup, mixup) weights, on hard or soft labels alike
+    # "fer2013": the original labels; "ferplus": FER+'s 10-annotator votes (ferplus.py), as vote
+    # distributions ("probability", soft-label cross-entropy) or one majority label per image.
+    labels: str = "fer2013"
+    ferplus_mode: str = "probability"
+    ferplus_classes: int = 7  # 7: FER2013's classes (contempt votes dropped); 8: contempt as a class
+    ferplus_votes: str = ""  # default: ferplus_votes.npz next to `data`
     diversity_weight: float = 0.0
     grad_clip: float = 0.0
     amp: bool = True  # bf16 autocast on GPU; ignored on CPU
@@ -72,8 +87,24 @@ def build_model(config: FerConfig) -> nn.Module:
     return models.create_model(config.model, **model_kwargs(config))
 
 
+def num_classes(config: FerConfig) -> int:
+    return config.ferplus_classes if config.labels == "ferplus" else len(EXPRESSIONS)
+
+
 def model_kwargs(config: FerConfig) -> dict:
-    return {"num_classes": len(EXPRESSIONS), "in_chans": 1, "dropout": config.dropout, **config.model_kwargs}
+    return {"num_classes": num_classes(config), "in_chans": 1, "dropout": config.dropout, **config.model_kwargs}
+
+
+def labelled_data(config: FerConfig, data: FerData) -> tuple[FerData, FerData]:
+    """(what to train on, what to pick the checkpoint on): FER2013 labels for both, or FER+ labels
+    in the configured mode for training and the FER+ benchmark's majority labels for selection."""
+    if config.labels == "fer2013":
+        return data, data
+    if config.labels != "ferplus":
+        raise ValueError(f"labels must be one of {ferplus.LABEL_SETS}, not {config.labels!r}")
+    votes = ferplus.read_votes(config.ferplus_votes or ferplus.default_votes_path(config.data))
+    return (ferplus.relabel(data, votes, config.ferplus_mode, config.ferplus_classes),
+            ferplus.relabel(data, votes, "majority", config.ferplus_classes))
 
 
 def load_checkpoint_model(path: str | Path) -> tuple[nn.Module, dict]:
@@ -87,7 +118,7 @@ def load_checkpoint_model(path: str | Path) -> tuple[nn.Module, dict]:
 # --------------------------------------------------------------------------- evaluation
 
 
-Predictor = Callable[[np.ndarray], np.ndarray]  # (N, 1, 48, 48) float32 -> (N, 7) logits
+Predictor = Callable[[np.ndarray], np.ndarray]  # (N, 1, 48, 48) float32 -> (N, K) logits, K = 7 (or 8 with contempt)
 
 
 def torch_predictor(model: nn.Module, device: torch.device | str = "cpu", amp: bool = False) -> Predictor:
@@ -116,7 +147,7 @@ TTA_VIEW_NAMES = {"none": ("plain",), "flip": ("plain", "mirror"), "tencrop": tu
 
 
 def predict_tta_probabilities(predict: Predictor, data: FerData, ttas: Sequence[str], batch_size: int = 256, progress: bool = False) -> dict[str, np.ndarray]:
-    """Per TTA mode, softmax probabilities averaged over its views, (N, 7); each distinct view is predicted once."""
+    """Per TTA mode, softmax probabilities averaged over its views, (N, K); each distinct view is predicted once."""
     from tqdm import tqdm
 
     dataset = FerDataset(data)
@@ -133,8 +164,11 @@ def predict_tta_probabilities(predict: Predictor, data: FerData, ttas: Sequence[
 
 
 def predict_probabilities(predict: Predictor, data: FerData, tta: str = "none", batch_size: int = 256, progress: bool = False) -> np.ndarray:
-    """Softmax probabilities averaged over the TTA views, (N, 7)."""
+    """Softmax probabilities averaged over the TTA views, (N, K)."""
     return predict_tta_probabilities(predict, data, [tta], batch_size, progress)[tta]
+
+
+BENCHMARKS = {"fer2013": "FER2013", "ferplus": "FER+"}
 
 
 @dataclass
@@ -144,25 +178,50 @@ class SplitReport:
     accuracy: float
     per_class: dict[str, float]
     confusion: list[list[int]]  # rows: true class, columns: predicted
+    benchmark: str = "fer2013"  # a key of BENCHMARKS
+    images: int = 0  # how many images were scored (FER+ leaves some out)
+
+
+def score(probabilities: np.ndarray, labels: np.ndarray, split: str, tta: str, benchmark: str = "fer2013") -> SplitReport:
+    """Accuracy, per-class accuracy and confusion matrix of (N, K) probabilities against class indices."""
+    classes = ferplus.class_names(probabilities.shape[1])
+    predictions = probabilities.argmax(1)
+    confusion = np.zeros((len(classes), len(classes)), np.int64)
+    np.add.at(confusion, (labels, predictions), 1)
+    per_class = {name: float(confusion[i, i] / max(1, confusion[i].sum())) for i, name in enumerate(classes)}
+    accuracy = float((predictions == labels).mean()) if len(labels) else 0.0
+    return SplitReport(split, tta, accuracy, per_class, confusion.tolist(), benchmark, len(labels))
 
 
 def evaluate_ttas(predict: Predictor, data: FerData, split: str, ttas: Sequence[str], progress: bool = False, limit: int = 0) -> list[SplitReport]:
-    """One report per TTA mode on one split, sharing the views the modes have in common."""
+    """One report per TTA mode on one split of `data` (with its own labels), sharing the views the modes have in common."""
     subset = data.split(split)
     if limit:
         subset = subset.sample(limit)
-    reports = []
-    for tta, probabilities in predict_tta_probabilities(predict, subset, ttas, progress=progress).items():
-        predictions = probabilities.argmax(1)
-        confusion = np.zeros((len(EXPRESSIONS), len(EXPRESSIONS)), np.int64)
-        np.add.at(confusion, (subset.labels, predictions), 1)
-        per_class = {name: float(confusion[i, i] / max(1, confusion[i].sum())) for i, name in enumerate(EXPRESSIONS)}
-        reports.append(SplitReport(split, tta, float((predictions == subset.labels).mean()), per_class, confusion.tolist()))
-    return reports
+    return [score(probabilities, subset.labels, split, tta) for tta, probabilities in predict_tta_probabilities(predict, subset, ttas, progress=progress).items()]
 
 
 def evaluate(predict: Predictor, data: FerData, split: str, tta: str, progress: bool = False, limit: int = 0) -> SplitReport:
     return evaluate_ttas(predict, data, split, [tta], progress, limit)[0]
+
+
+def report_key(benchmark: str, split: str, tta: str) -> str:
+    """"PrivateTest/flip" for FER2013 (the key cards and JSON reports have always used), "ferplus/PrivateTest/flip" for FER+."""
+    return f"{split}/{tta}" if benchmark == "fer2013" else f"{benchmark}/{split}/{tta}"
+
+
+def benchmark_reports(predict: Predictor, data: FerData, votes: ferplus.FerPlusVotes | None, split: str, ttas: Sequence[str], progress: bool = False) -> dict[str, SplitReport]:
+    """FER2013 and (with `votes`) FER+ reports for one split, from one prediction pass over its images.
+    FER+: majority labels (ferplus.majority_labels) over as many classes as the model has."""
+    in_split = data.usage == split
+    reports = {}
+    for tta, probabilities in predict_tta_probabilities(predict, data.take(in_split), ttas, progress=progress).items():
+        reports[report_key("fer2013", split, tta)] = score(probabilities, data.labels[in_split], split, tta)
+        if votes is not None:
+            majority = ferplus.majority_labels(votes, probabilities.shape[1])[in_split]
+            kept = majority >= 0
+            reports[report_key("ferplus", split, tta)] = score(probabilities[kept], majority[kept], split, tta, "ferplus")
+    return reports
 
 
 def plot_confusion(report: SplitReport, path: Path) -> None:
@@ -171,18 +230,19 @@ def plot_confusion(report: SplitReport, path: Path) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
+    classes = list(report.per_class)
     confusion = np.asarray(report.confusion, np.float64)
     normalised = confusion / confusion.sum(1, keepdims=True).clip(min=1)
     figure, axis = plt.subplots(figsize=(6.5, 5.5))
     image = axis.imshow(normalised, cmap="Blues", vmin=0, vmax=1)
-    for i in range(len(EXPRESSIONS)):
-        for j in range(len(EXPRESSIONS)):
+    for i in range(len(classes)):
+        for j in range(len(classes)):
             axis.text(j, i, f"{normalised[i, j]:.2f}\n({int(confusion[i, j])})", ha="center", va="center", fontsize=7, color="white" if normalised[i, j] > 0.5 else "black")
-    axis.set_xticks(range(len(EXPRESSIONS)), EXPRESSIONS, rotation=45)
-    axis.set_yticks(range(len(EXPRESSIONS)), EXPRESSIONS)
+    axis.set_xticks(range(len(classes)), classes, rotation=45)
+    axis.set_yticks(range(len(classes)), classes)
     axis.set_xlabel("predicted")
     axis.set_ylabel("true")
-    axis.set_title(f"FER2013 {report.split} (TTA {report.tta}): accuracy {report.accuracy:.2%}")
+    axis.set_title(f"{BENCHMARKS[report.benchmark]} {report.split} (TTA {report.tta}): accuracy {report.accuracy:.2%}")
     figure.colorbar(image, ax=axis, fraction=0.046)
     figure.tight_layout()
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -202,6 +262,16 @@ def make_train_loader(config: FerConfig, train_data: FerData, runtime: engine.Ru
     raise ValueError(f"augment_on must be auto, device or loader, not {config.augment_on!r}")
 
 
+def mixup(images: torch.Tensor, targets: torch.Tensor, classes: int, alpha: float) -> tuple[torch.Tensor, torch.Tensor]:
+    """mixup (Zhang et al., 2018): each image blended with another of the batch, and its target
+    (one-hot class or soft label, cross-entropy takes either) with the same weight."""
+    if not targets.is_floating_point():
+        targets = nn.functional.one_hot(targets, classes).float()
+    weight = float(np.random.beta(alpha, alpha))
+    partner = torch.randperm(len(images), device=images.device)
+    return weight * images + (1 - weight) * images[partner], weight * targets + (1 - weight) * targets[partner]
+
+
 def train(config: FerConfig) -> Path:
     runtime = engine.setup_runtime(config.device)
     engine.seed_everything(config.seed, runtime.rank)
@@ -211,7 +281,7 @@ def train(config: FerConfig) -> Path:
     if runtime.is_main:
         engine.save_config(config, out / "config.json")
 
-    data = load_fer2013(config.data)
+    data, selection_data = labelled_data(config, load_fer2013(config.data))
     train_data = data.split("Training")
     if config.train_subset:
         train_data = train_data.sample(config.train_subset, config.seed)
@@ -241,9 +311,13 @@ def train(config: FerConfig) -> Path:
     criterion = nn.CrossEntropyLoss(label_smoothing=config.label_smoothing)
 
     def step(net: nn.Module, batch: tuple) -> tuple[torch.Tensor, torch.Tensor, int]:
-        images, labels = batch
+        images, targets = batch  # class indices, or (B, K) FER+ vote shares
+        if config.mixup:
+            images, targets = mixup(images, targets, num_classes(config), config.mixup)
         logits = net(images)
-        return criterion(logits.float(), labels), (logits.argmax(1) == labels).sum(), len(labels)
+        # accuracy against the most-voted (or, mixed, the heavier) class
+        labels = targets.argmax(1) if targets.is_floating_point() else targets
+        return criterion(logits.float(), targets), (logits.argmax(1) == labels).sum(), len(labels)
 
     for epoch in range(start_epoch, config.epochs):
         started = time.perf_counter()
@@ -254,7 +328,7 @@ def train(config: FerConfig) -> Path:
         )
         if runtime.is_main:
             # Model selection on PublicTest only; PrivateTest stays untouched until `eval`.
-            public = evaluate(torch_predictor(model, runtime.device, amp=config.amp), data, "PublicTest", config.eval_tta, limit=config.eval_subset)
+            public = evaluate(torch_predictor(model, runtime.device, amp=config.amp), selection_data, "PublicTest", config.eval_tta, limit=config.eval_subset)
             is_best = public.accuracy > best
             best = max(best, public.accuracy)
             checkpointer.save(
@@ -295,59 +369,114 @@ def sha256_file(path: str | Path) -> str:
     return digest.hexdigest()
 
 
-def run_eval(args: argparse.Namespace) -> dict:
-    """Reports per split and TTA mode. With --json the reports are saved after each split, and a
-    JSON from the same file (same sha256) is reused: an interrupted evaluation resumes."""
-    source = args.onnx or args.checkpoint
+def find_votes(data: str | Path, votes: str | Path | None = None, required: bool = False) -> ferplus.FerPlusVotes | None:
+    """FER+ votes from `votes`, else from ferplus_votes.npz next to `data` when it is there."""
+    path = Path(votes) if votes else ferplus.default_votes_path(data)
+    if votes or required or path.exists():
+        return ferplus.read_votes(path)
+    print(f"no FER+ votes at {path}: FER2013 labels only (--ferplus-votes names the file)")
+    return None
+
+
+def print_report(key: str, report: SplitReport) -> None:
+    per_class = " ".join(f"{name} {acc:.3f}" for name, acc in report.per_class.items())
+    print(f"{BENCHMARKS[report.benchmark]:<8} {report.split:<12} tta={report.tta:<8} accuracy {report.accuracy:.4f} ({report.images} images)   per class: {per_class}")
+
+
+def run_eval(
+    *,
+    checkpoint: Path | None = None,
+    onnx: Path | None = None,
+    data: str = DEFAULT_DATA,
+    splits: Sequence[str] = ("PublicTest", "PrivateTest"),
+    tta: Sequence[str] = ("none", "flip"),
+    benchmarks: Sequence[str] | None = None,
+    ferplus_votes: str | Path | None = None,
+    plots: str | Path | None = None,
+    json_path: str | Path | None = None,
+) -> dict[str, dict]:
+    """Reports per benchmark, split and TTA mode, for a checkpoint or an ONNX file. `benchmarks`:
+    keys of BENCHMARKS; by default FER2013, and FER+ when its votes are found (`ferplus_votes`,
+    default ferplus_votes.npz next to `data`). With `json_path` the reports are saved after each split, and a JSON
+    from the same file (same sha256) is reused: an interrupted evaluation resumes."""
+    source = onnx or checkpoint
+    if source is None:
+        raise ValueError("run_eval needs a checkpoint or an ONNX file")
     source_sha256 = sha256_file(source)
-    saved = json.loads(Path(args.json).read_text()) if args.json and Path(args.json).exists() else {}
+    saved = json.loads(Path(json_path).read_text()) if json_path and Path(json_path).exists() else {}
     results = saved.get("reports", {}) if saved.get("source_sha256") == source_sha256 else {}
-    predict = onnx_predictor(args.onnx) if args.onnx else torch_predictor(load_checkpoint_model(args.checkpoint)[0])
-    data = load_fer2013(args.data)
-    for split in args.splits:
-        missing = [tta for tta in args.tta if f"{split}/{tta}" not in results]
+    predict = onnx_predictor(onnx) if onnx else torch_predictor(load_checkpoint_model(checkpoint)[0])
+    images = load_fer2013(data)
+    votes = find_votes(data, ferplus_votes, required=True) if benchmarks and "ferplus" in benchmarks else None
+    if benchmarks is None:
+        votes = find_votes(data, ferplus_votes)
+        benchmarks = ["fer2013", "ferplus"] if votes is not None else ["fer2013"]
+    wanted = [report_key(b, split, t) for b in benchmarks for split in splits for t in tta]
+    for split in splits:
+        missing = [t for t in tta if any(report_key(b, split, t) not in results for b in benchmarks)]
         if missing:
-            for report in evaluate_ttas(predict, data, split, missing, progress=True):
-                results[f"{split}/{report.tta}"] = dataclasses.asdict(report)
-            if args.json:
-                Path(args.json).write_text(json.dumps({"source": str(source), "source_sha256": source_sha256, "reports": results}, indent=2))
-        for tta in args.tta:
-            report = SplitReport(**results[f"{split}/{tta}"])
-            per_class = " ".join(f"{name} {acc:.3f}" for name, acc in report.per_class.items())
-            print(f"{split:<12} tta={tta:<8} accuracy {report.accuracy:.4f}   per class: {per_class}")
-            if args.plots:
-                plot_confusion(report, Path(args.plots) / f"confusion_{split}_{tta}.png")
-    return {key: results[key] for key in (f"{split}/{tta}" for split in args.splits for tta in args.tta)}
+            for key, report in benchmark_reports(predict, images, votes, split, missing, progress=True).items():
+                results[key] = dataclasses.asdict(report)
+            if json_path:
+                Path(json_path).write_text(json.dumps({"source": str(source), "source_sha256": source_sha256, "reports": results}, indent=2))
+    for key in wanted:
+        report = SplitReport(**results[key])
+        print_report(key, report)
+        if plots:
+            plot_confusion(report, Path(plots) / f"confusion_{key.replace('/', '_')}.png")
+    return {key: results[key] for key in wanted}
 
 
 def has_mode_attention(model: nn.Module) -> bool:
     return any(isinstance(m, ModeAttention) for m in model.modules())
 
 
-def run_ship(args: argparse.Namespace) -> None:
-    """Export (parity-checked), re-evaluate the exported file, write the model card next to it.
+FERPLUS_PROTOCOL = (
+    "FER+ majority vote of the 10 annotators per image (microsoft/FERPlus fer2013new.csv); images left out: "
+    "tied majority, majority unknown or not-a-face, majority contempt (7-class model), not matched to FER+"
+)
+
+
+def ship(
+    checkpoint: Path,
+    out: Path = Path("stra_face/assets/models/expression.onnx"),
+    data: str = DEFAULT_DATA,
+    *,
+    fp16: bool = False,
+    tta: Sequence[str] = ("none", "flip", "tencrop"),
+    ferplus_votes: str | Path | None = None,
+    plots: str | Path | None = None,
+    json_path: str | Path | None = None,
+    provenance: dict[str, str | None] | None = None,
+    card_extra: dict | None = None,
+) -> dict:
+    """Export (parity-checked), re-evaluate the exported file on FER2013 and (votes found) FER+,
+    write the model card next to it and return it.
 
     StRA models get a second output, `modes` (the last block's r_ig maps), for the service's
-    `?modes=true`. A checkpoint trained elsewhere carries its provenance on the card
-    (--code-revision, --hardware, --trained-with, --source)."""
+    `?modes=true`. `provenance` (code_revision, hardware, trained_with, source) goes on the card
+    for a checkpoint trained elsewhere; `card_extra` adds top-level card fields (gpu_run's)."""
     import onnxruntime
 
     from stra_face.training.export.onnx_export import check_parity, export_onnx
 
-    model, checkpoint = load_checkpoint_model(args.checkpoint)
-    out = Path(args.out)
+    model, state = load_checkpoint_model(checkpoint)
+    out = Path(out)
     input_shape = (1, EXPRESSION_SIZE, EXPRESSION_SIZE)
     modes = has_mode_attention(model)
     exported = WithModes(model) if modes else model
     output_names = ("output", "modes") if modes else ("output",)
-    export_onnx(exported, out, input_shape, fp16=args.fp16, output_names=output_names)
-    parity = check_parity(exported, out, input_shape, fp16=args.fp16)
+    export_onnx(exported, out, input_shape, fp16=fp16, output_names=output_names)
+    parity = check_parity(exported, out, input_shape, fp16=fp16)
+    benchmarks = ["fer2013", "ferplus"] if find_votes(data, ferplus_votes) is not None else ["fer2013"]
     results = {}
     # The cheap modes for both splits first: 10 of the 13 views are ten-crop.
-    for ttas in ([tta for tta in args.tta if tta != "tencrop"], [tta for tta in args.tta if tta == "tencrop"]):
-        eval_args = argparse.Namespace(onnx=out, checkpoint=None, data=args.data, splits=["PublicTest", "PrivateTest"], tta=ttas, plots=args.plots, json=args.json)
-        results |= run_eval(eval_args) if ttas else {}
-    outputs = {"output": "(N, 7) logits"}
+    for ttas in ([t for t in tta if t != "tencrop"], [t for t in tta if t == "tencrop"]):
+        if ttas:
+            results |= run_eval(onnx=out, data=data, splits=["PublicTest", "PrivateTest"], tta=ttas, benchmarks=benchmarks,
+                                ferplus_votes=ferplus_votes, plots=plots, json_path=json_path)
+    classes = state["model"]["kwargs"].get("num_classes", len(EXPRESSIONS))
+    outputs = {"output": f"(N, {classes}) logits"}
     if modes:
         with torch.inference_mode():
             _, maps = exported(torch.zeros(1, *input_shape))
@@ -356,80 +485,40 @@ def run_ship(args: argparse.Namespace) -> None:
             f"(N, {groups}, {height}, {width}) r_ig mode coefficients of the last StRA block in [0, 1], "
             f"a {height}x{width} grid over the {EXPRESSION_SIZE}x{EXPRESSION_SIZE} input (cell = {EXPRESSION_SIZE // height} px)"
         )
-    provenance = {
-        "checkpoint": args.checkpoint.name,
-        "checkpoint_sha256": sha256_file(args.checkpoint),
-        "code_revision": args.code_revision,
-        "hardware": args.hardware,
-        "trained_with": args.trained_with,
-        "source": args.source,
-        "note": checkpoint.get("note"),
-    }
+    recorded = {"checkpoint": checkpoint.name, "checkpoint_sha256": sha256_file(checkpoint), **(provenance or {}), "note": state.get("note")}
+    recipe = state["config"]
+    labels = "FER+ votes (" + recipe.get("ferplus_mode", "probability") + ")" if recipe.get("labels") == "ferplus" else "FER2013 labels"
+    metrics = {key: {"accuracy": value["accuracy"], "per_class": value["per_class"]} for key, value in results.items()}
     card = {
-        "task": "facial expression, 7 classes " + ", ".join(EXPRESSIONS),
+        "task": f"facial expression, {classes} classes " + ", ".join(ferplus.class_names(classes)),
         "file": out.name,
         "sha256": sha256_file(out),
         "size_bytes": out.stat().st_size,
-        "precision": "fp16" if args.fp16 else "fp32",
+        "precision": "fp16" if fp16 else "fp32",
         "input": "(N, 1, 48, 48) float32 grayscale in [-1, 1] (stra_face.vision.preprocess.to_expression_input)",
         "output": outputs["output"],
         "outputs": outputs,
         "parity_max_abs_error": parity,
-        "model": checkpoint["model"],
-        "recipe": checkpoint["config"],
-        "provenance": {key: value for key, value in provenance.items() if value},
-        "epochs_trained": checkpoint["epoch"] + 1,
-        "epochs_scheduled": checkpoint["config"]["epochs"],
-        "data": f"FER2013 ({Path(checkpoint['config']['data']).name}): trained on Training (28,709 images), "
-        f"checkpoint chosen on PublicTest (best of {checkpoint['config']['epochs']} epochs), PrivateTest measured once",
+        "model": state["model"],
+        "recipe": recipe,
+        "provenance": {key: value for key, value in recorded.items() if value},
+        "epochs_trained": state["epoch"] + 1,
+        "epochs_scheduled": recipe["epochs"],
+        "data": f"FER2013 ({Path(recipe['data']).name}) with {labels}: trained on Training, "
+        f"checkpoint chosen on PublicTest (best of {recipe['epochs']} epochs), PrivateTest measured once",
         "metrics_measured_on": f"CPU, onnxruntime {onnxruntime.__version__}, from {out.name} itself",
-        "metrics": {key: {"accuracy": value["accuracy"], "per_class": value["per_class"]} for key, value in results.items()},
-        "reproduce": f"python -m stra_face.training.fer eval --onnx {out} --data {args.data} --tta {' '.join(args.tta)}",
+        "metrics": {key: value for key, value in metrics.items() if not key.startswith("ferplus/")},
+        "reproduce": f"python -m stra_face.training.fer eval --onnx {out} --data {data} --tta {' '.join(tta)}",
     }
+    if "ferplus" in benchmarks:
+        card["ferplus_protocol"] = FERPLUS_PROTOCOL
+        card["ferplus_metrics"] = {key.removeprefix("ferplus/"): {**value, "images": results[key]["images"]} for key, value in metrics.items() if key.startswith("ferplus/")}
+    card |= card_extra or {}
     card_path = out.with_suffix(".card.json")
     card_path.write_text(json.dumps(card, indent=2) + "\n")
     print(f"{out}: {card['size_bytes'] / 2**20:.1f} MiB sha256 {card['sha256']} parity {parity:.2e}; card {card_path}")
-
-
-def main(argv: list[str] | None = None) -> None:
-    argv = sys.argv[1:] if argv is None else argv
-    if argv and argv[0] == "train":
-        train(engine.parse_config(FerConfig, argv[1:], "train a FER2013 expression classifier"))
-        return
-    if argv and argv[0] == "gpu-run":
-        from stra_face.training.fer import gpu_run
-
-        gpu_run.main(argv[1:])
-        return
-    parser = argparse.ArgumentParser(prog="python -m stra_face.training.fer", description="FER2013 expression classifier")
-    commands = parser.add_subparsers(dest="command", required=True)
-    commands.add_parser("train", help="train (options: python -m stra_face.training.fer train --help)")
-    commands.add_parser("gpu-run", help="StRA + baseline trained, evaluated, StRA shipped, one folder (python -m stra_face.training.fer gpu-run --help)")
-    evaluation = commands.add_parser("eval", help="accuracy per split and class, confusion-matrix PNGs")
-    source = evaluation.add_mutually_exclusive_group(required=True)
-    source.add_argument("--checkpoint", type=Path)
-    source.add_argument("--onnx", type=Path)
-    evaluation.add_argument("--data", default=DEFAULT_DATA)
-    evaluation.add_argument("--splits", nargs="+", default=["PublicTest", "PrivateTest"], choices=SPLITS)
-    evaluation.add_argument("--tta", nargs="+", default=["none", "flip"], choices=["none", "flip", "tencrop"])
-    evaluation.add_argument("--plots", help="folder for confusion-matrix PNGs")
-    evaluation.add_argument("--json", help="write the reports as JSON (reused, and completed, when run again on the same file)")
-    ship = commands.add_parser("ship", help="export a checkpoint to ONNX, re-evaluate it, write its model card")
-    ship.add_argument("--checkpoint", type=Path, required=True)
-    ship.add_argument("--out", type=Path, default=Path("stra_face/assets/models/expression.onnx"))
-    ship.add_argument("--data", default=DEFAULT_DATA)
-    ship.add_argument("--fp16", action="store_true")
-    ship.add_argument("--tta", nargs="+", default=["none", "flip", "tencrop"], choices=["none", "flip", "tencrop"], help="TTA modes measured for the card")
-    ship.add_argument("--plots", help="folder for confusion-matrix PNGs")
-    ship.add_argument("--json", help="also write the full reports (with confusion matrices) as JSON; reused when the export is byte-identical")
-    provenance = ship.add_argument_group("provenance", "for the card, when the checkpoint was trained elsewhere")
-    provenance.add_argument("--code-revision", help="git revision of the code that trained it")
-    provenance.add_argument("--hardware", help="e.g. 'one NVIDIA H200, torch 2.11, bf16 autocast'")
-    provenance.add_argument("--trained-with", help="the exact training command")
-    provenance.add_argument("--source", help="where the checkpoint comes from")
-    args = parser.parse_args(argv)
-    {"eval": run_eval, "ship": run_ship}[args.command](args)
+    return card
 
 
 if __name__ == "__main__":
-    main()
+    raise SystemExit("the command line is `python -m stra_face.training.fer <train|eval|ship|gpu-run>` (stra_face/training/fer/cli.py)")
