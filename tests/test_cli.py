@@ -105,6 +105,11 @@ def test_enroll_identify_and_subjects_name_the_right_person(tmp_path):
     assert [face["matches"][0]["subject_id"] for face in group["faces"][:2]] == ["obama", "biden"]
     listed = json.loads(stra_face("subjects", "--gallery", gallery).stdout)
     assert sorted(s["id"] for s in listed["subjects"]) == ["alex", "biden", "obama"]
+    named = stra_face("analyze", FACES / "examples/knn_examples/test/obama_and_biden.jpg", "--gallery", gallery, "--draw", tmp_path / "drawn")
+    assert named.returncode == 0, named.stderr
+    faces = json.loads(named.stdout)[0]["faces"]
+    assert [face["identity"] for face in faces[:2]] == ["obama", "biden"] and "expression" in faces[0]
+    assert (tmp_path / "drawn" / "obama_and_biden.jpg").stat().st_size > 0
 
 
 @pytest.mark.slow
