@@ -130,7 +130,9 @@ def speed(args: argparse.Namespace) -> None:
     torch.set_num_threads(os.cpu_count() or 1)
     new = FaceDetector(MIN_FACE, THRESHOLD, args.detection_size)
     hog = dlib.get_frontal_face_detector()
+    bounded = FaceDetector(MIN_FACE, THRESHOLD, args.detection_size, small_faces=False)
     paths = {"old (facenet-pytorch)": old_detector(), "new (ONNX, size-bounded)": lambda image: len(new.detect(image)),
+             "new without the small-face pass": lambda image: len(bounded.detect(image)),
              "dlib HOG (upsample 1)": lambda image: len(hog(image, 1))}
     photo = load(PHOTO)
     images = {name: resized(photo, size) for name, size in SIZES.items()}
@@ -198,8 +200,10 @@ def recall(args: argparse.Namespace) -> None:
 
     torch.set_num_threads(os.cpu_count() or 1)
     reference = MTCNN(keep_all=True, min_face_size=MIN_FACE, post_process=False)
-    detectors = {size: FaceDetector(MIN_FACE, THRESHOLD, size) for size in args.sizes}
-    totals = {size: {"faces": 0, "found": 0, "asked": 0, "asked_found": 0, "step": 0, "step_found": 0, "extra": 0, "seconds": 0.0} for size in args.sizes}
+    detectors = {str(size): FaceDetector(MIN_FACE, THRESHOLD, size) for size in args.sizes}
+    if args.without_small_faces:  # the full-image pass alone, as before the small-face pass
+        detectors |= {f"{size}, full-image pass only": FaceDetector(MIN_FACE, THRESHOLD, size, small_faces=False) for size in args.sizes}
+    totals = {size: {"faces": 0, "found": 0, "asked": 0, "asked_found": 0, "step": 0, "step_found": 0, "extra": 0, "seconds": 0.0} for size in detectors}
     reference_seconds = 0.0
     for path in tqdm(recall_photos(args.folders), desc="recall", unit="photo"):
         image = load(path)
@@ -242,6 +246,7 @@ def main() -> None:
     recall_parser = commands.add_parser("recall")
     recall_parser.add_argument("--sizes", type=int, nargs="+", default=[384, 512, 640, 800, 100_000])
     recall_parser.add_argument("--folders", nargs="+", default=["faces", "lfw/raw_sample", "cfp/raw_sample"], help="under ../shared/data")
+    recall_parser.add_argument("--without-small-faces", action="store_true", help="also each size without the small-face pass")
     recall_parser.add_argument("--verbose", action="store_true")
     args = parser.parse_args()
     (speed if args.command == "speed" else recall)(args)

@@ -13,7 +13,7 @@ import pytest
 from stra_face.vision.inference import MicroBatcher, sha256_file
 from stra_face.vision.align import similarity_transform
 from stra_face.vision.decode import decode_image
-from stra_face.vision.detect import MODELS, PYRAMID_FACTOR, FaceDetector, nms
+from stra_face.vision.detect import MODELS, PNET_WINDOW, PYRAMID_FACTOR, SMALL_FACE_GATE, FaceDetector, nms, small_face_regions
 from tests.conftest import FACES, SHARED_DATA, need
 
 MIN_FACE, THRESHOLD = 20, 0.9  # the server's defaults, which the reference runs at
@@ -166,6 +166,46 @@ def test_smallest_face_is_in_original_pixels(detector):
     assert detector.smallest_face(480, 854) == MIN_FACE * max(1.0, 12 * 854 / detector.detection_size / MIN_FACE)
     assert detector.smallest_face(3000, 4000) == pytest.approx(12 * 4000 / detector.detection_size)
     assert detector.smallest_face(3000, 4000, 24) == 24
+
+
+def test_small_face_regions_surround_the_flagged_cells():
+    """One flagged cell: a region holding its window grown by a window's half and a cell; none: no
+    region; most of the map: the whole image, once."""
+    scale = 0.32  # a 1600 px wide image at detection_size 512
+    probabilities = np.zeros((139, 252), np.float32)
+    assert small_face_regions(probabilities, scale, 898, 1600) == []
+    probabilities[50, 100] = SMALL_FACE_GATE
+    [(x1, y1, x2, y2)] = small_face_regions(probabilities, scale, 898, 1600)
+    window = (2 * 100 / scale, 2 * 50 / scale, (2 * 100 + PNET_WINDOW) / scale, (2 * 50 + PNET_WINDOW) / scale)
+    grow = (PNET_WINDOW / 2 + 2) / scale
+    assert x1 <= window[0] - grow and y1 <= window[1] - grow and x2 >= window[2] + grow and y2 >= window[3] + grow
+    assert x2 - x1 <= window[2] - window[0] + 2 * grow + 2
+    probabilities[:, :200] = 1.0
+    assert small_face_regions(probabilities, scale, 898, 1600) == [(0, 0, 1600, 898)]
+
+
+def test_small_face_pass_keeps_a_portraits_faces_and_a_requests_size():
+    """On a 1080p portrait the small-face pass finds what the full-image pass finds (no extra faces);
+    a request's own min_face_size turns it off (the whole image is searched at that size)."""
+    image = load(need(FACES / "examples/obama-1080p.jpg"))
+    with_pass, without = FaceDetector(MIN_FACE, THRESHOLD), FaceDetector(MIN_FACE, THRESHOLD, small_faces=False)
+    found, expected = with_pass.detect(image), without.detect(image)
+    assert len(found) == len(expected) == 1 and iou(found[0].box, expected[0].box) > 0.95
+    assert with_pass.propose(image, 60).boxes.tolist() == without.propose(image, 60).boxes.tolist()
+
+
+@pytest.mark.slow
+def test_crowd_photo_keeps_its_small_faces(detector, reference):
+    """At the server's defaults the crowd photo (1600x898: the full-image pass searches 37.5 px faces)
+    gives at least 120 of the faces of 20 px and up that the full-resolution reference finds, and few others."""
+    path = need(FACES / "more/insightface/lumia.jpg")
+    image = load(path)
+    expected = [box for box, _, _ in reference(path, image)]
+    found = [d.box for d in detector.detect(image)]
+    matched = sum(any(iou(box, other) >= 0.5 for other in found) for box in expected)
+    assert len(expected) >= 130 and matched >= 120, (matched, len(expected))
+    assert len(found) - matched <= 0.1 * len(expected)
+    assert min(box[2] - box[0] for box in found) < 0.8 * detector.smallest_face(*image.shape[:2])
 
 
 # --------------------------------------------------------------------------- against facenet-pytorch on real photos

@@ -7,9 +7,11 @@ there. facenet-pytorch stays the reference: tests compare both on real photos.
 
 What differs is where pixels come from, so that the cost no longer follows the upload's size:
 - P-Net scans a pyramid whose first level is at most `detection_size` pixels on its long side:
-  the smallest face found by default is `max(min_face_size, 12 * long side / detection_size)`
-  original pixels (12 px: P-Net's window). A request's own `min_face_size` (original pixels) is
-  honoured as asked, even when that costs more.
+  over the whole image, the smallest face searched by default is `max(min_face_size, 12 * long side
+  / detection_size)` original pixels (12 px: P-Net's window). Where that level's P-Net map says a
+  face is likely, a second pass runs P-Net at the finer scales down to `min_face_size`, so group
+  photos keep their small faces while a portrait's cost barely moves. A request's own
+  `min_face_size` (original pixels) is honoured as asked over the whole image, even when that costs more.
 - Every pyramid level is area-resampled from the smallest halved copy of the original that is at
   least its size, and every R-Net / O-Net crop from the one with 8x its resolution, so big uploads
   are read in full once, and O-Net crops (landmarks) keep the original's full detail.
@@ -51,6 +53,7 @@ RNET_CHUNK, ONET_CHUNK = 256, 64
 # integral images of crops) and 150 per pixel of P-Net's first pyramid level (the network's
 # activations), so a level pixel weighs as 4 image pixels in `work_pixels`.
 PNET_PIXEL_WEIGHT = 4
+SMALL_FACE_GATE = 0.95  # P-Net probability at the full-image pass's finest level that sends a region to the finer pass
 
 
 @dataclass(frozen=True)
@@ -151,6 +154,14 @@ class HalvingPyramid:
         integral = integral_image(self.levels[index])  # one integral image serves every size
         return [area_resize(integral, height, width) for height, width in sizes]
 
+    def region(self, box: tuple[int, int, int, int], scale: float) -> np.ndarray:
+        """Original pixels [y1:y2, x1:x2] area-resampled by `scale` as MTCNN's input, from the level that suits it."""
+        x1, y1, x2, y2 = box
+        level = self.levels[self._level(scale, OVERSAMPLE_LEVEL)]
+        fx, fy = level.shape[1] / self.width, level.shape[0] / self.height
+        part = level[round(y1 * fy):max(round(y2 * fy), round(y1 * fy) + 1), round(x1 * fx):max(round(x2 * fx), round(x1 * fx) + 1)]
+        return area_resize(integral_image(np.ascontiguousarray(part)), int((y2 - y1) * scale + 1), int((x2 - x1) * scale + 1))
+
     def crops(self, boxes: np.ndarray, size: int) -> np.ndarray:
         """Original pixels [y1:y2, x1:x2] of each integer box resized to (size, size): (N, size, size, C)
         float32. Each crop comes from the smallest level with `OVERSAMPLE_CROP` x its resolution; the
@@ -211,6 +222,39 @@ def _nms_union(boxes: np.ndarray, scores: np.ndarray, threshold: float) -> np.nd
     return keep[np.lexsort((keep, -scores[keep]))]
 
 
+def small_face_regions(probabilities: np.ndarray, scale: float, height: int, width: int) -> list[tuple[int, int, int, int]]:
+    """Boxes (original pixels, clipped) around the groups of cells of a P-Net probability map (at
+    `scale`) at or above `SMALL_FACE_GATE`, grown by one cell and half a window, so that a smaller
+    face centred anywhere near a flagged cell lies inside; the whole image when they cover most of it."""
+    grow = 1 + PNET_WINDOW // 4  # cells (stride 2): one, then half a window
+    mask = cv2.dilate((probabilities >= SMALL_FACE_GATE).astype(np.uint8), np.ones((2 * grow + 1, 2 * grow + 1), np.uint8))
+    _, _, stats, _ = cv2.connectedComponentsWithStats(mask, connectivity=8)
+    regions = [
+        (int(2 * col / scale), int(2 * row / scale),
+         min(width, int((2 * (col + cols - 1) + PNET_WINDOW) / scale) + 1), min(height, int((2 * (row + rows - 1) + PNET_WINDOW) / scale) + 1))
+        for col, row, cols, rows, _ in stats[1:].tolist()
+    ]
+    if sum((x2 - x1) * (y2 - y1) for x1, y1, x2, y2 in regions) > height * width / 2:
+        return [(0, 0, width, height)]  # one pass over the image costs less than many overlapping ones
+    return regions
+
+
+def _tiles(box: tuple[int, int, int, int], scale: float, limit: int) -> list[tuple[int, int, int, int]]:
+    """`box` split into an n x n grid of tiles of at most about `limit` pixels once resampled by
+    `scale` (so that no P-Net call needs more memory than the full-image pass's first level), each
+    grown by two windows so that a face on a seam lies whole in one tile."""
+    x1, y1, x2, y2 = box
+    parts = int(np.ceil(np.sqrt((x2 - x1) * (y2 - y1) * scale**2 / limit)))
+    if parts <= 1:
+        return [box]
+    overlap = int(np.ceil(2 * PNET_WINDOW / scale))
+    xs, ys = np.linspace(x1, x2, parts + 1).astype(int), np.linspace(y1, y2, parts + 1).astype(int)
+    return [
+        (max(x1, xs[i] - overlap), max(y1, ys[j] - overlap), min(x2, xs[i + 1] + overlap), min(y2, ys[j + 1] + overlap))
+        for j in range(parts) for i in range(parts)
+    ]
+
+
 def _regress(boxes: np.ndarray, offsets: np.ndarray, plus_one: bool) -> np.ndarray:
     """Box regression: each side moves by its offset times the box's width / height."""
     one = 1.0 if plus_one else 0.0
@@ -264,17 +308,19 @@ class FaceDetector:
 
     def __init__(
         self, min_face_size: int = 20, score_threshold: float = 0.9, detection_size: int = 512,
-        models: Path = MODELS, providers: list[str] | None = None, intra_op_threads: int = 0,
+        models: Path = MODELS, providers: list[str] | None = None, intra_op_threads: int = 0, small_faces: bool = True,
     ):
         self.min_face_size = min_face_size
+        self.small_faces = small_faces  # the finer pass down to min_face_size where P-Net flags the image
         self.score_threshold = score_threshold
         self.detection_size = detection_size
         providers = providers or ["CPUExecutionProvider"]
         self.pnet, self.rnet, self.onet = (OnnxModel(models / f"mtcnn_{name}.onnx", providers, intra_op_threads) for name in ("pnet", "rnet", "onet"))
 
     def smallest_face(self, height: int, width: int, min_face_size: int | None = None) -> float:
-        """The smallest face side (original pixels) searched for: the request's, or the server's
-        floor raised to what a `detection_size` pyramid can see."""
+        """The smallest face side (original pixels) searched for over the whole image: the request's,
+        or the server's floor raised to what a `detection_size` pyramid can see (by default, the
+        small-face pass searches down to the floor where P-Net flags the image)."""
         if min_face_size is not None:
             return float(min_face_size)
         return max(float(self.min_face_size), PNET_WINDOW * max(height, width) / self.detection_size)
@@ -297,8 +343,39 @@ class FaceDetector:
 
     # ------------------------------------------------------------------ the cascade, step by step
 
+    def _pnet(self, level: np.ndarray, scale: float, origin: tuple[int, int] = (0, 0)) -> tuple[np.ndarray | None, np.ndarray]:
+        """P-Net over one pyramid level (of the region whose corner is `origin`): its candidates
+        (boxes in original pixels, score, 4 offsets; None when none) after NMS, and its face probability map."""
+        offsets, probabilities = self.pnet.session.run(None, {"input": level})
+        rows, cols = np.nonzero(probabilities[0, 1] >= THRESHOLDS[0])
+        if not len(rows):
+            return None, probabilities[0, 1]
+        corners = np.stack([cols, rows], axis=1).astype(np.float32)
+        boxes = np.concatenate([np.floor((2 * corners + 1) / scale), np.floor((2 * corners + PNET_WINDOW) / scale)], axis=1) + np.float32(origin * 2)
+        scores = probabilities[0, 1, rows, cols]
+        keep = nms(boxes, scores, 0.5)
+        return np.concatenate([boxes, scores[:, None], offsets[0][:, rows, cols].T], axis=1)[keep], probabilities[0, 1]
+
+    def _small_faces(self, pyramid: HalvingPyramid, probabilities: np.ndarray, scale: float) -> list[np.ndarray]:
+        """P-Net at the finer scales down to `min_face_size`, only around the cells of the full-image
+        pass's finest level (`probabilities`, at `scale`) that P-Net flags at `SMALL_FACE_GATE`: faces
+        smaller than that level's window still make it respond where they are. A crowd flags most of
+        the image (then the finer scales cover all of it, once); a 1080p portrait flags a few cells."""
+        finest = PNET_WINDOW / self.min_face_size
+        steps = int(np.ceil(np.log(finest / scale) / -np.log(PYRAMID_FACTOR)))  # even steps, none wider than the pyramid's
+        scales = [finest * (scale / finest) ** (k / steps) for k in range(steps)]
+        found = []
+        for box in small_face_regions(probabilities, scale, pyramid.height, pyramid.width):
+            for fine in scales:
+                for tile in _tiles(box, fine, probabilities.size * 4):
+                    candidates, _ = self._pnet(pyramid.region(tile, fine), fine, tile[:2])
+                    if candidates is not None:
+                        found.append(candidates)
+        return found
+
     def propose(self, image: np.ndarray, min_face_size: int | None = None) -> Cascade:
-        """P-Net over the pyramid; the candidates' R-Net crops are in `crops`."""
+        """P-Net over the pyramid (and, by default on images larger than the pyramid, over the finer
+        scales where small faces are likely); the candidates' R-Net crops are in `crops`."""
         pyramid = HalvingPyramid(image)
         height, width = image.shape[:2]
         smallest = self.smallest_face(height, width, min_face_size)
@@ -307,17 +384,16 @@ class FaceDetector:
         while side >= PNET_WINDOW:
             scales.append(scale)
             scale, side = scale * PYRAMID_FACTOR, side * PYRAMID_FACTOR
-        found = []
+        found, finest = [], None
         levels = pyramid.resized([(int(height * scale + 1), int(width * scale + 1)) for scale in scales]) if scales else []
         for scale, level in zip(scales, levels):
-            offsets, probabilities = self.pnet.session.run(None, {"input": level})
-            rows, cols = np.nonzero(probabilities[0, 1] >= THRESHOLDS[0])
-            if len(rows):
-                corners = np.stack([cols, rows], axis=1).astype(np.float32)
-                boxes = np.concatenate([np.floor((2 * corners + 1) / scale), np.floor((2 * corners + PNET_WINDOW) / scale)], axis=1)
-                scores = probabilities[0, 1, rows, cols]
-                keep = nms(boxes, scores, 0.5)
-                found.append(np.concatenate([boxes, scores[:, None], offsets[0][:, rows, cols].T], axis=1)[keep])
+            candidates, probabilities = self._pnet(level, scale)
+            finest = probabilities if finest is None else finest
+            if candidates is not None:
+                found.append(candidates)
+        if self.small_faces and min_face_size is None and finest is not None and smallest > self.min_face_size:
+            found += self._small_faces(pyramid, finest, scales[0])
+            smallest = float(self.min_face_size)
         cascade = Cascade(pyramid, smallest, np.empty((0, 4), np.float32))
         if found:
             candidates = np.concatenate(found)
