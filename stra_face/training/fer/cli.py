@@ -1,6 +1,6 @@
 """`python -m stra_face.training.fer <command>` (and `stra-face fer <command>`): train, gpu-run, eval, ship.
 
-Only argument parsing lives here; the work is done by trainer.py (train, run_eval, ship) and gpu_run.py.
+Only argument parsing lives here (torch-free, so that --help answers at once); the work is done by trainer.py (train, run_eval, ship) and gpu_run.py.
 """
 from __future__ import annotations
 
@@ -8,7 +8,8 @@ import argparse
 import sys
 from pathlib import Path
 
-from stra_face.training.fer.data import SPLITS
+from stra_face.training.config import parse_config
+from stra_face.training.fer.config import BENCHMARKS, DEFAULT_DATA, SPLITS, FerConfig
 
 TTA_MODES = ["none", "flip", "tencrop"]
 
@@ -21,8 +22,6 @@ def _add_eval_arguments(parser: argparse.ArgumentParser, default_data: str) -> N
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from stra_face.training.fer.trainer import BENCHMARKS, DEFAULT_DATA
-
     parser = argparse.ArgumentParser(prog="python -m stra_face.training.fer", description="FER2013 / FER+ expression classifier")
     commands = parser.add_subparsers(dest="command", required=True)
     commands.add_parser("train", help="train (options: python -m stra_face.training.fer train --help)")
@@ -54,10 +53,10 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> None:
     argv = sys.argv[1:] if argv is None else argv
     if argv and argv[0] == "train":
-        from stra_face.training import engine
-        from stra_face.training.fer.trainer import FerConfig, train
+        config = parse_config(FerConfig, argv[1:], "train a FER2013 / FER+ expression classifier")
+        from stra_face.training.fer.trainer import train
 
-        train(engine.parse_config(FerConfig, argv[1:], "train a FER2013 / FER+ expression classifier"))
+        train(config)
         return
     if argv and argv[0] == "gpu-run":
         from stra_face.training.fer import gpu_run
