@@ -5,6 +5,7 @@ from dataclasses import dataclass, field
 
 SPLITS = ("Training", "PublicTest", "PrivateTest")
 BENCHMARKS = {"fer2013": "FER2013", "ferplus": "FER+"}
+LABEL_SETS = ("fer2013", "ferplus")  # the labels FerConfig.labels may name (ferplus.py reads FER+'s)
 DEFAULT_DATA = "../shared/data/fer2013/fer2013_jpg.npz"
 
 
