@@ -6,6 +6,9 @@
     with sf.Gallery("people.sqlite3") as gallery:
         gallery.enroll("obama", "obama.jpg")
         gallery.identify("group.jpg")
+        for frame in (run := sf.video("clip.mp4", gallery=gallery)):  # per frame: faces with track ids
+            ...
+        run.result()["tracks"]  # each person a track: named, with an expression timeline
 
 The functions share one `FaceAnalyzer`, created on first use (models load once); importing this
 package loads nothing heavy. See docs/python-api-and-cli.md.
@@ -14,7 +17,7 @@ from __future__ import annotations
 
 __version__ = "0.1.0"
 
-__all__ = ["FaceAnalyzer", "Gallery", "analyze", "detect", "embed", "expression", "verify"]
+__all__ = ["FaceAnalyzer", "Gallery", "analyze", "detect", "embed", "expression", "verify", "video"]
 
 
 def verify(image1, image2, **options) -> dict:
@@ -40,6 +43,14 @@ def embed(image, **options) -> dict:
 def expression(image, **options) -> dict:
     """Every face: 7-class expression probabilities. ~ POST /v1/expression."""
     return _analyzer().expression(image, **options)
+
+
+def video(path, gallery=None, **options):
+    """A video, frame by frame: iterate for each frame's faces (track ids, names so far, expression),
+    `.result()` for the tracks. ~ POST /v1/video. Options: far, threshold, detect_every, max_seconds."""
+    from stra_face.tracks.api import VideoRun
+
+    return VideoRun(path, gallery.analyzer if gallery is not None else _analyzer(), gallery, **options)
 
 
 def _analyzer():

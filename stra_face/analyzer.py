@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import functools
 import os
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any, Union
 
@@ -30,9 +31,11 @@ from stra_face.vision.pipeline import (
     DetectionOptions,
     Request,
     analysis,
+    low_quality_note,
     run_sync,
 )
 from stra_face.vision.preprocess import EXPRESSIONS
+from stra_face.vision.quality import Quality
 from stra_face.vision.thresholds import Choice, choose_threshold
 
 ImageInput = Union[str, os.PathLike, bytes, np.ndarray, "PIL.Image.Image"]  # noqa: F821 - PIL is imported only when used
@@ -74,9 +77,17 @@ def _rgb_array(image: np.ndarray, max_pixels: int) -> np.ndarray:
 # ------------------------------------------------------------------ answers shaped like the REST JSON
 
 
-def detected(detection: Detection) -> dict:
+def detected(detection: Detection, quality: Quality) -> dict:
     x1, y1, x2, y2 = (float(v) for v in detection.box)
-    return {"box": {"x1": x1, "y1": y1, "x2": x2, "y2": y2}, "score": detection.score, "landmarks": [[float(x), float(y)] for x, y in detection.landmarks]}
+    return {
+        "box": {"x1": x1, "y1": y1, "x2": x2, "y2": y2}, "score": detection.score, "landmarks": [[float(x), float(y)] for x, y in detection.landmarks],
+        "quality": {"passed": quality.passed, "reasons": list(quality.reasons), "measures": dict(quality.measures)},
+    }
+
+
+def faces_of(result: AnalyzedImage) -> list[dict]:
+    """The `detected` dict of every face kept."""
+    return [detected(d, q) for d, q in zip(result.detections, result.qualities)]
 
 
 def expression_of(probabilities: np.ndarray) -> dict:
@@ -84,11 +95,11 @@ def expression_of(probabilities: np.ndarray) -> dict:
 
 
 def counted(result: AnalyzedImage) -> dict:
-    return {"faces_found": result.faces_found, "truncated": result.truncated}
+    return {"faces_found": result.faces_found, "truncated": result.truncated, "low_quality": len(result.rejected)}
 
 
 def decision_of(choice: Choice) -> dict:
-    return {"threshold": choice.threshold, "far": choice.far, "calibration": choice.calibration}
+    return asdict(choice)
 
 
 def _modes_of(result: AnalyzedImage, overlay: bool) -> list[dict | None]:
@@ -115,6 +126,7 @@ class FaceAnalyzer:
         self.settings = PipelineSettings(**(settings.model_dump() if settings else {}) | overrides)
         models = load_face_models(self.settings, expression=False)
         self.providers, self.detector, self.embedder, self.calibration = models.providers, models.detector, models.embedder, models.calibration
+        self.quality_gate = models.quality_gate  # STRA_QUALITY_*: the gate the service applies
         self._models = {RNET: self.detector.run_rnet, ONET: self.detector.run_onet, EMBED: self.embedder.embed}
 
     @functools.cached_property
@@ -144,27 +156,27 @@ class FaceAnalyzer:
         )
         steps = analysis(
             self.load(image), self.detector, self.embedder.input_kind, self.settings.max_faces,
-            DetectionOptions(min_face_size, detection_threshold), request,
+            DetectionOptions(min_face_size, detection_threshold), request, self.quality_gate,
         )
         return run_sync(steps, self._models | ({EXPRESSION: self.expression_model.predict} if request.expression else {}))
 
     def detect(self, image: ImageInput, **options: Any) -> dict:
         """~ POST /v1/detect: every face's box, score and 5 landmarks, largest first."""
         result = self.run(image, **options)
-        return counted(result) | {"image": _size(result), "faces": [detected(d) for d in result.detections]}
+        return counted(result) | {"image": _size(result), "faces": faces_of(result), "rejected": [detected(d, q) for d, q in result.rejected]}
 
     def embed(self, image: ImageInput, *, flip: bool | None = None, **options: Any) -> dict:
         """~ POST /v1/embed: every face with its L2-normalised embedding."""
         result = self.run(image, embed=True, flip=flip, **options)
-        faces = [detected(d) | {"embedding": e.tolist()} for d, e in zip(result.detections, _rows(result.embeddings))]
+        faces = [face | {"embedding": e.tolist()} for face, e in zip(faces_of(result), _rows(result.embeddings))]
         return counted(result) | {"image": _size(result), "model_sha256": self.model_sha256, "faces": faces}
 
     def expression(self, image: ImageInput, *, modes: bool = False, modes_overlay: bool = False, **options: Any) -> dict:
         """~ POST /v1/expression: every face with its 7 expression probabilities (+ StRA mode maps on request)."""
         result = self.run(image, expression=True, modes=modes or modes_overlay, **options)
         faces = [
-            _with_modes(detected(d) | {"expression": expression_of(p)}, m)
-            for d, p, m in zip(result.detections, _rows(result.expressions), _modes_of(result, modes_overlay))
+            _with_modes(face | {"expression": expression_of(p)}, m)
+            for face, p, m in zip(faces_of(result), _rows(result.expressions), _modes_of(result, modes_overlay))
         ]
         return counted(result) | {"image": _size(result), "faces": faces}
 
@@ -172,8 +184,8 @@ class FaceAnalyzer:
         """~ POST /v1/analyze: every face with embedding and expression, from one detection pass."""
         result = self.run(image, embed=True, flip=flip, expression=True, modes=modes or modes_overlay, **options)
         faces = [
-            _with_modes(detected(d) | {"embedding": e.tolist(), "expression": expression_of(p)}, m)
-            for d, e, p, m in zip(result.detections, _rows(result.embeddings), _rows(result.expressions), _modes_of(result, modes_overlay))
+            _with_modes(face | {"embedding": e.tolist(), "expression": expression_of(p)}, m)
+            for face, e, p, m in zip(faces_of(result), _rows(result.embeddings), _rows(result.expressions), _modes_of(result, modes_overlay))
         ]
         return counted(result) | {"image": _size(result), "model_sha256": self.model_sha256, "faces": faces}
 
@@ -185,11 +197,15 @@ class FaceAnalyzer:
             model=self.model_sha256, source=str(self.settings.thresholds_file), override=override,
         )
 
+    def far_at_score(self, similarity: float) -> float | None:
+        """The FAR of a threshold set at this similarity, from the calibration (None without one)."""
+        return None if self.calibration is None else self.calibration.far_at_score(similarity)
+
     def faces_with_embeddings(self, image: ImageInput, name: str = "the image", *, flip: bool | None = None, **options: Any) -> AnalyzedImage:
         """`run(embed=True)`, refusing an image without a face (the REST 422 no_face)."""
         result = self.run(image, embed=True, flip=flip, **options)
         if not result.detections:
-            raise ImageError("no_face", f"no face found in {name}")
+            raise ImageError("no_face", f"no face found in {name}{low_quality_note(result)}")
         return result
 
     def verify(self, image1: ImageInput, image2: ImageInput, *, far: float | None = None, threshold: float | None = None, flip: bool | None = None, **options: Any) -> dict:
@@ -199,14 +215,17 @@ class FaceAnalyzer:
         second = self.faces_with_embeddings(image2, _named("image2", image2), flip=flip, **options)
         similarities = first.embeddings @ second.embeddings.T
         pairs = [
-            {"face1": i, "face2": j, "similarity": float(similarities[i, j]), "verified": bool(similarities[i, j] >= chosen.threshold)}
+            {
+                "face1": i, "face2": j, "similarity": float(similarities[i, j]), "far_at_score": self.far_at_score(float(similarities[i, j])),
+                "verified": bool(similarities[i, j] >= chosen.threshold),
+            }
             for i in range(similarities.shape[0]) for j in range(similarities.shape[1])
         ]
         pairs.sort(key=lambda pair: pair["similarity"], reverse=True)
         best = pairs[0]
         return {
             "verified": best["verified"], "similarity": best["similarity"], "decision": decision_of(chosen), "best": best, "pairs": pairs,
-            "faces1": [detected(d) for d in first.detections], "faces2": [detected(d) for d in second.detections],
+            "faces1": faces_of(first), "faces2": faces_of(second),
             "faces1_found": first.faces_found, "faces2_found": second.faces_found,
             "truncated": first.truncated or second.truncated, "model_sha256": self.model_sha256,
         }

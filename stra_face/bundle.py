@@ -7,6 +7,7 @@ from pathlib import Path
 from stra_face.config import PipelineSettings
 from stra_face.vision.detect import FaceDetector
 from stra_face.vision.inference import EmbeddingModel, ExpressionModel
+from stra_face.vision.quality import QualityGate
 from stra_face.vision.thresholds import Calibration, load_calibration
 
 
@@ -17,6 +18,7 @@ class FaceModels:
     embedder: EmbeddingModel
     expression: ExpressionModel | None  # optional: verification alone needs no expression model
     calibration: Calibration | None  # None: the embedding model has no entry in the thresholds file
+    quality_gate: QualityGate
 
 
 def load_expression_model(settings: PipelineSettings, providers: list[str]) -> ExpressionModel | None:
@@ -35,5 +37,9 @@ def load_face_models(settings: PipelineSettings, expression: bool = True) -> Fac
     )
     return FaceModels(
         providers, detector, embedder, load_expression_model(settings, providers) if expression else None,
-        load_calibration(Path(settings.thresholds_file), embedder.sha256),
+        load_calibration(Path(settings.thresholds_file), embedder.sha256), quality_gate(settings),
     )
+
+
+def quality_gate(settings: PipelineSettings) -> QualityGate:
+    return QualityGate(settings.quality_min_score, settings.quality_min_eye_distance, settings.quality_min_sharpness)

@@ -18,7 +18,9 @@ COMMANDS = {
     "serve": ("stra_face.service.cli", "start the REST API (uvicorn; settings from STRA_* environment variables)"),
     "fer": ("stra_face.training.fer.cli", "train / evaluate / ship the FER2013 / FER+ expression classifier"),
     "face": ("stra_face.training.face.cli", "prepare data / train / ship the face-embedding model"),
+    "calibrate": ("stra_face.calibration", "thresholds for the current model from your own people's photos (DIR/<person>/*.jpg)"),
     "eval": ("stra_face.training.eval.cli", "10-fold face-verification accuracy (LFW / CFP / .bin), ROC, threshold calibration"),
+    "video": ("stra_face.tracks.cli", "each person in a video as a track: named from a gallery, with an expression timeline"),
     "attention": ("stra_face.training.fer.attention", "mode-attention maps of a trained StRA model (Fig. 3 / Fig. 4)"),
 }
 

@@ -34,12 +34,19 @@ class PipelineSettings(BaseSettings):
     # of max(min_face_size, 12 * long side / detection_size) px and its cost stops growing with the upload.
     detection_size: int = 512
     detection_threshold: float = 0.9
+    # Face-quality gate (stra_face.vision.quality): faces below it are dropped unless a request passes
+    # keep_low_quality=true (/v1/detect lists them under `rejected`, with the reasons).
+    quality_min_score: float = 0.95
+    quality_min_eye_distance: float = 12.0  # pixels between the eyes
+    quality_min_sharpness: float = 20.0  # variance of the Laplacian of the aligned 112x112 grey face
     flip_embeddings: bool = False  # default of the per-request `flip` option
     # Mirror TTA for expressions: +1.0 point on FER2013 PrivateTest for the shipped model (65.62 -> 66.62%),
     # at twice the faces in the expression model's one call.
     flip_expressions: bool = True
 
     default_far: float = 1e-3
+    # /v1/identify: share of probes of people not enrolled that may be matched to somebody (open set).
+    default_fpir: float = 1e-2
     gallery_path: Path = Path("data/gallery.sqlite3")
     # postgresql://user:password@host/db — when set, the gallery lives in PostgreSQL, not gallery_path.
     gallery_dsn: str | None = None

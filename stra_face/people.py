@@ -17,7 +17,9 @@ from stra_face.analyzer import FaceAnalyzer, ImageInput, counted, decision_of, d
 from stra_face.config import PipelineSettings
 from stra_face.gallery import GalleryError, Subject, SubjectFace, open_gallery
 from stra_face.vision.decode import ImageError
+from stra_face.vision.identify import assign_subjects
 from stra_face.vision.inference import sha256_file
+from stra_face.vision.thresholds import choose_open_set_threshold
 
 DSN_SCHEMES = ("postgresql://", "postgres://")
 
@@ -100,7 +102,7 @@ class Gallery:
             raise ImageError("multiple_faces", f"{result.faces_found} faces found in {_named(image)}; use a photo of one face or select='largest'")
         self._ensure_subject(subject_id, name, metadata or {})
         face = self.store.add_face(subject_id, uuid.uuid4().hex, result.embeddings[0], self._sha256, None)
-        return {"subject_id": subject_id, "face": face_out(face, self._sha256), "detection": detected(result.detections[0])}
+        return {"subject_id": subject_id, "face": face_out(face, self._sha256), "detection": detected(result.detections[0], result.qualities[0])}
 
     def _ensure_subject(self, subject_id: str, name: str | None, metadata: dict) -> None:
         try:
@@ -110,12 +112,21 @@ class Gallery:
                 raise
             self.store.create_subject(subject_id, name, metadata)
 
-    def identify(self, image: ImageInput, *, top_k: int = 5, far: float | None = None, threshold: float | None = None, flip: bool | None = None, **options: Any) -> dict:
-        """~ POST /v1/identify: per face, the top_k subjects by their best face, accepted at or above the threshold."""
-        chosen = self.analyzer.decision(far, threshold)
-        result = self.analyzer.faces_with_embeddings(image, _named(image), flip=flip, **options)
-        faces = []
-        for detection, embedding in zip(result.detections, result.embeddings):
-            matches = self.store.search(embedding, self._sha256, top_k)
-            faces.append(detected(detection) | {"matches": [asdict(m) | {"accepted": m.similarity >= chosen.threshold} for m in matches]})
+    def identify(self, image: ImageInput, *, top_k: int = 5, fpir: float | None = None, threshold: float | None = None, flip: bool | None = None, **options: Any) -> dict:
+        """~ POST /v1/identify: per face, the subject it is or unknown (open set: the threshold for `fpir`, the
+        default FPIR when None, over the gallery's size), and the top_k subjects by their best face."""
+        analyzer = self.analyzer
+        chosen = choose_open_set_threshold(
+            analyzer.calibration, analyzer.settings.default_fpir if fpir is None else fpir, self.store.face_counts(self._sha256)[0], threshold,
+            model=self._sha256, source=str(analyzer.settings.thresholds_file),
+        )
+        result = analyzer.faces_with_embeddings(image, _named(image), flip=flip, **options)
+        candidates = [self.store.search(embedding, self._sha256, top_k) for embedding in result.embeddings]
+        faces = [
+            detected(detection, quality) | {
+                "subject_id": subject, "unknown": subject is None,
+                "matches": [asdict(m) | {"far_at_score": analyzer.far_at_score(m.similarity), "accepted": m.similarity >= chosen.threshold} for m in matches],
+            }
+            for detection, quality, matches, subject in zip(result.detections, result.qualities, candidates, assign_subjects(candidates, chosen.threshold))
+        ]
         return counted(result) | {"decision": decision_of(chosen), "model_sha256": self._sha256, "faces": faces}

@@ -139,7 +139,7 @@ def test_analyze_writes_csv_json_and_drawings(tmp_path):
     assert done.returncode == 1 and "broken.png" in done.stderr  # the bad image is named, the good one still analysed
     entries = json.loads((tmp_path / "faces.json").read_text())
     assert [len(e["faces"]) if "faces" in e else e["error"]["code"] for e in entries] == [1, "invalid_image"]
-    assert set(entries[0]["faces"][0]) == {"box", "score", "landmarks", "embedding", "expression"}
+    assert set(entries[0]["faces"][0]) == {"box", "score", "landmarks", "quality", "embedding", "expression"}
 
 
 @pytest.mark.slow
@@ -156,6 +156,11 @@ def test_enroll_identify_and_subjects_name_the_right_person(tmp_path):
     assert [face["matches"][0]["subject_id"] for face in group["faces"][:2]] == ["obama", "biden"]
     listed = json.loads(stra_face("subjects", "--gallery", gallery).stdout)
     assert sorted(s["id"] for s in listed["subjects"]) == ["alex", "biden", "obama"]
+    named = stra_face("analyze", FACES / "examples/knn_examples/test/obama_and_biden.jpg", "--gallery", gallery, "--draw", tmp_path / "drawn")
+    assert named.returncode == 0, named.stderr
+    faces = json.loads(named.stdout)[0]["faces"]
+    assert [face["identity"] for face in faces[:2]] == ["obama", "biden"] and "expression" in faces[0]
+    assert (tmp_path / "drawn" / "obama_and_biden.jpg").stat().st_size > 0
 
 
 @pytest.mark.slow

@@ -116,6 +116,33 @@ def greedy_iou_nms(boxes: np.ndarray, scores: np.ndarray, threshold: float) -> l
     return keep
 
 
+def greedy_min_nms(boxes: np.ndarray, scores: np.ndarray, threshold: float) -> list[int]:
+    """Greedy "min" NMS (+1 pixel areas), ties broken as the reference does where its sort is stable: last index first."""
+    areas = (boxes[:, 2] - boxes[:, 0] + 1) * (boxes[:, 3] - boxes[:, 1] + 1)
+    order, keep = sorted(range(len(scores)), key=lambda i: (-scores[i], -i)), []
+    while order:
+        best = order.pop(0)
+        keep.append(best)
+        overlap = [
+            max(0.0, min(boxes[best, 2], boxes[i, 2]) - max(boxes[best, 0], boxes[i, 0]) + 1)
+            * max(0.0, min(boxes[best, 3], boxes[i, 3]) - max(boxes[best, 1], boxes[i, 1]) + 1) / min(areas[best], areas[i])
+            for i in order
+        ]
+        order = [i for i, o in zip(order, overlap) if o <= threshold]
+    return keep
+
+
+def test_min_nms_breaks_exact_ties_by_index_on_every_cpu():
+    """Identical O-Net crops give exactly equal scores (a crowd photo has dozens of such pairs); which
+    box wins must not depend on how the CPU's SIMD sort orders ties (numpy's default argsort does, for
+    arrays of more than 16 values), so faces and landmarks are the same on every machine."""
+    rng = np.random.default_rng(1)
+    corner = rng.integers(0, 60, (300, 2)).astype(np.float64)
+    boxes = np.concatenate([corner, corner + rng.choice([10.0, 14.0], 300)[:, None]], axis=1)
+    scores = rng.choice([0.8, 0.9, 0.95], 300).astype(np.float32)
+    assert nms(boxes, scores, 0.7, method="min").tolist() == greedy_min_nms(boxes, scores, 0.7)
+
+
 @pytest.mark.parametrize("threshold", [0.5, 0.7])
 def test_union_nms_is_textbook_greedy_nms(threshold):
     """OpenCV's NMS, run per group of boxes whose areas are too different to overlap beyond the
@@ -149,13 +176,14 @@ def test_same_faces_and_landmarks_as_facenet_pytorch_on_every_photo(detector, re
     """Asked for the reference's smallest face, the detector finds the same faces (IoU >= 0.5 both ways)
     with landmarks within 1 px once aligned to 112x112; it runs every photo of ../shared/data/faces.
 
-    Faces cut by the image border are matched by box only: their crops are clipped to the image, so
-    several candidate boxes give the very same O-Net crop and score, and which of them facenet-pytorch
-    reports follows the order of exact ties (it changed between runs of the reference here)."""
+    Faces whose score is an exact tie are matched by box only, at IoU >= 0.8: several candidate boxes
+    that truncate to the same pixels (or are clipped alike at the image border) give the very same
+    O-Net crop and score, and which of them facenet-pytorch keeps follows the order its unstable
+    `np.argsort` gives ties, which depends on the CPU's SIMD (lumia.jpg: 2.3 px apart on one x86-64
+    machine, identical on another). The detector itself breaks ties by index on every CPU."""
     worst = 0.0
     for path in photos(FACES):
         image = load(path)
-        height, width = image.shape[:2]
         expected = reference(path, image)
         found = detector.detect(image, MIN_FACE, THRESHOLD)
         assert len(found) == len(expected), path
@@ -163,13 +191,24 @@ def test_same_faces_and_landmarks_as_facenet_pytorch_on_every_photo(detector, re
             match = max(found, key=lambda d: iou(d.box, box))
             assert iou(match.box, box) >= 0.5, (path, box)
             assert match.score == pytest.approx(score, abs=1e-3)
-            if box[0] < 0 or box[1] < 0 or box[2] > width or box[3] > height:
-                continue
             matrix = similarity_transform(landmarks)
             error = float(np.abs(match.landmarks - landmarks).max() * np.hypot(matrix[0, 0], matrix[0, 1]))
-            assert error <= 1.0, (path, error)
+            if error > 1.0:  # allowed only where the reference's pick among exact ties depends on the CPU
+                assert match.score in tied_scores(detector, image) and iou(match.box, box) >= 0.8, (path, error)
+                continue
             worst = max(worst, error)
     print(f"worst landmark difference at 112x112: {worst:.3g} px")
+
+
+def tied_scores(detector: FaceDetector, image: np.ndarray) -> set[float]:
+    """The O-Net scores that two or more of an image's final candidates share exactly."""
+    cascade = detector.propose(image, MIN_FACE)
+    if len(cascade.crops):
+        cascade = detector.refine(cascade, detector.run_rnet(cascade.crops))
+    if not len(cascade.crops):
+        return set()
+    values, counts = np.unique(detector.run_onet(cascade.crops)[:, 15], return_counts=True)
+    return {float(v) for v in values[counts > 1]}
 
 
 def labelled_counts() -> dict[Path, int]:
@@ -212,7 +251,9 @@ def test_concurrent_images_share_one_rnet_and_one_onet_call(detector):
     """The service's three-step detection gives each image what `detect` gives it, with the R-Net and
     O-Net crops of all waiting images in one call each."""
     from stra_face.service.analysis import DetectionOptions, analyze_image
+    from stra_face.service.limits import Admission
     from stra_face.vision.preprocess import ARCFACE_112
+    from stra_face.vision.quality import QualityGate
 
     paths = [FACES / "examples/two_people.jpg", FACES / "examples/obama-480p.jpg", FACES / "more/insightface/t1.jpg"]
     data = [need(path).read_bytes() for path in paths]
@@ -233,12 +274,15 @@ def test_concurrent_images_share_one_rnet_and_one_onet_call(detector):
             detector=detector, settings=SimpleNamespace(max_image_bytes=2**30, max_image_pixels=10**9, max_faces=64, flip_expressions=True),
             embedder=SimpleNamespace(input_kind=ARCFACE_112), embed_batcher=None, expression_batcher=None,
             metrics=SimpleNamespace(faces=SimpleNamespace(inc=lambda count: None)),
+            admission=Admission(1, max_pixels=10**12),
+            quality_gate=QualityGate(),
             rnet_batcher=MicroBatcher(spy("rnet", detector.run_rnet), rnet_total, 60_000.0, 65536),
             onet_batcher=MicroBatcher(spy("onet", detector.run_onet), onet_total, 60_000.0, 65536),
         )
         for batcher in (state.rnet_batcher, state.onet_batcher):
             await batcher.start()
-        results = await asyncio.gather(*(analyze_image(state, d, DetectionOptions()) for d in data))
+        # every face the detector finds, to compare with `detect` (the quality gate is tested in test_decisions)
+        results = await asyncio.gather(*(analyze_image(state, d, DetectionOptions(keep_low_quality=True)) for d in data))
         for batcher in (state.rnet_batcher, state.onet_batcher):
             await batcher.stop()
         return results

@@ -158,13 +158,16 @@ def test_verify_chooses_thresholds_as_the_service_does(analyzer):
 
     calibrated = analyzer.calibration.thresholds
     assert analyzer.decision().far == analyzer.settings.default_far
-    assert analyzer.decision(far=0.05).threshold == calibrated[max(calibrated)]  # the strictest FAR not above the target
+    clamped = analyzer.decision(far=0.05)  # the strictest FAR not above the target, and says so
+    assert (clamped.threshold, clamped.clamped) == (calibrated[max(f for f in calibrated if f <= 0.05)], True)
     assert analyzer.decision(threshold=0.5).far is None
     with pytest.raises(ThresholdError) as error:
         analyzer.decision(far=1e-9)
     assert (error.value.code, error.value.status) == ("far_out_of_range", 422)
     loose = analyzer.verify(photo("examples/obama-480p.jpg"), photo("examples/biden.jpg"), threshold=-1.0)
-    assert loose["verified"] and loose["decision"] == {"threshold": -1.0, "far": None, "calibration": "request"}
+    assert loose["verified"] and {k: loose["decision"][k] for k in ("threshold", "far", "calibration", "clamped")} == {
+        "threshold": -1.0, "far": None, "calibration": "request", "clamped": False,
+    }
 
 
 def test_gallery_enrolls_and_identifies_and_the_service_reads_it(analyzer, rest_client, tmp_path):

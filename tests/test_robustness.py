@@ -117,9 +117,11 @@ def test_far_outside_the_calibration_names_the_supported_range(make_client, tmp_
 
     write_thresholds(tmp_path / "cal.json", sha256_file(random_onnx_models["embedding"]), {"0.01": 0.2, "0.001": 0.3})
     client = make_client(thresholds_file=tmp_path / "cal.json")
-    body = assert_error(client.post("/v1/identify?far=1e-9", **upload(photo(OBAMA))), 422, "far_out_of_range")
+    pair = {"files": {"image1": ("a.jpg", photo(OBAMA)), "image2": ("b.jpg", photo(OBAMA))}}
+    body = assert_error(client.post("/v1/verify?far=1e-9", **pair), 422, "far_out_of_range")
     assert "0.001" in body["error"]["message"]
-    assert client.post("/v1/identify?far=0.5", **upload(photo(OBAMA))).json()["decision"]["far"] == 0.01
+    clamped = client.post("/v1/verify?far=0.5", **pair).json()["decision"]
+    assert (clamped["far"], clamped["requested_far"], clamped["clamped"]) == (0.01, 0.5, True)
 
 
 def test_unexpected_errors_answer_json_500_and_are_counted(client, monkeypatch):
@@ -143,7 +145,7 @@ def test_admission_refuses_before_any_work_and_an_idle_queue_takes_any_image(cli
     assert response.headers["retry-after"] == "1"
     state.admission.active = 0
     with pytest.raises(Overloaded):
-        admission = Admission(1)
+        admission = Admission(1, max_pixels=10**9)
         admission.enter()
         admission.enter()
 

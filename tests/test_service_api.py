@@ -101,7 +101,10 @@ def test_verify_compares_every_pair_and_reports_its_threshold(client):
     assert response.status_code == 200
     assert len(body["pairs"]) == 2 and len(body["faces1"]) == 2 and len(body["faces2"]) == 1
     assert body["best"] == body["pairs"][0] and body["similarity"] == max(p["similarity"] for p in body["pairs"])
-    assert body["decision"] == {"threshold": 0.5, "far": None, "calibration": "request"}
+    assert body["decision"] | {"requested_far": None} == {
+        "threshold": 0.5, "far": None, "requested_far": None, "clamped": False, "calibration": "request",
+        "fpir": None, "requested_fpir": None, "gallery_faces": None,
+    }
     assert body["verified"] == (body["similarity"] >= 0.5)
     same = client.post("/v1/verify?threshold=0.99", files={"image1": ("a.jpg", one), "image2": ("b.jpg", one)}).json()
     assert same["verified"] is True and same["similarity"] > 0.999
@@ -114,7 +117,8 @@ def test_verify_uses_calibrated_threshold_for_the_requested_far(make_client, tmp
     files = {"image1": ("a.jpg", photo(OBAMA)), "image2": ("b.jpg", photo(BIDEN))}
     assert client.post("/v1/verify", files=files).json()["decision"]["threshold"] == 0.3
     strict = client.post("/v1/verify?far=0.0005", files=files).json()["decision"]
-    assert strict == {"threshold": 0.4, "far": 0.0001, "calibration": "unit-test"}  # never looser than asked
+    # never looser than asked, and says so
+    assert (strict["threshold"], strict["far"], strict["requested_far"], strict["clamped"], strict["calibration"]) == (0.4, 0.0001, 0.0005, True, "unit-test")
     assert client.get("/v1/info").json()["thresholds"]["far_to_cosine"] == {"0.0001": 0.4, "0.001": 0.3, "0.01": 0.2}
 
 

@@ -58,13 +58,27 @@ def draw(image, faces: list[dict]):
         for x, y in face["landmarks"]:
             cv2.circle(canvas, (round(x), round(y)), thickness + 1, POINT_COLOUR, -1)
         expression = face["expression"]
-        label = f"{expression['dominant']} {expression['probabilities'][expression['dominant']]:.2f}"
+        lines = [f"{expression['dominant']} {expression['probabilities'][expression['dominant']]:.2f}"]
+        if "identity" in face:  # with --gallery: who it is (or unknown) above what they show
+            lines.insert(0, (face["identity"] or "unknown").replace("_", " "))
         scale = 0.4 * thickness
-        (text_width, text_height), baseline = cv2.getTextSize(label, cv2.FONT_HERSHEY_SIMPLEX, scale, thickness)
-        y = max(top_left[1], text_height + baseline)
-        cv2.rectangle(canvas, (top_left[0], y - text_height - baseline), (top_left[0] + text_width, y), BOX_COLOUR, -1)
-        cv2.putText(canvas, label, (top_left[0], y - baseline), cv2.FONT_HERSHEY_SIMPLEX, scale, TEXT_COLOUR, thickness, cv2.LINE_AA)
+        sizes = [cv2.getTextSize(line, cv2.FONT_HERSHEY_SIMPLEX, scale, thickness) for line in lines]
+        line_height = max(h + b for (_, h), b in sizes)
+        width = max(w for (w, _), _ in sizes)
+        x = min(top_left[0], canvas.shape[1] - width)  # labels stay inside the picture
+        y = max(top_left[1] - line_height * len(lines), 0)
+        cv2.rectangle(canvas, (x, y), (x + width, y + line_height * len(lines)), BOX_COLOUR, -1)
+        for number, (line, ((_, height), baseline)) in enumerate(zip(lines, sizes)):
+            cv2.putText(canvas, line, (x, y + line_height * number + height), cv2.FONT_HERSHEY_SIMPLEX, scale, TEXT_COLOUR, thickness, cv2.LINE_AA)
     return canvas
+
+
+def name_faces(faces: list[dict], identified: list[dict]) -> None:
+    """Adds `identity` (a subject id, or None for unknown) to each analysed face; the two answers come from
+    the same detection pass over the same image, so a face is found again by its box."""
+    by_box = {tuple(face["box"].values()): face["subject_id"] for face in identified}
+    for face in faces:
+        face["identity"] = by_box.get(tuple(face["box"].values()))
 
 
 def save_drawing(canvas, out_dir: Path, name: Path) -> None:
@@ -86,6 +100,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--draw", metavar="DIR", help="also write each image with boxes, landmarks and expression labels drawn, under DIR")
     parser.add_argument("--modes", action="store_true", help="include the StRA mode maps of the expression model (JSON only)")
     parser.add_argument("--flip", action="store_true", default=None, help="also embed the mirrored faces")
+    parser.add_argument("--gallery", metavar="G", help="also name each face from this gallery (as `stra-face identify` does): `identity`")
     common.add_detection_options(parser)
     args = parser.parse_args(argv)
 
@@ -94,11 +109,18 @@ def main(argv: list[str] | None = None) -> None:
         if not files:
             raise common.InputError(f"no images ({', '.join(sorted(common.IMAGE_SUFFIXES))}) in {' '.join(args.paths)}")
         analyzer = common.analyzer()
+        gallery = None
+        if args.gallery:
+            import stra_face
+
+            gallery = stra_face.Gallery(common.existing_gallery(args.gallery), analyzer)
         entries, failed = [], 0
         for path, name in common.progress(files, "analyze"):
             try:
                 image = analyzer.load(path)
                 answer = analyzer.analyze(image, flip=args.flip, modes=args.modes, **common.detection_options(args))
+                if gallery is not None:
+                    name_faces(answer["faces"], gallery.identify(image, flip=args.flip, **common.detection_options(args))["faces"])
                 if args.draw:
                     save_drawing(draw(image, answer["faces"]), Path(args.draw), name)
                 entries.append({"path": str(path)} | answer)

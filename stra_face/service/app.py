@@ -11,7 +11,7 @@ from fastapi.responses import FileResponse, HTMLResponse
 from fastapi.staticfiles import StaticFiles
 
 from stra_face import __version__
-from stra_face.service.api import faces, subjects, system, verify
+from stra_face.service.api import faces, subjects, system, verify, video
 from stra_face.service.api.deps import admitted, require_api_key
 from stra_face.service.errors import install_error_handlers
 from stra_face.service.limits import body_limit
@@ -69,10 +69,11 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     authenticated = [Depends(require_api_key)]
     # Image routes are admitted (or refused with 503) before their body is read; enroll and
     # identify declare it themselves in the gallery router.
-    for router in (faces.router, verify.router):
+    for router in (faces.router, verify.router, video.router):
         app.include_router(router, dependencies=[*authenticated, Depends(admitted)])
     for router in (subjects.router, system.info_router):
         app.include_router(router, dependencies=authenticated)
+    app.include_router(video.stream_router)  # checks the API key and admits the stream itself
     serve_docs_offline(app)
     serve_console(app)
     return app

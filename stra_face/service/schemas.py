@@ -24,10 +24,17 @@ class Box(BaseModel):
     y2: float
 
 
+class FaceQuality(BaseModel):
+    passed: bool = Field(description="the face passed the quality gate")
+    reasons: list[str] = Field(description="failed checks: low_detector_score, too_small, implausible_landmarks, blurry", examples=[["blurry"]])
+    measures: dict[str, float] = Field(description="what the checks measured: detector_score, eye_distance (px), nose_depth, nose_offset, eye_to_box, handedness, sharpness")
+
+
 class DetectedFace(BaseModel):
     box: Box
     score: float = Field(description="detector confidence")
     landmarks: list[tuple[float, float]] = Field(description="left eye, right eye, nose, mouth left, mouth right (x, y)")
+    quality: FaceQuality
 
 
 class ImageSize(BaseModel):
@@ -38,11 +45,13 @@ class ImageSize(BaseModel):
 class FaceCount(BaseModel):
     faces_found: int = Field(description="faces the detector found; `faces` lists the largest STRA_MAX_FACES of them")
     truncated: bool = Field(description="true when STRA_MAX_FACES cut the list (faces_found > len(faces))")
+    low_quality: int = Field(description="faces the detector found below the quality gate, not counted in faces_found (keep_low_quality=true keeps them)")
 
 
 class DetectResponse(FaceCount):
     image: ImageSize
     faces: list[DetectedFace]
+    rejected: list[DetectedFace] = Field(description="the faces below the quality gate, each with the reasons (empty with keep_low_quality=true)")
 
 
 class EmbeddedFace(DetectedFace):
@@ -115,14 +124,20 @@ class AnalyzeResponse(FaceCount):
 
 class Decision(BaseModel):
     threshold: float = Field(description="cosine similarity at or above which faces match")
-    far: float | None = Field(description="false-accept rate the threshold was calibrated for; null for a caller-given threshold")
+    far: float | None = Field(description="false-accept rate (per comparison) of the threshold on the calibration pairs; null for a caller-given threshold")
+    requested_far: float | None = Field(default=None, description="the FAR asked for (1:N: FPIR / gallery_faces)")
+    clamped: bool = Field(default=False, description="the requested FAR / FPIR could not be met exactly: `far` / `fpir` say what is used instead")
     calibration: str | None = Field(description="where the threshold comes from")
+    fpir: float | None = Field(default=None, description="1:N only: false-positive identification rate of the threshold, ~ gallery_faces * far: how often someone not enrolled is matched to somebody")
+    requested_fpir: float | None = Field(default=None, description="1:N only: the FPIR asked for")
+    gallery_faces: int | None = Field(default=None, description="1:N only: gallery faces searched (enrolled with the current model)")
 
 
 class VerifyPair(BaseModel):
     face1: int = Field(description="index into faces1")
     face2: int = Field(description="index into faces2")
     similarity: float
+    far_at_score: float | None = Field(description="share of the calibration's impostor pairs scoring this high or higher: the FAR of a threshold set at this similarity (null without a calibration)")
     verified: bool
 
 
@@ -211,10 +226,13 @@ class IdentifyMatch(BaseModel):
     name: str | None
     face_id: str
     similarity: float
+    far_at_score: float | None = Field(description="the FAR of a 1:1 threshold set at this similarity (see VerifyPair)")
     accepted: bool = Field(description="similarity >= the decision threshold")
 
 
 class IdentifiedFace(DetectedFace):
+    subject_id: str | None = Field(description="who this face is: the subject assigned to it, or null (unknown) when no candidate passes the open-set threshold")
+    unknown: bool = Field(description="no enrolled subject passes the threshold for this face (or the one that does is someone else's in this photo)")
     matches: list[IdentifyMatch]
 
 

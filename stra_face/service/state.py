@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 
 import onnxruntime as ort
 
@@ -14,6 +14,7 @@ from stra_face.service.limits import Admission
 from stra_face.service.metrics import Metrics
 from stra_face.vision.detect import FaceDetector
 from stra_face.service.settings import Settings
+from stra_face.vision.quality import QualityGate
 from stra_face.vision.thresholds import Calibration
 
 log = logging.getLogger("stra_face.state")
@@ -33,6 +34,7 @@ class ServiceState:
     gallery: Gallery
     calibration: Calibration | None
     admission: Admission
+    quality_gate: QualityGate = QualityGate()
 
     @classmethod
     def load(cls, settings: Settings, metrics: Metrics) -> "ServiceState":
@@ -64,7 +66,7 @@ class ServiceState:
             expression, batcher(embedder.embed, "embedding"),
             batcher(detector.run_rnet, "mtcnn_rnet", scale=8, max_wait_ms=0), batcher(detector.run_onet, "mtcnn_onet", scale=2, max_wait_ms=0),
             batcher(expression.predict, "expression") if expression else None,
-            gallery, calibration, Admission(settings.max_image_requests),
+            gallery, calibration, Admission(settings.max_image_requests, settings.max_pixels_in_flight), models.quality_gate,
         )
 
     async def start(self) -> None:
@@ -102,11 +104,16 @@ class ServiceState:
                 "input_kind": self.embedder.input_kind.name,
             },
             "expressions": list(ExpressionModel.labels) if self.expression is not None else None,
+            # which calibration is in force (STRA_THRESHOLDS_FILE): the file, the pairs it rests on, its FARs
             "thresholds": None if self.calibration is None else {
                 "source": self.calibration.source,
+                **self.calibration.details,
                 "far_to_cosine": {f"{far:g}": t for far, t in sorted(self.calibration.thresholds.items())},
+                "far_floor": self.calibration.far_floor,
                 "default_far": self.settings.default_far,
+                "default_fpir": self.settings.default_fpir,
             },
+            "quality_gate": asdict(self.quality_gate),
             "gallery": self.gallery.kind,
             "enrolments": self.info_enrolments(),
         }

@@ -43,6 +43,14 @@ PIXEL_MEAN, PIXEL_SCALE = 127.5, 0.0078125  # MTCNN's input: (pixel - 127.5) / 1
 # on ../shared/data/faces: crops at 4x moved landmarks by up to 1.5 px at 112x112, at 8x by 0.3;
 # pyramid levels (which only propose candidates) lose no face at 1x.
 OVERSAMPLE_LEVEL, OVERSAMPLE_CROP = 1, 8
+# Candidates per R-Net / O-Net call: a call's memory grows with its batch (about 0.1 MB per R-Net
+# and 0.6 MB per O-Net candidate), and a 225-face crowd brings thousands. Larger calls run no
+# faster on CPU (see docs/memory.md).
+RNET_CHUNK, ONET_CHUNK = 256, 64
+# Peak memory of a detection, measured: about 35 bytes per pixel of the image (its halvings and the
+# integral images of crops) and 150 per pixel of P-Net's first pyramid level (the network's
+# activations), so a level pixel weighs as 4 image pixels in `work_pixels`.
+PNET_PIXEL_WEIGHT = 4
 
 
 @dataclass(frozen=True)
@@ -171,7 +179,9 @@ def nms(boxes: np.ndarray, scores: np.ndarray, threshold: float, method: str = "
         return _nms_union(boxes.astype(np.float64), scores.astype(np.float32), threshold)
     x1, y1, x2, y2 = (boxes[:, i].astype(np.float64) for i in range(4))
     areas = (x2 - x1 + 1) * (y2 - y1 + 1)
-    order = np.argsort(scores)[::-1]  # ties as in the reference: its `np.argsort(s)[-1]` takes the last
+    # Ties as the reference breaks them where its `np.argsort(s)[-1]` sorts stably (the last index
+    # first), but always so: numpy's default argsort of over 16 values orders ties by the CPU's SIMD.
+    order = np.argsort(scores, kind="stable")[::-1]
     keep = []
     while order.size:
         best, rest = order[0], order[1:]
@@ -214,6 +224,12 @@ def _square(boxes: np.ndarray) -> np.ndarray:
     side = np.maximum(width, height)
     x1, y1 = boxes[:, 0] + (width - side) / 2, boxes[:, 1] + (height - side) / 2
     return np.stack([x1, y1, x1 + side, y1 + side], axis=1)
+
+
+def _in_chunks(model: OnnxModel, crops: np.ndarray, chunk: int) -> np.ndarray:
+    """The network's outputs, concatenated, for at most `chunk` crops per call."""
+    calls = [model.session.run(None, {"input": crops[start : start + chunk]}) for start in range(0, max(len(crops), 1), chunk)]
+    return np.concatenate([np.concatenate(outputs, axis=1) for outputs in calls])
 
 
 def _normalise(images: np.ndarray) -> np.ndarray:
@@ -263,15 +279,21 @@ class FaceDetector:
             return float(min_face_size)
         return max(float(self.min_face_size), PNET_WINDOW * max(height, width) / self.detection_size)
 
+    def work_pixels(self, height: int, width: int, min_face_size: int | None = None) -> int:
+        """What detecting faces of `min_face_size` in a height x width image costs in memory, in image
+        pixels: the image's own plus P-Net's first pyramid level (the largest) at its weight."""
+        scale = PNET_WINDOW / self.smallest_face(height, width, min_face_size)
+        return height * width + PNET_PIXEL_WEIGHT * int(height * scale + 1) * int(width * scale + 1)
+
     # ------------------------------------------------------------------ the three networks
 
     def run_rnet(self, crops: np.ndarray) -> np.ndarray:
         """(N, 3, 24, 24) -> (N, 6): 4 box offsets, 2 class probabilities."""
-        return np.concatenate(self.rnet.session.run(None, {"input": crops}), axis=1)
+        return _in_chunks(self.rnet, crops, RNET_CHUNK)
 
     def run_onet(self, crops: np.ndarray) -> np.ndarray:
         """(N, 3, 48, 48) -> (N, 16): 4 box offsets, 10 landmark coordinates, 2 class probabilities."""
-        return np.concatenate(self.onet.session.run(None, {"input": crops}), axis=1)
+        return _in_chunks(self.onet, crops, ONET_CHUNK)
 
     # ------------------------------------------------------------------ the cascade, step by step
 

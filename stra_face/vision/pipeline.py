@@ -12,7 +12,7 @@ of a batch of different size).
 from __future__ import annotations
 
 from collections.abc import Callable, Generator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 
@@ -20,6 +20,7 @@ from stra_face.vision.align import align_face, expression_crop
 from stra_face.vision.detect import Detection, FaceDetector
 from stra_face.vision.guard import can_hold_a_face
 from stra_face.vision.preprocess import FaceInput
+from stra_face.vision.quality import Quality, QualityGate, assess
 
 RNET, ONET, EMBED, EXPRESSION = "rnet", "onet", "embed", "expression"
 
@@ -28,8 +29,10 @@ RNET, ONET, EMBED, EXPRESSION = "rnet", "onet", "embed", "expression"
 class AnalyzedImage:
     width: int
     height: int
-    detections: list[Detection]  # the largest `max_faces` of the faces found
+    detections: list[Detection]  # the largest `max_faces` of the faces found (that passed the quality gate)
     faces_found: int = 0
+    qualities: list[Quality] = field(default_factory=list)  # one per detection
+    rejected: list[tuple[Detection, Quality]] = field(default_factory=list)  # found, below the quality gate
     embeddings: np.ndarray | None = None  # (F, D)
     expressions: np.ndarray | None = None  # (F, 7)
     modes: np.ndarray | None = None  # (F, G, h, w) StRA mode maps, when asked for
@@ -44,6 +47,7 @@ class AnalyzedImage:
 class DetectionOptions:
     min_face_size: int | None = None
     threshold: float | None = None
+    keep_low_quality: bool = False  # faces below the quality gate are kept (each still says why it failed)
 
 
 @dataclass(frozen=True)
@@ -66,7 +70,7 @@ class ModelCall:
 
 def analysis(
     image: np.ndarray, detector: FaceDetector, face_input: FaceInput, max_faces: int,
-    options: DetectionOptions = DetectionOptions(), request: Request = Request(),
+    options: DetectionOptions = DetectionOptions(), request: Request = Request(), gate: QualityGate | None = None,
 ) -> Generator[ModelCall, object, AnalyzedImage]:
     height, width = image.shape[:2]
     found: list[Detection] = []
@@ -76,7 +80,12 @@ def analysis(
             cascade = detector.refine(cascade, (yield ModelCall(RNET, cascade.crops)))
         if len(cascade.crops):
             found = detector.finish(cascade, (yield ModelCall(ONET, cascade.crops)), options.threshold)
-    result = AnalyzedImage(width, height, found[:max_faces], len(found))
+    qualities = [assess(image, d, gate or QualityGate()) for d in found]
+    accepted = [(d, q) for d, q in zip(found, qualities) if q.passed or options.keep_low_quality]
+    rejected = [(d, q) for d, q in zip(found, qualities) if not (q.passed or options.keep_low_quality)]
+    result = AnalyzedImage(
+        width, height, [d for d, _ in accepted[:max_faces]], len(accepted), [q for _, q in accepted[:max_faces]], rejected,
+    )
     if not result.detections:
         return result
     if request.embed:
@@ -88,6 +97,14 @@ def analysis(
         if request.modes:
             result.expression_crops = crops
     return result
+
+
+def low_quality_note(result: AnalyzedImage) -> str:
+    """For a no_face error: the faces the quality gate dropped, and why."""
+    if not result.rejected:
+        return ""
+    reasons = sorted({reason for _, quality in result.rejected for reason in quality.reasons})
+    return f" that passes the quality gate ({len(result.rejected)} dropped: {', '.join(reasons)}; keep_low_quality=true keeps them)"
 
 
 def advance(steps: Generator[ModelCall, object, AnalyzedImage], output: object = None) -> ModelCall | AnalyzedImage:

@@ -44,8 +44,9 @@ async def admitted(state: State):
 def detection_options(
     min_face_size: Annotated[int | None, Query(ge=8, le=4096, description="smallest face side in original pixels (absent: the server default, raised on large images to what its detection size sees)")] = None,
     detection_threshold: Annotated[float | None, Query(ge=0.0, le=1.0, description="minimum detector score")] = None,
+    keep_low_quality: Annotated[bool, Query(description="keep faces below the quality gate (dropped by default; each face's `quality` says why)")] = False,
 ) -> DetectionOptions:
-    return DetectionOptions(min_face_size, detection_threshold)
+    return DetectionOptions(min_face_size, detection_threshold, keep_low_quality)
 
 
 _BASE64_TEXT = re.compile(r"[A-Za-z0-9+/=\s]*")

@@ -8,14 +8,16 @@ from fastapi import APIRouter, Depends, Path, Query, Request, Response
 from starlette.concurrency import run_in_threadpool
 
 from stra_face.service.analysis import analyze_image
-from stra_face.service.api.decision import decision
+from stra_face.service.api.decision import Threshold, far_at, open_set_decision
 from stra_face.service.api.deps import State, admitted, image_body, read_images
 from stra_face.service.api.faces import ERRORS, Flip, Options, counted, detected
+from stra_face.vision.pipeline import low_quality_note
 from stra_face.service.errors import APIError
 from stra_face.gallery import Subject, SubjectFace
 from stra_face.service.limits import check_metadata
+from stra_face.vision.identify import assign_subjects
 from stra_face.service.schemas import (
-    Decision, DetectedFace, EnrollResponse, IdentifiedFace, IdentifyMatch, IdentifyResponse, SubjectCreate,
+    DetectedFace, EnrollResponse, IdentifiedFace, IdentifyMatch, IdentifyResponse, SubjectCreate,
     SubjectFaceOut, SubjectList, SubjectOut,
 )
 
@@ -85,7 +87,7 @@ async def enroll(
     flip = state.settings.flip_embeddings if flip is None else flip
     result = await analyze_image(state, data, options, embed=True, flip=flip)
     if not result.detections:
-        raise APIError(422, "no_face", "no face found in the image")
+        raise APIError(422, "no_face", f"no face found in the image{low_quality_note(result)}")
     if len(result.detections) > 1 and select == "single":
         raise APIError(422, "multiple_faces", f"{result.faces_found} faces found; send a photo of one face or pass select=largest")
     keep_image = state.settings.store_images if store_image is None else store_image
@@ -95,7 +97,7 @@ async def enroll(
     return EnrollResponse(
         subject_id=subject_id,
         face=face_out(face, state.embedder.sha256),
-        detection=DetectedFace(**detected(result.detections[0])),
+        detection=DetectedFace(**detected(result.detections[0], result.qualities[0])),
     )
 
 
@@ -105,21 +107,31 @@ async def delete_face(subject_id: SubjectId, face_id: FaceId, state: State) -> R
     return Response(status_code=204)
 
 
-@router.post("/identify", response_model=IdentifyResponse, responses=ERRORS, openapi_extra=image_body("image"), dependencies=[Depends(admitted)], summary="top-k gallery subjects for every face of the image")
+@router.post("/identify", response_model=IdentifyResponse, responses=ERRORS, openapi_extra=image_body("image"), dependencies=[Depends(admitted)], summary="who is in the image: per face, an enrolled subject or unknown (open set), and the top-k candidates")
 async def identify(
-    request: Request, state: State, options: Options, chosen: Annotated[Decision, Depends(decision)], flip: Flip = None,
+    request: Request, state: State, options: Options, flip: Flip = None,
     top_k: Annotated[int, Query(ge=1, le=100)] = 5,
+    fpir: Annotated[float | None, Query(gt=0, lt=1, description="false-positive identification rate: how often someone not enrolled may be matched to somebody (server default when absent); the threshold follows the gallery's size")] = None,
+    threshold: Threshold = None,
 ) -> IdentifyResponse:
+    gallery_faces = (await run_in_threadpool(state.enrolments))["current_model"]
+    chosen = open_set_decision(state, fpir, threshold, gallery_faces)
     data = (await read_images(request, ("image",), state.settings.max_image_bytes))["image"]
     flip = state.settings.flip_embeddings if flip is None else flip
     result = await analyze_image(state, data, options, embed=True, flip=flip)
     if not result.detections:
-        raise APIError(422, "no_face", "no face found in the image")
-    faces = []
-    for detection, embedding in zip(result.detections, result.embeddings):
-        matches = await run_in_threadpool(state.gallery.search, embedding, state.embedder.sha256, top_k)
-        faces.append(IdentifiedFace(
-            **detected(detection),
-            matches=[IdentifyMatch(subject_id=m.subject_id, name=m.name, face_id=m.face_id, similarity=m.similarity, accepted=m.similarity >= chosen.threshold) for m in matches],
-        ))
+        raise APIError(422, "no_face", f"no face found in the image{low_quality_note(result)}")
+    candidates = [await run_in_threadpool(state.gallery.search, embedding, state.embedder.sha256, top_k) for embedding in result.embeddings]
+    faces = [
+        IdentifiedFace(
+            **detected(detection, quality), subject_id=subject, unknown=subject is None,
+            matches=[
+                IdentifyMatch(
+                    subject_id=m.subject_id, name=m.name, face_id=m.face_id, similarity=m.similarity,
+                    far_at_score=far_at(state, m.similarity), accepted=m.similarity >= chosen.threshold,
+                ) for m in matches
+            ],
+        )
+        for detection, quality, matches, subject in zip(result.detections, result.qualities, candidates, assign_subjects(candidates, chosen.threshold))
+    ]
     return IdentifyResponse(**counted(result), decision=chosen, model_sha256=state.embedder.sha256, faces=faces)

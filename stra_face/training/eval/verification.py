@@ -40,6 +40,9 @@ from stra_face.training.face.data import FacePack, PackedImage
 from stra_face.vision.cards import sha256_file
 from stra_face.vision.preprocess import FACE_SIZE
 
+# the calibration math is torch-free: `stra-face calibrate` runs it on the base install
+from stra_face.vision.thresholds import calibration_entry, roc_curve, threshold_at_far, write_thresholds
+
 FARS = (1e-2, 1e-3, 1e-4)
 THRESHOLDS = np.arange(0, 4, 0.01)
 
@@ -204,27 +207,6 @@ def ten_fold_accuracy(distances: np.ndarray, issame: np.ndarray, folds: np.ndarr
     return accuracies, thresholds
 
 
-def roc_curve(similarities: np.ndarray, issame: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """(FAR, TAR, threshold) for every distinct similarity, accepting similarity >= threshold."""
-    order = np.argsort(-similarities, kind="stable")
-    scores, labels = similarities[order], issame[order]
-    tar = np.cumsum(labels) / max(1, labels.sum())
-    far = np.cumsum(~labels) / max(1, (~labels).sum())
-    last_of_tie = np.r_[scores[1:] != scores[:-1], True]
-    return far[last_of_tie], tar[last_of_tie], scores[last_of_tie]
-
-
-def threshold_at_far(similarities: np.ndarray, issame: np.ndarray, far: float) -> float | None:
-    """Lowest cosine threshold whose false-accept rate over the impostor pairs is <= far; None if
-    there are fewer than 1/far impostor pairs (the FAR cannot be measured)."""
-    impostors = np.sort(similarities[~issame])[::-1]
-    if len(impostors) < round(1 / far):
-        return None
-    allowed = int(np.floor(far * len(impostors)))  # impostors that may be accepted
-    # accept strictly above the (allowed+1)-th highest impostor score
-    return float(np.nextafter(impostors[allowed], np.inf))
-
-
 def evaluate_pairs(pairset: PairSet, plain: np.ndarray, mirrored: np.ndarray, fallbacks: int = 0) -> VerificationResult:
     embeddings = l2_normalise(plain + mirrored)
     first, second = embeddings[pairset.pairs[:, 0]], embeddings[pairset.pairs[:, 1]]
@@ -243,20 +225,15 @@ def evaluate_pairs(pairset: PairSet, plain: np.ndarray, mirrored: np.ndarray, fa
     )
 
 
+def pair_similarities(pairset: PairSet, plain: np.ndarray) -> np.ndarray:
+    """Cosine similarity of every pair on single (non-mirrored) embeddings: what the service computes by default."""
+    embeddings = l2_normalise(plain)
+    return np.sum(embeddings[pairset.pairs[:, 0]] * embeddings[pairset.pairs[:, 1]], axis=1)
+
+
 def calibrate(pairset: PairSet, plain: np.ndarray) -> dict[str, float]:
     """FAR -> cosine threshold on single (non-mirrored) embeddings: what the service computes by default."""
-    embeddings = l2_normalise(plain)
-    similarities = np.sum(embeddings[pairset.pairs[:, 0]] * embeddings[pairset.pairs[:, 1]], axis=1)
-    thresholds = {f"{far:g}": threshold_at_far(similarities, pairset.issame, far) for far in FARS}
-    return {far: t for far, t in thresholds.items() if t is not None}
-
-
-def write_thresholds(path: Path, sha256: str, entry: dict) -> None:
-    """Adds/replaces this model's entry; other models' calibrations stay."""
-    data = json.loads(path.read_text()) if path.exists() else {}
-    data[sha256] = entry
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(data, indent=2, sort_keys=True) + "\n")
+    return calibration_entry(pair_similarities(pairset, plain), pairset.issame, FARS)["thresholds"]
 
 
 def plot_roc(results: list[VerificationResult], path: Path, title: str) -> None:
@@ -378,12 +355,16 @@ def benchmark(embedder: Embedder, name: str, pairsets: list[PairSet], out: Path,
         tars = ", ".join(f"TAR@FAR={far}: {'n/a' if tar is None else f'{tar:.4f}'}" for far, tar in result.tar_at_far.items())
         print(f"{pairset.name:<10} {result.pairs} pairs  accuracy {result.accuracy_mean:.4f} ± {result.accuracy_std:.4f}  AUC {result.auc:.4f}  {tars}  (no face found: {result.fallbacks})")
         if calibration and calibration.on == pairset.name:
-            thresholds = calibrate(pairset, plain)
+            similarities = pair_similarities(pairset, plain)
+            entry = calibration_entry(similarities, pairset.issame)
             write_thresholds(calibration.thresholds_file, sha256_file(calibration.onnx), {
                 "model": calibration.onnx.name, "dataset": f"{pairset.name} ({result.pairs} pairs, single embedding, no mirror)",
-                "pairs": result.pairs, "thresholds": thresholds,
+                "pairs": result.pairs, **entry,
             })
-            print(f"calibrated on {pairset.name}: {thresholds} -> {calibration.thresholds_file}")
+            # the scores behind the calibration, for its histogram (docs/figures/score_histograms.png)
+            out.mkdir(parents=True, exist_ok=True)
+            np.savez(out / f"scores_{pairset.name}.npz", similarities=similarities, issame=pairset.issame)
+            print(f"calibrated on {pairset.name}: {entry['thresholds']} -> {calibration.thresholds_file}")
     out.mkdir(parents=True, exist_ok=True)
     (out / "results.json").write_text(json.dumps({k: {f: v for f, v in asdict(r).items() if f != "roc"} for k, r in results.items()}, indent=2))
     plot_roc(list(results.values()), out / "roc.png", f"ROC: {name}")
