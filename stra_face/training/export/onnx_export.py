@@ -22,8 +22,6 @@ import torch
 
 from stra_face.training.export import DEFAULT_OPSET
 
-# ONNX opset 18 is the newest the torch.export-based exporter targets natively and is
-# supported by every onnxruntime >= 1.14.
 FP32_TOLERANCE = 1e-4
 FP16_RELATIVE_TOLERANCE = 1e-2
 

@@ -38,6 +38,7 @@ def build_parser() -> argparse.ArgumentParser:
 def parse_pipeline(argv: list[str]) -> tuple[argparse.Namespace, FaceConfig]:
     """The pipeline's own options, then the recipe shared by every model (FaceConfig flags)."""
     parser = argparse.ArgumentParser(prog="python -m stra_face.training.face pipeline", add_help=False)
+    # --out is required, but not for --help: that falls through to the recipe's parser, which prints the flags
     parser.add_argument("--out", type=Path, required="-h" not in argv and "--help" not in argv)
     parser.add_argument("--models", nargs="+", default=list(PIPELINE_MODELS))
     parser.add_argument("--cfp", type=Path, default=Path("../shared/data/cfp"))
