@@ -18,18 +18,15 @@ import argparse
 import csv
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
-from stra_face.bundle import quality_gate
 from stra_face.config import PipelineSettings
-from stra_face.vision.align import align_face
-from stra_face.vision.decode import ImageError, decode_image
-from stra_face.vision.detect import FaceDetector
-from stra_face.vision.inference import EmbeddingModel
-from stra_face.vision.providers import select_providers
-from stra_face.vision.quality import assess
 from stra_face.vision.thresholds import CALIBRATION_FARS, calibration_entry, roc_curve, write_thresholds
+
+if TYPE_CHECKING:  # imported where used: the models' stack (ONNX, OpenCV) loads after --help
+    from stra_face.vision.inference import EmbeddingModel
 
 IMAGES = {".jpg", ".jpeg", ".png", ".bmp", ".webp"}
 WELL_MEASURED = 10  # impostor acceptances a FAR should rest on
@@ -46,6 +43,12 @@ def identity_folders(root: Path, max_images: int | None = None) -> list[tuple[st
 
 def embed_photos(photos: list[tuple[str, Path]], settings: PipelineSettings, model: EmbeddingModel) -> tuple[list[str], list[str], np.ndarray, list[str]]:
     """(people, files, embeddings (N, D) L2-normalised, skipped) for the photos with a usable face."""
+    from stra_face.bundle import quality_gate
+    from stra_face.vision.align import align_face
+    from stra_face.vision.decode import ImageError, decode_image
+    from stra_face.vision.detect import FaceDetector
+    from stra_face.vision.quality import assess
+
     detector = FaceDetector(settings.min_face_size, settings.detection_threshold, settings.detection_size, providers=model.providers)
     gate = quality_gate(settings)
     people, files, faces, skipped = [], [], [], []
@@ -123,6 +126,9 @@ def main(argv: list[str] | None = None) -> dict:
     args = parser.parse_args(argv)
     if not args.folder.is_dir():
         parser.error(f"{args.folder} is not a folder")
+    from stra_face.vision.inference import EmbeddingModel
+    from stra_face.vision.providers import select_providers
+
     settings = PipelineSettings()
     model = EmbeddingModel(Path(settings.embedding_model), select_providers(settings.providers), settings.intra_op_threads)
     people, files, embeddings, skipped = embed_photos(identity_folders(args.folder, args.max_images_per_person), settings, model)

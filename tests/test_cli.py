@@ -13,6 +13,8 @@ from pathlib import Path
 import pytest
 from conftest import FACES, ROOT, need
 
+from stra_face.cli import COMMANDS
+
 SCRIPT = Path(sys.executable).parent / "stra-face"
 # The installed console script when there is one (as users run it), else the same entry point.
 COMMAND = [str(SCRIPT)] if SCRIPT.exists() else [sys.executable, "-c", "from stra_face.cli import main; main()"]
@@ -46,6 +48,55 @@ def test_help_of_every_file_command_is_fast():
         print(f"stra-face {command} --help: {took:.2f} s")
         assert done.returncode == 0 and "usage" in done.stdout.lower(), (command, done.stderr)
         assert took < 10
+
+
+# Runs `stra-face <args>` in-process and reports, on stderr, the exit status, whether torch got
+# loaded and how long the command took (interpreter start-up left out).
+HELP_PROBE = """
+import sys, time
+start = time.perf_counter()
+from stra_face.cli import main
+try:
+    main(sys.argv[1:])
+    code = 0
+except SystemExit as exit:
+    code = exit.code
+print(f"probe: exit={code} torch={'torch' in sys.modules} took={time.perf_counter() - start:.3f}", file=sys.stderr)
+"""
+SUB_COMMANDS = [("fer", "train"), ("fer", "eval"), ("fer", "ship"), ("fer", "gpu-run"), ("face", "train"), ("face", "pipeline"),
+                ("face", "prepare"), ("face", "ship")]
+
+
+def probe(*args: str) -> tuple[subprocess.CompletedProcess, dict[str, str]]:
+    done = subprocess.run([sys.executable, "-c", HELP_PROBE, *args], check=False, capture_output=True, text=True, env=ENV, cwd=ROOT, timeout=300)
+    report = done.stderr.strip().splitlines()[-1]
+    assert report.startswith("probe: "), done.stderr
+    return done, dict(item.split("=") for item in report.removeprefix("probe: ").split())
+
+
+def test_help_of_every_command_and_sub_command_loads_no_torch():
+    """--help is parsed before any work module is imported: no torch (nor anything heavy), whatever
+    the command. Times are printed, not bounded (a loaded CI machine varies too much)."""
+    for args in [(command,) for command in COMMANDS] + SUB_COMMANDS:
+        done, report = probe(*args, "--help")
+        print(f"stra-face {' '.join(args)} --help: {report['took']} s")
+        assert report["exit"] == "0" and "usage" in done.stdout.lower(), (args, done.stderr)
+        assert report["torch"] == "False", f"stra-face {' '.join(args)} --help imported torch"
+
+
+def test_an_unknown_command_is_named_on_stderr_with_exit_2():
+    done, report = probe("benchmark")  # the old name of `eval`
+    assert report["exit"] == "2" and done.stdout == ""
+    assert done.stderr.startswith("stra-face: unknown command 'benchmark'\nusage: stra-face <command>")
+    assert "  eval " in done.stderr
+
+
+@pytest.mark.slow
+def test_model_names_are_checked_after_parsing():
+    """flops and export no longer list the registry in --help (it needs torch): a wrong name is still refused."""
+    for args in (("flops", "--models", "resnet5"), ("export", "resnet5", "--out", "x.onnx")):
+        done, report = probe(*args)
+        assert report["exit"] == "2" and "unknown model" in done.stderr and "resnet50_stra" in done.stderr, done.stderr
 
 
 def test_bad_input_exits_non_zero_with_a_one_line_message(tmp_path):

@@ -89,15 +89,15 @@ def test_gpu_run_smoke_trains_both_models_evaluates_and_ships(tmp_path):
     import subprocess
     import tarfile
 
+    from stra_face.training.fer.cli import gpu_run
     from stra_face.training.fer.trainer import load_checkpoint_model
-    from stra_face.training.fer.gpu_run import main
 
     data = synthetic_fer(tmp_path / "fer2013.csv")
     synthetic_votes(tmp_path / "ferplus_votes.npz", read_csv(data).labels)
     out, back = tmp_path / "run", tmp_path / "OUT"
     # The CPU recipe's small pair (MobileNetV2-StRA and MobileNetV2) runs the same code as the GPU one,
     # here on FER+ vote distributions (--labels fer2013 ferplus would train both), shipped by FER+ PublicTest.
-    summary = main(["--smoke", "--config", "stra_face/training/configs/fer_cpu_stra.toml", "--baseline", "mobilenetv2_100", "--labels", "ferplus",
+    summary = gpu_run(["--smoke", "--config", "stra_face/training/configs/fer_cpu_stra.toml", "--baseline", "mobilenetv2_100", "--labels", "ferplus",
                     "--ship-on", "ferplus", "--data", str(data), "--out", str(out), "--bring-back", str(back), "--", "--augment-on", "device"])
     assert set(summary["runs"]) == {"mobilenetv2_100_stra_ferplus_seed0", "mobilenetv2_100_ferplus_seed0"} and summary["shipped"] == "mobilenetv2_100_stra_ferplus_seed0"
     for run in summary["runs"].values():

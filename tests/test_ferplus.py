@@ -148,6 +148,6 @@ def test_evaluation_and_the_cli_do_not_need_albumentations():
 
     from conftest import ROOT
 
-    code = ("import sys; import stra_face.training.fer.cli, stra_face.training.fer.gpu_run, stra_face.training.fer.attention; "
+    code = ("import sys; import stra_face.training.fer.cli, stra_face.training.fer.gpu_run, stra_face.training.fer.attention_maps; "
             "assert 'albumentations' not in sys.modules")
     subprocess.run([sys.executable, "-c", code], cwd=ROOT, check=True, timeout=300)

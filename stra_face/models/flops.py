@@ -9,17 +9,15 @@ The counter is PyTorch's own `torch.utils.flop_counter.FlopCounterMode` (2 FLOPs
 """
 from __future__ import annotations
 
-import argparse
 from dataclasses import dataclass
 
 import torch
 from torch.utils.flop_counter import FlopCounterMode
 
-from .registry import create_model, list_models
+from .registry import create_model
 
 # The paper's Table 1 (Market1501 setting: 256x128 input, last_stride=1), in GMACs.
 PAPER_GMACS_256x128 = {"resnet50": 4.05, "resnet50_stra": 3.17}
-DEFAULT_SIZES = ("256x128", "112x112", "48x48")
 
 
 @dataclass(frozen=True)
@@ -69,18 +67,3 @@ def format_table(rows: list[dict], sizes: list[str]) -> str:
             line += f"{paper:>15.2f}{(row['256x128'] - paper) / paper:>+8.1%}"
         lines.append(line)
     return "\n".join(lines)
-
-
-def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(prog="stra-face flops", description=__doc__.splitlines()[0])
-    parser.add_argument("--models", nargs="+", default=list_models(), choices=list_models())
-    parser.add_argument("--sizes", nargs="+", default=list(DEFAULT_SIZES), help="HxW input sizes")
-    parser.add_argument("--last-stride", type=int, default=1, choices=(1, 2), help="1 as in the paper's Table 1")
-    args = parser.parse_args(argv)
-    rows = complexity_table(args.models, args.sizes, args.last_stride)
-    print(f"Backbone params and GMACs (multiply-adds), last_stride={args.last_stride}, no classifier head")
-    print(format_table(rows, args.sizes))
-
-
-if __name__ == "__main__":
-    main()

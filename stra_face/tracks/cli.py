@@ -48,13 +48,13 @@ def open_identifier(args, models, workdir: Path):
 
 
 def main(argv: list[str] | None = None) -> None:
+    args = parse(argv)  # before the imports below (ONNX Runtime, OpenCV): --help answers at once
     from tqdm import tqdm
 
     from stra_face.tracks.analyzer import Models, VideoOptions, analyze_file
     from stra_face.tracks.output import Drawer, plot_timeline, write_csv
     from stra_face.tracks.source import VideoError, VideoLimits, probe
 
-    args = parse(argv)
     limits = VideoLimits(truncate_seconds=args.max_seconds)
     try:
         info = probe(args.video, limits)  # before the models load: a bad file fails at once

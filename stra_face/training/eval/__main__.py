@@ -1,3 +1,3 @@
-from stra_face.training.eval.verification import main
+from stra_face.training.eval.cli import main
 
 main()

@@ -382,32 +382,13 @@ def reproduce_command(onnx: Path, sources: PairSources, out: Path, calibration: 
 # --------------------------------------------------------------------------- command
 
 
-def main(argv: list[str] | None = None) -> dict[str, VerificationResult]:
-    parser = argparse.ArgumentParser(prog="python -m stra_face.training.eval", description=__doc__.splitlines()[0])
-    source = parser.add_mutually_exclusive_group(required=True)
-    source.add_argument("--onnx", type=Path, help="an exported embedding model")
-    source.add_argument("--checkpoint", type=Path, help="a checkpoint written by stra_face.training.face.trainer")
-    source.add_argument("--teacher", choices=["dlib"], help="the distillation teacher (needs the `teacher` extra)")
-    parser.add_argument("--bin", type=Path, nargs="*", default=[], help="InsightFace .bin files")
-    parser.add_argument("--cfp", type=Path, help="CFP root (Protocol/ and aligned112/)")
-    parser.add_argument("--cfp-images", default="aligned112", help="image folder under --cfp")
-    parser.add_argument("--cfp-protocols", nargs="+", default=["FF", "FP"], choices=["FF", "FP"])
-    parser.add_argument("--lfw-pairs", type=Path)
-    parser.add_argument("--lfw-root", type=Path, help="LFW image folder or face pack (default: beside --lfw-pairs)")
-    parser.add_argument("--lfw-exclude", type=Path, help="people (one name a line) also left out in a second LFW row, "
-                        "`lfw_no_overlap`: those found in the training data (python -m stra_face.training.face.overlap)")
-    parser.add_argument("--batch-size", type=int, default=64)
-    parser.add_argument("--out", type=Path, default=Path("runs/bench/latest"), help="results.json and roc.png go here")
-    parser.add_argument("--name", help="model name in the table row")
-    parser.add_argument("--calibrate", help="benchmark whose pairs calibrate the thresholds, e.g. cfp_fp")
-    parser.add_argument("--thresholds-file", type=Path, default=Path("stra_face/assets/models/thresholds.json"))
-    args = parser.parse_args(argv)
-
+def run(args: argparse.Namespace, error: Callable[[str], None]) -> dict[str, VerificationResult]:
+    """The benchmark of cli.py's parsed arguments; `error` reports a bad combination of them (exits)."""
     sources = PairSources(args.bin, args.cfp, args.cfp_images, tuple(args.cfp_protocols), args.lfw_pairs, args.lfw_root, args.lfw_exclude)
     if not (args.bin or args.cfp or args.lfw_pairs):
-        parser.error("give at least one of --bin, --cfp, --lfw-pairs")
+        error("give at least one of --bin, --cfp, --lfw-pairs")
     if args.calibrate and not args.onnx:
-        parser.error("--calibrate needs --onnx: thresholds are keyed by the exported file's sha256")
+        error("--calibrate needs --onnx: thresholds are keyed by the exported file's sha256")
     if args.onnx:
         embedder, name = onnx_embedder(args.onnx), args.name or args.onnx.stem
     elif args.checkpoint:
@@ -417,9 +398,6 @@ def main(argv: list[str] | None = None) -> dict[str, VerificationResult]:
     calibration = Calibration(args.calibrate, args.onnx, args.thresholds_file) if args.calibrate else None
     pairsets = sources.load()
     if calibration and calibration.on not in {pairset.name for pairset in pairsets}:
-        parser.error(f"--calibrate {calibration.on}: not among the benchmarks given ({', '.join(p.name for p in pairsets)})")
+        error(f"--calibrate {calibration.on}: not among the benchmarks given ({', '.join(p.name for p in pairsets)})")
     return benchmark(embedder, name, pairsets, args.out, args.batch_size, calibration)
 
-
-if __name__ == "__main__":
-    main()

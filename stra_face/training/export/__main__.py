@@ -1,3 +1,3 @@
-from stra_face.training.export.onnx_export import main
+from stra_face.training.export.cli import main
 
 main()

@@ -1,3 +1,3 @@
-from stra_face.training.face.trainer import main
+from stra_face.training.face.cli import main
 
 main()

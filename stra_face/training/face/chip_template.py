@@ -101,9 +101,9 @@ def separation(descriptors: np.ndarray, identities: list[str]) -> dict:
 
 
 def compare(faces: dict[str, np.ndarray], onnx: Path) -> dict:
-    from stra_face.vision.inference import EmbeddingModel
     from stra_face.vision.align import align_face
     from stra_face.vision.decode import decode_image
+    from stra_face.vision.inference import EmbeddingModel
 
     model = EmbeddingModel(onnx, ["CPUExecutionProvider"])
     ours = []

@@ -34,7 +34,14 @@ from torch.utils.data import DataLoader, Dataset
 
 from stra_face import models
 from stra_face.training import engine
-from stra_face.training.face.data import FaceAugment, FaceFolder, FacePack, TEACHER_CHIP, open_faces, teacher_chip_matrix
+from stra_face.training.face.data import (
+    TEACHER_CHIP,
+    FaceAugment,
+    FaceFolder,
+    FacePack,
+    open_faces,
+    teacher_chip_matrix,
+)
 from stra_face.training.face.margins import similarity_distillation
 from stra_face.training.provenance import code_revision, hardware
 from stra_face.vision.preprocess import FACE_SIZE, to_face_input

@@ -19,9 +19,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
-import sys
 import time
-from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -42,46 +40,11 @@ from stra_face.training.eval.verification import (
     reproduce_command,
     table_row,
 )
+from stra_face.training.face.config import FaceConfig
 from stra_face.training.face.data import FaceAugment, FaceDataset, open_faces
 from stra_face.training.face.margins import create_margin_head, similarity_distillation
 from stra_face.training.provenance import code_revision
 from stra_face.vision.cards import CARD_SUFFIX, ModelCard, file_facts
-
-DEFAULT_DATA = "runs/data/celeba_faces.npz"
-
-
-@dataclass
-class FaceConfig:
-    data: str = DEFAULT_DATA  # a face pack (python -m stra_face.training.face.data pack) or <identity>/<face> folders
-    out: str = "runs/face/resnet50_stra"
-    model: str = "resnet50_stra"
-    model_kwargs: dict = field(default_factory=dict)
-    embedding_dim: int = 512
-    dropout: float = 0.0
-    head: str = "cosface"  # arcface, cosface, softmax
-    scale: float = 32.0
-    margin: float = 0.2
-    min_faces: int = 2  # identities with fewer faces train by distillation only
-    teacher: str = "dlib"  # dlib: dlib's trained ResNet; random: its architecture untrained (smoke tests); none
-    teacher_weights: str = ""  # dlib's .dat file (default: the face_recognition_models package's)
-    teacher_sees_degraded: bool = False  # True: the teacher gets the student's blurred/down-scaled view too
-    distill_weight: float = 20.0
-    augment: dict = field(default_factory=dict)  # FaceAugment fields to override
-    epochs: int = 20
-    batch_size: int = 64  # per process
-    optimizer: str = "sgd"
-    lr: float = 0.02  # for a global batch of 64, scaled linearly
-    weight_decay: float = 5e-4
-    warmup_epochs: float = 1.0
-    diversity_weight: float = 0.0
-    grad_clip: float = 5.0
-    amp: bool = True
-    seed: int = 0
-    workers: int = 2
-    device: str = "auto"
-    val_identities: int = 20
-    max_steps: int = 0
-    identities: int = 0  # use only the first N identities (smoke runs); 0: all
 
 
 def model_kwargs(config: FaceConfig) -> dict:
@@ -353,22 +316,10 @@ def ship(checkpoint_path: Path, out: Path, sources: PairSources, report: Path, t
     return card, results
 
 
-PIPELINE_MODELS = ("resnet50_stra", "resnet50")
-
-
-def pipeline(argv: list[str]) -> None:
-    """Train the StRA model and its same-recipe baseline, then ship both into one folder:
-    <out>/<model>/ (checkpoints, log), <out>/<model>.onnx + .card.json, <out>/thresholds.json,
-    <out>/bench/<model>/ (results.json, roc.png), <out>/summary.md."""
-    parser = argparse.ArgumentParser(prog="python -m stra_face.training.face pipeline", add_help=False)
-    parser.add_argument("--out", type=Path, required=True)
-    parser.add_argument("--models", nargs="+", default=list(PIPELINE_MODELS))
-    parser.add_argument("--cfp", type=Path, default=Path("../shared/data/cfp"))
-    parser.add_argument("--lfw", type=Path, default=Path("../shared/data/lfw"))
-    parser.add_argument("--lfw-exclude", type=Path, default=Path("stra_face/training/data/lfw_training_overlap.txt"))
-    parser.add_argument("--fp32", action="store_true", help="export fp32 (default: fp16)")
-    own, rest = parser.parse_known_args(argv)
-    base = engine.parse_config(FaceConfig, rest, "recipe shared by every model (python -m stra_face.training.face train --help)")
+def pipeline(own: argparse.Namespace, base: FaceConfig) -> None:
+    """Train the StRA model and its same-recipe baseline (`own.models`, each with the `base` recipe),
+    then ship both into one folder: <out>/<model>/ (checkpoints, log), <out>/<model>.onnx + .card.json,
+    <out>/thresholds.json, <out>/bench/<model>/ (results.json, roc.png), <out>/summary.md."""
     own.out.mkdir(parents=True, exist_ok=True)
     sources = PairSources.from_roots(own.cfp, own.lfw, own.lfw_exclude if own.lfw_exclude.exists() else None)
     for name in own.models:
@@ -395,42 +346,3 @@ def write_summary(out: Path, recipe: FaceConfig) -> None:
         lines.append("")
     (out / "summary.md").write_text("\n".join(lines))
     print("\n".join(lines))
-
-
-def main(argv: list[str] | None = None) -> None:
-    argv = sys.argv[1:] if argv is None else argv
-    if argv and argv[0] == "train":
-        train(engine.parse_config(FaceConfig, argv[1:], "train a face-embedding model"))
-        return
-    if argv and argv[0] == "pipeline":
-        pipeline(argv[1:])
-        return
-    parser = argparse.ArgumentParser(prog="python -m stra_face.training.face", description="face-embedding training")
-    commands = parser.add_subparsers(dest="command", required=True)
-    commands.add_parser("train", help="train (options: python -m stra_face.training.face train --help)")
-    commands.add_parser("pipeline", help="train, benchmark, export, calibrate and card the StRA model and its baseline")
-    prep = commands.add_parser("prepare", help="raw photos in identity folders -> aligned 112x112 faces")
-    prep.add_argument("--src", type=Path, required=True)
-    prep.add_argument("--dst", type=Path, required=True)
-    prep.add_argument("--min-face-size", type=int, default=40)
-    shipping = commands.add_parser("ship", help="export a checkpoint, benchmark it on CFP and LFW, calibrate, write the card")
-    shipping.add_argument("--checkpoint", type=Path, required=True)
-    shipping.add_argument("--out", type=Path, help="the ONNX file (default: <run folder>.onnx beside the checkpoint's run folder, "
-                          "as `pipeline` lays it out; copy it into stra_face/assets/models to serve it)")
-    shipping.add_argument("--cfp", type=Path, default=Path("../shared/data/cfp"))
-    shipping.add_argument("--lfw", type=Path, help="LFW root: pairs.txt and aligned112/ (or aligned112.npz)")
-    shipping.add_argument("--lfw-exclude", type=Path, help="LFW people seen in training (python -m stra_face.training.face.overlap)")
-    shipping.add_argument("--report", type=Path, help="benchmark results and ROC (default: bench/<model> beside --out)")
-    shipping.add_argument("--thresholds-file", type=Path, help="calibrated thresholds, added to (default: thresholds.json beside --out)")
-    shipping.add_argument("--fp16", action="store_true")
-    args = parser.parse_args(argv)
-    if args.command == "prepare":
-        prepare(args)
-    else:
-        out = args.out or args.checkpoint.parent.parent / f"{args.checkpoint.parent.name}.onnx"
-        ship(args.checkpoint, out, PairSources.from_roots(args.cfp, args.lfw, args.lfw_exclude), args.report or out.parent / "bench" / out.stem,
-             args.thresholds_file or out.parent / "thresholds.json", args.fp16)
-
-
-if __name__ == "__main__":
-    main()

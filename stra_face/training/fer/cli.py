@@ -1,6 +1,7 @@
 """`python -m stra_face.training.fer <command>` (and `stra-face fer <command>`): train, gpu-run, eval, ship.
 
-Only argument parsing lives here; the work is done by trainer.py (train, run_eval, ship) and gpu_run.py.
+Only argument parsing lives here (torch-free, so that --help answers at once); the work is done by trainer.py
+(train, run_eval, ship) and gpu_run.py.
 """
 from __future__ import annotations
 
@@ -8,9 +9,36 @@ import argparse
 import sys
 from pathlib import Path
 
-from stra_face.training.fer.data import SPLITS
+from stra_face.training.config import parse_config
+from stra_face.training.fer.config import BENCHMARKS, DEFAULT_DATA, LABEL_SETS, SPLITS, FerConfig
 
 TTA_MODES = ["none", "flip", "tencrop"]
+GPU_RUN = """One command for a GPU lease: ResNet50-StRA and its same-recipe baseline, trained, evaluated and shipped.
+
+    python -m stra_face.training.fer gpu-run --out runs/fer/gpu                      # 60 epochs each (the config's)
+    python -m stra_face.training.fer gpu-run --out runs/fer/gpu --seeds 0 1          # two seeds each: the spread
+    python -m stra_face.training.fer gpu-run --out /tmp/smoke --smoke                # CPU-sized check, ~1 minute
+    python -m stra_face.training.fer gpu-run --data .carry/fer2013_jpg.npz --out /tmp/fer --bring-back $OUT   # on the device tool
+    python -m stra_face.training.fer gpu-run --out runs/fer/gpu --labels ferplus fer2013 --ship-on ferplus   # both label sets
+    python -m stra_face.training.fer gpu-run --out runs/fer/gpu -- --batch-size 256  # after `--`: FerConfig overrides
+
+For every label set (--labels: FER+ vote distributions and/or the FER2013 labels) and seed, StRA
+first (the model to ship), then the baseline: the same config file with only `model` (and `labels`)
+changed. Each is evaluated on PublicTest and PrivateTest (none / flip / ten-crop) on both benchmarks,
+FER2013 and FER+ (when the votes are found: ferplus_votes.npz next to --data); the StRA run that
+is best on PublicTest (of the --ship-on benchmark) is exported to parity-checked fp16 ONNX with its
+model card (`trainer.ship`). The output folder holds only small files:
+
+    summary.json, summary.md    every accuracy, per run, plus mean and spread over seeds
+    curves.png                  PublicTest accuracy and train loss per epoch, every run
+    <model>[_ferplus]_seed<s>/  log.csv, config.json, eval.json, fp16 weights (<model>_fp16.pt)
+    expression.onnx(.card.json) the shipped StRA model
+
+Full checkpoints (fp32 weights + optimiser state, ~200 MB each) stay under `--work`. A device
+lease returns at most 8 files of 16 MiB: `--bring-back $OUT` writes report.tar.gz (every small
+file above) and the shipped run's fp16 checkpoint (~33 MB) as 15 MiB parts with JOIN.sh; rejoined,
+`python -m stra_face.training.fer ship` turns it into the service's ONNX file (and re-measures it) on any CPU.
+"""
 
 
 def _add_eval_arguments(parser: argparse.ArgumentParser, default_data: str) -> None:
@@ -21,8 +49,6 @@ def _add_eval_arguments(parser: argparse.ArgumentParser, default_data: str) -> N
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from stra_face.training.fer.trainer import BENCHMARKS, DEFAULT_DATA
-
     parser = argparse.ArgumentParser(prog="python -m stra_face.training.fer", description="FER2013 / FER+ expression classifier")
     commands = parser.add_subparsers(dest="command", required=True)
     commands.add_parser("train", help="train (options: python -m stra_face.training.fer train --help)")
@@ -51,18 +77,42 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def gpu_run_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="python -m stra_face.training.fer gpu-run", description=GPU_RUN, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--config", type=Path, default=Path("stra_face/training/configs/fer_gpu_stra.toml"), help="the recipe both models share")
+    parser.add_argument("--baseline", default="resnet50", help="the baseline model (the config's model is the StRA one)")
+    parser.add_argument("--seeds", type=int, nargs="+", default=[0])
+    parser.add_argument("--labels", nargs="+", choices=LABEL_SETS, help="label sets to train on, each with every model and seed (default: the config's)")
+    parser.add_argument("--ship-on", choices=list(BENCHMARKS), default="fer2013", help="the benchmark whose PublicTest accuracy picks the StRA run to ship")
+    parser.add_argument("--data", help="FER2013 in any layout (default: the config's); FER+ votes are read from ferplus_votes.npz next to it")
+    parser.add_argument("--out", type=Path, default=Path("runs/fer/gpu"))
+    parser.add_argument("--work", type=Path, help="full checkpoints (default: <out>/work)")
+    parser.add_argument("--bring-back", type=Path, help="also write report.tar.gz + the shipped fp16 checkpoint in 15 MiB parts here (device tool: $OUT)")
+    parser.add_argument("--smoke", action="store_true", help="a CPU-sized check: 48 images per split, 1 epoch of 2 steps")
+    return parser
+
+
+def gpu_run(argv: list[str]) -> dict:
+    """`gpu-run [options] [-- FerConfig overrides]`: parsed here, run by gpu_run.py; returns its summary."""
+    overrides = argv[argv.index("--") + 1:] if "--" in argv else []
+    argv = argv[:argv.index("--")] if "--" in argv else argv
+    args = gpu_run_parser().parse_args(argv)
+    command = "python -m stra_face.training.fer gpu-run " + " ".join(argv + (["--", *overrides] if overrides else []))
+    from stra_face.training.fer.gpu_run import run
+
+    return run(args, overrides, command)
+
+
 def main(argv: list[str] | None = None) -> None:
     argv = sys.argv[1:] if argv is None else argv
     if argv and argv[0] == "train":
-        from stra_face.training import engine
-        from stra_face.training.fer.trainer import FerConfig, train
+        config = parse_config(FerConfig, argv[1:], "train a FER2013 / FER+ expression classifier")
+        from stra_face.training.fer.trainer import train
 
-        train(engine.parse_config(FerConfig, argv[1:], "train a FER2013 / FER+ expression classifier"))
+        train(config)
         return
     if argv and argv[0] == "gpu-run":
-        from stra_face.training.fer import gpu_run
-
-        gpu_run.main(argv[1:])
+        gpu_run(argv[1:])
         return
     args = build_parser().parse_args(argv)
     from stra_face.training.fer import trainer

@@ -20,12 +20,12 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
+from stra_face.training.fer.config import SPLITS
 from stra_face.vision.preprocess import EXPRESSION_SIZE, EXPRESSIONS, to_expression_input
 
 if TYPE_CHECKING:  # albumentations is needed for training only, imported where augmentation is built
     import albumentations as A
 
-SPLITS = ("Training", "PublicTest", "PrivateTest")
 _FILE_PATTERN = re.compile(r"(?:^|/)(?P<emotion>[a-z]+)/(?P<usage>Training|PublicTest|PrivateTest)_[^/]+\.(?:jpe?g|png)$", re.IGNORECASE)
 
 

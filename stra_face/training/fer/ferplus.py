@@ -22,13 +22,13 @@ from pathlib import Path
 
 import numpy as np
 
+from stra_face.training.fer.config import LABEL_SETS  # noqa: F401 (ferplus.LABEL_SETS for its users)
 from stra_face.training.fer.data import FerData
 from stra_face.vision.preprocess import EXPRESSIONS
 
 FERPLUS_COLUMNS = ("neutral", "happiness", "surprise", "sadness", "anger", "disgust", "fear", "contempt", "unknown", "NF")
 # FER+ column of each class, in EXPRESSIONS order, then contempt (the 8th class).
 _COLUMN = {"angry": 4, "disgust": 5, "fear": 6, "happy": 1, "sad": 3, "surprise": 2, "neutral": 0, "contempt": 7}
-LABEL_SETS = ("fer2013", "ferplus")
 MODES = ("probability", "majority")
 
 

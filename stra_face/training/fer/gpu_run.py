@@ -1,28 +1,7 @@
 """One command for a GPU lease: ResNet50-StRA and its same-recipe baseline, trained, evaluated and shipped.
 
-    python -m stra_face.training.fer gpu-run --out runs/fer/gpu                      # 60 epochs each (the config's)
-    python -m stra_face.training.fer gpu-run --out runs/fer/gpu --seeds 0 1          # two seeds each: the spread
-    python -m stra_face.training.fer gpu-run --out /tmp/smoke --smoke                # CPU-sized check, ~1 minute
-    python -m stra_face.training.fer gpu-run --data .carry/fer2013_jpg.npz --out /tmp/fer --bring-back $OUT   # on the device tool
-    python -m stra_face.training.fer gpu-run --out runs/fer/gpu --labels ferplus fer2013 --ship-on ferplus   # both label sets
-    python -m stra_face.training.fer gpu-run --out runs/fer/gpu -- --batch-size 256  # after `--`: FerConfig overrides
-
-For every label set (--labels: FER+ vote distributions and/or the FER2013 labels) and seed, StRA
-first (the model to ship), then the baseline: the same config file with only `model` (and `labels`)
-changed. Each is evaluated on PublicTest and PrivateTest (none / flip / ten-crop) on both benchmarks,
-FER2013 and FER+ (when the votes are found: ferplus_votes.npz next to --data); the StRA run that
-is best on PublicTest (of the --ship-on benchmark) is exported to parity-checked fp16 ONNX with its
-model card (`trainer.ship`). The output folder holds only small files:
-
-    summary.json, summary.md    every accuracy, per run, plus mean and spread over seeds
-    curves.png                  PublicTest accuracy and train loss per epoch, every run
-    <model>[_ferplus]_seed<s>/  log.csv, config.json, eval.json, fp16 weights (<model>_fp16.pt)
-    expression.onnx(.card.json) the shipped StRA model
-
-Full checkpoints (fp32 weights + optimiser state, ~200 MB each) stay under `--work`. A device
-lease returns at most 8 files of 16 MiB: `--bring-back $OUT` writes report.tar.gz (every small
-file above) and the shipped run's fp16 checkpoint (~33 MB) as 15 MiB parts with JOIN.sh; rejoined,
-`python -m stra_face.training.fer ship` turns it into the service's ONNX file (and re-measures it) on any CPU.
+The work of `python -m stra_face.training.fer gpu-run`; its options, and what it writes, are described in
+cli.py (GPU_RUN, shown by `gpu-run --help`), which parses them without loading torch.
 """
 from __future__ import annotations
 
@@ -161,21 +140,9 @@ def run_name(model: str, labels: str, seed: int) -> str:
     return f"{model}_seed{seed}" if labels == "fer2013" else f"{model}_{labels}_seed{seed}"
 
 
-def main(argv: list[str]) -> dict:
-    overrides = argv[argv.index("--") + 1:] if "--" in argv else []
-    argv = argv[:argv.index("--")] if "--" in argv else argv
-    parser = argparse.ArgumentParser(prog="python -m stra_face.training.fer gpu-run", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--config", type=Path, default=Path("stra_face/training/configs/fer_gpu_stra.toml"), help="the recipe both models share")
-    parser.add_argument("--baseline", default="resnet50", help="the baseline model (the config's model is the StRA one)")
-    parser.add_argument("--seeds", type=int, nargs="+", default=[0])
-    parser.add_argument("--labels", nargs="+", choices=ferplus.LABEL_SETS, help="label sets to train on, each with every model and seed (default: the config's)")
-    parser.add_argument("--ship-on", choices=list(BENCHMARKS), default="fer2013", help="the benchmark whose PublicTest accuracy picks the StRA run to ship")
-    parser.add_argument("--data", help="FER2013 in any layout (default: the config's); FER+ votes are read from ferplus_votes.npz next to it")
-    parser.add_argument("--out", type=Path, default=Path("runs/fer/gpu"))
-    parser.add_argument("--work", type=Path, help="full checkpoints (default: <out>/work)")
-    parser.add_argument("--bring-back", type=Path, help="also write report.tar.gz + the shipped fp16 checkpoint in 15 MiB parts here (device tool: $OUT)")
-    parser.add_argument("--smoke", action="store_true", help="a CPU-sized check: 48 images per split, 1 epoch of 2 steps")
-    args = parser.parse_args(argv)
+def run(args: argparse.Namespace, overrides: list[str], command: str) -> dict:
+    """Both models trained, evaluated and the best StRA run shipped: cli.py's parsed `gpu-run` arguments,
+    FerConfig `overrides` (after `--`), and the `command` line recorded as provenance."""
     out, work = args.out, args.work or args.out / "work"
     out.mkdir(parents=True, exist_ok=True)
     base = engine.parse_config(FerConfig, ["--config", str(args.config), *overrides], "")
@@ -185,7 +152,6 @@ def main(argv: list[str]) -> dict:
         overrides = SMOKE + overrides
     label_sets = args.labels or [base.labels]
     models = [base.model, args.baseline]
-    command = "python -m stra_face.training.fer gpu-run " + " ".join(argv + (["--", *overrides] if overrides else []))
     started = time.perf_counter()
     data = load_fer2013(data_path)
     votes = find_votes(data_path, None if args.smoke else base.ferplus_votes or None, required="ferplus" in label_sets or args.ship_on == "ferplus")
