@@ -143,7 +143,9 @@ def test_command_on_an_onnx_model_writes_results_roc_and_thresholds(synthetic_bi
     from stra_face.vision.inference import sha256_file
 
     out, thresholds = tmp_path / "out", tmp_path / "thresholds.json"
-    results = benchmark.main([
+    from stra_face.training.eval import cli
+
+    results = cli.main([
         "--onnx", str(random_onnx_models["embedding"]), "--bin", str(synthetic_bin), "--out", str(out),
         "--calibrate", "synthetic", "--thresholds-file", str(thresholds),
     ])
@@ -156,6 +158,7 @@ def test_command_on_an_onnx_model_writes_results_roc_and_thresholds(synthetic_bi
 def test_the_benchmark_step_and_the_command_that_reproduces_it_agree(synthetic_bin, tmp_path, random_onnx_models):
     """What `face ship` and the dlib port call (the function) and what their cards tell users to run
     (the command line) measure the same thing."""
+    from stra_face.training.eval import cli
     from stra_face.training.eval.embedders import onnx_embedder
     from stra_face.vision.inference import sha256_file
 
@@ -165,7 +168,7 @@ def test_the_benchmark_step_and_the_command_that_reproduces_it_agree(synthetic_b
     direct = benchmark.benchmark(onnx_embedder(onnx, ["CPUExecutionProvider"]), "m", sources.load(), tmp_path / "a", calibration=calibration)
     command = benchmark.reproduce_command(onnx, sources, tmp_path / "b", calibration)
     assert command.startswith("python -m stra_face.training.eval --onnx ")
-    again = benchmark.main(shlex.split(command)[3:])
+    again = cli.main(shlex.split(command)[3:])
     assert again["synthetic"].accuracy_mean == pytest.approx(direct["synthetic"].accuracy_mean, abs=1e-6)
     assert (tmp_path / "b" / "results.json").exists() and sha256_file(onnx) in json.loads((tmp_path / "thresholds.json").read_text())
     with pytest.raises(ValueError, match="cfp_fp"):

@@ -31,12 +31,13 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def main(argv: list[str] | None = None) -> None:
+def main(argv: list[str] | None = None) -> dict:
+    """The benchmark's results per pair set (what it also writes to --out)."""
     parser = build_parser()
     args = parser.parse_args(argv)
     from stra_face.training.eval.verification import run
 
-    run(args, parser.error)
+    return run(args, parser.error)
 
 
 if __name__ == "__main__":
