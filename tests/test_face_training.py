@@ -188,7 +188,7 @@ def test_pipeline_trains_benchmarks_exports_and_cards_both_models(tmp_path):
     cfp = make_cfp(tmp_path / "cfp", sorted(p.name for p in (SHARED_DATA / "cfp" / "aligned112").iterdir())[:5])
     out = tmp_path / "out"
     command = [
-        sys.executable, "-m", "stra_face.training.face.trainer", "pipeline", "--out", str(out), "--models", "mobilenetv2_100_stra", "mobilenetv2_100",
+        sys.executable, "-m", "stra_face.training.face", "pipeline", "--out", str(out), "--models", "mobilenetv2_100_stra", "mobilenetv2_100",
         "--cfp", str(cfp), "--lfw", str(lfw), "--lfw-exclude", str(tmp_path / "seen.txt"),
         "--data", str(tmp_path / "faces.npz"), "--teacher", "random", "--epochs", "1", "--max-steps", "1", "--batch-size", "8",
         "--workers", "0", "--device", "cpu", "--val-identities", "2", "--scale", "16",
