@@ -63,3 +63,12 @@ def test_cache_then_train_a_student_and_resume(tmp_path):
     model, checkpoint = load_checkpoint_model(best)
     assert checkpoint["epoch"] == 1 and model(torch.zeros(1, 3, 112, 112)).shape == (1, 128)
     assert train(config) == best  # a finished run resumes to nothing more
+
+
+def test_validation_pairs_stop_at_the_impostor_pairs_there_are():
+    # three held-out people with 3, 6 and 23 faces: 271 genuine pairs but only 225 impostor pairs
+    from stra_face.training.face.trainer import validation_pairs
+
+    labels = np.repeat([0, 1, 2], [3, 6, 23])
+    pairs = validation_pairs(labels, seed=0)
+    assert pairs.issame.sum() == (~pairs.issame).sum() == 225

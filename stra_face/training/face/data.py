@@ -250,8 +250,8 @@ class FaceAugment:
         return image
 
 
-def render(image: np.ndarray, matrix: np.ndarray, size: int) -> np.ndarray:
-    return cv2.warpAffine(image, matrix[:2], (size, size), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_CONSTANT)
+def render(image: np.ndarray, matrix: np.ndarray, size: int, border: int = cv2.BORDER_CONSTANT) -> np.ndarray:
+    return cv2.warpAffine(image, matrix[:2], (size, size), flags=cv2.INTER_LINEAR, borderMode=border)
 
 
 class FaceDataset(Dataset):

@@ -55,7 +55,7 @@ DEFAULT_TEACHER = Path(__file__).resolve().parents[2] / "assets" / "models" / "d
 def render(image: np.ndarray, matrix: np.ndarray, size: int) -> np.ndarray:
     """The view through a 3x3 matrix; outside the crop the face is mirrored, not black (a black frame
     is a cue no real photo has, and the teacher's chip reaches well beyond the 112 crop)."""
-    return cv2.warpAffine(image, matrix[:2], (size, size), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REFLECT_101)
+    return data.render(image, matrix, size, cv2.BORDER_REFLECT_101)
 
 
 def fill_black_border(image: np.ndarray, level: int = 8) -> np.ndarray:

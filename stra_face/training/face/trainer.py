@@ -88,7 +88,10 @@ def validation_pairs(labels: np.ndarray, seed: int, max_pairs: int = 1000) -> Pa
     Images are positions in `labels`."""
     rng = np.random.default_rng(seed)
     genuine = [(i, j) for i in range(len(labels)) for j in range(i + 1, len(labels)) if labels[i] == labels[j]]
-    genuine = [genuine[k] for k in rng.permutation(len(genuine))[:max_pairs]]
+    counts = np.bincount(np.unique(labels, return_inverse=True)[1])
+    possible_impostors = (len(labels) ** 2 - int((counts ** 2).sum())) // 2
+    # equal numbers of each: never more genuine pairs than there are impostor pairs to draw
+    genuine = [genuine[k] for k in rng.permutation(len(genuine))[:min(max_pairs, possible_impostors)]]
     impostor = set()
     while len(impostor) < len(genuine):
         i, j = rng.integers(0, len(labels), 2)
