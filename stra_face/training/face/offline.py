@@ -34,6 +34,7 @@ from torch.utils.data import DataLoader, Dataset
 
 from stra_face import models
 from stra_face.training import engine
+from stra_face.training.face import data
 from stra_face.training.face.data import (
     TEACHER_CHIP,
     FaceAugment,
