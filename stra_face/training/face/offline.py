@@ -289,12 +289,12 @@ def train(config: OfflineConfig) -> Path:
     out = Path(config.out)
     runtime = engine.setup_runtime("cpu")
     checkpointer, log = engine.Checkpointer(out, runtime), engine.CSVLog(out / "log.csv", runtime)
-    start_epoch, best = 0, -1.0
+    start_epoch, best, minutes = 0, -1.0, 0.0
     if (state := checkpointer.load_last()) is not None:  # the same command resumes
         model.load_state_dict(state["state_dict"])
         optimizer.load_state_dict(state["optimizer"])
         scheduler.load_state_dict(state["scheduler"])
-        start_epoch, best = state["epoch"] + 1, state["best_metric"]
+        start_epoch, best, minutes = state["epoch"] + 1, state["best_metric"], state.get("training_minutes", 0.0)
         print(f"resumed from {checkpointer.last} at epoch {start_epoch}")
     engine.save_config(config, out / "config.json")
     summary = {"faces": count, "training_faces": int(len(train_indices)), "validation_faces": int(len(val_indices)),
@@ -321,6 +321,7 @@ def train(config: OfflineConfig) -> Path:
             plain, mirrored = embed_faces(model, torch.device("cpu"), val_faces)
             val_accuracy = evaluate_pairs(validation, plain, mirrored).accuracy_mean
             val_cosine = float(np.mean(np.sum(F.normalize(torch.from_numpy(plain)).numpy() * targets[val_indices, 0], axis=1)))
+        minutes += (time.perf_counter() - started) / 60  # across resumes: the card's training time
         is_best = not np.isfinite(val_accuracy) or val_accuracy > best
         best = max(best, val_accuracy) if np.isfinite(val_accuracy) else best
         checkpointer.save({
@@ -328,7 +329,7 @@ def train(config: OfflineConfig) -> Path:
             "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(), "epoch": epoch,
             "best_metric": best, "val_accuracy": val_accuracy, "teacher_mean": torch.from_numpy(teacher_mean),
             "config": dataclasses.asdict(config), "data_summary": summary, "hardware": hardware(),
-            "code_revision": code_revision(),
+            "code_revision": code_revision(), "training_minutes": round(minutes, 1),
         }, is_best)
         row = {"epoch": epoch, "train_loss": round(total / max(seen, 1), 5), "val_verification_accuracy": round(val_accuracy, 5),
                "val_cosine_to_teacher": round(val_cosine, 5), "lr": scheduler.get_last_lr()[0],

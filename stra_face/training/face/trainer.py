@@ -301,22 +301,38 @@ def ship(checkpoint_path: Path, out: Path, sources: PairSources, report: Path, t
     card.extra = {"epochs_trained": checkpoint["epoch"] + 1, "validation_verification_accuracy": checkpoint.get("val_accuracy")}
     card.metrics = {name: {k: v for k, v in dataclasses.asdict(r).items() if k != "roc"} for name, r in results.items()}
     card.thresholds = f"{thresholds_file.name}, calibrated on CFP-FP impostor pairs"
-    card.data = {
-        "labelled": f"{recipe['data']}: {summary}; the last {recipe['val_identities']} identities with two or more "
-        f"faces held out for model selection; margin loss on identities with >= {recipe['min_faces']} faces",
-        "distillation": f"teacher {recipe['teacher']} ({recipe['teacher_weights'] or 'face_recognition_models'}) "
-        f"on the fly, weight {recipe['distill_weight']}, every training face",
+    card.data = training_data(recipe, summary) | {
         "benchmark": f"CFP ({sources.cfp})" + (f", LFW ({sources.lfw_pairs.parent})" if sources.lfw_pairs else "") + ", never trained on"
         + (f"; lfw_no_overlap leaves out the LFW people listed in {sources.lfw_exclude}" if sources.lfw_exclude else ""),
     }
     card.hardware, card.code_revision = checkpoint.get("hardware", "unknown"), code_revision()
-    card.training_minutes = training_minutes
-    card.limitations = ("CelebA identities only (a few thousand people): compare CFP-FP TAR@FAR "
-                        "with your own needs before trusting `verified`; no fairness audit has been run")
+    card.training_minutes = training_minutes if training_minutes is not None else checkpoint.get("training_minutes")
+    card.limitations = ("trained on a few tens of thousands of faces (CelebA, and UTKFace where listed): compare CFP-FP "
+                        "TAR@FAR with your own needs before trusting `verified`; no fairness audit has been run")
     card.reproduce = reproduce_command(out, sources, report, calibration)
     card.write(out)
     print(f"{out}: {card.size_bytes / 2**20:.1f} MiB, sha256 {card.sha256}, parity {parity:.2e}")
     return card, results
+
+
+def training_data(recipe: dict, summary: dict) -> dict[str, str]:
+    """The card's account of the training data, for either recipe: the online one (margin loss on
+    labelled identities + the teacher in the loop) or the offline one (`offline.py`: a teacher cache)."""
+    if "cache" in recipe:
+        return {
+            "faces": f"{', '.join(summary['sources'])}: {summary['faces']} faces, {summary['training_faces']} trained on; "
+            f"the last {recipe['val_identities']} CelebA identities with two or more faces held out for model selection",
+            "distillation": f"teacher {summary['teacher']} (sha256 {summary['teacher_sha256']}), its descriptors cached "
+            f"for {summary['views']} views of every face (the crop, its mirror, random poses); no identity labels used; "
+            f"cosine + relational loss (weight {recipe['relation_weight']}), student-side degradations and occlusion "
+            f"({recipe['occlusion']})",
+        }
+    return {
+        "labelled": f"{recipe['data']}: {summary}; the last {recipe['val_identities']} identities with two or more "
+        f"faces held out for model selection; margin loss on identities with >= {recipe['min_faces']} faces",
+        "distillation": f"teacher {recipe['teacher']} ({recipe['teacher_weights'] or 'face_recognition_models'}) "
+        f"on the fly, weight {recipe['distill_weight']}, every training face",
+    }
 
 
 def pipeline(own: argparse.Namespace, base: FaceConfig) -> None:
