@@ -305,7 +305,8 @@ def ship(checkpoint_path: Path, out: Path, sources: PairSources, report: Path, t
         "benchmark": f"CFP ({sources.cfp})" + (f", LFW ({sources.lfw_pairs.parent})" if sources.lfw_pairs else "") + ", never trained on"
         + (f"; lfw_no_overlap leaves out the LFW people listed in {sources.lfw_exclude}" if sources.lfw_exclude else ""),
     }
-    card.hardware, card.code_revision = checkpoint.get("hardware", "unknown"), code_revision()
+    # the revision that trained it, where the checkpoint kept one (offline runs do)
+    card.hardware, card.code_revision = checkpoint.get("hardware", "unknown"), checkpoint.get("code_revision") or code_revision()
     card.training_minutes = training_minutes if training_minutes is not None else checkpoint.get("training_minutes")
     card.limitations = ("trained on a few tens of thousands of faces (CelebA, and UTKFace where listed): compare CFP-FP "
                         "TAR@FAR with your own needs before trusting `verified`; no fairness audit has been run")
