@@ -35,8 +35,10 @@ test: install-all
 docs: install-all
 	NO_MKDOCS_2_WARNING=1 $(BIN)/mkdocs build --strict
 
+# ruff check (rules in pyproject.toml) and the formatting `ruff format` gives, both at 120 columns.
 lint: install-all
 	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
 
 # Container images; docker/compose*.yml run them (see the README's Docker section).
 image:

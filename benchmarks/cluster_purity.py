@@ -10,6 +10,7 @@ Prints purity (share of scored faces that belong to their cluster's majority per
 count as pure), pairwise precision and recall (pairs of scored faces put together that are the same
 person / same-person pairs put together), and clusters vs people.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -52,10 +53,19 @@ def main() -> None:
     together = [(a == b) for names in scored for a, b in itertools.combinations(names, 2)]
     flat = [n for names in scored for n in names]
     same_pairs = sum(a == b for a, b in itertools.combinations(flat, 2))
-    print(f"linkage {result['linkage']}, threshold {result['threshold']:.4f} (FAR {result['far']}), {result['faces']} faces in {result['images']} images")
-    print(f"scored faces {total} of {len(set(flat))} people; clusters {len(result['clusters'])} + singletons {len(result['singletons'])}")
-    print(f"purity {purity:.3f}; pairwise precision {sum(together) / max(1, len(together)):.3f} ({sum(together)}/{len(together)}), "
-          f"recall {sum(together) / max(1, same_pairs):.3f} ({sum(together)}/{same_pairs})")
+    print(
+        f"linkage {result['linkage']}, threshold {result['threshold']:.4f} (FAR {result['far']}), "
+        f"{result['faces']} faces in {result['images']} images"
+    )
+    print(
+        f"scored faces {total} of {len(set(flat))} people; "
+        f"clusters {len(result['clusters'])} + singletons {len(result['singletons'])}"
+    )
+    print(
+        f"purity {purity:.3f}; pairwise precision {sum(together) / max(1, len(together)):.3f} "
+        f"({sum(together)}/{len(together)}), "
+        f"recall {sum(together) / max(1, same_pairs):.3f} ({sum(together)}/{same_pairs})"
+    )
 
 
 if __name__ == "__main__":

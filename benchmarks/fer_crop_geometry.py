@@ -16,6 +16,7 @@
    old / new crop -> model; predictions listed per photo, accuracy for all and for the clear ones.
 A figure of example crops goes to `--figure`.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -31,10 +32,10 @@ from tqdm import tqdm
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from stra_face.training.fer.data import FerData, load_fer2013  # noqa: E402
 from stra_face.vision.align import FER2013_TEMPLATE, expression_crop, similarity_transform  # noqa: E402
 from stra_face.vision.detect import FaceDetector  # noqa: E402
 from stra_face.vision.preprocess import EXPRESSION_SIZE, EXPRESSIONS  # noqa: E402
-from stra_face.training.fer.data import FerData, load_fer2013  # noqa: E402
 
 UPSCALE = 4
 LANDMARKS = ("left eye", "right eye", "nose", "mouth left", "mouth right")
@@ -43,7 +44,9 @@ LANDMARKS = ("left eye", "right eye", "nose", "mouth left", "mouth right")
 def legacy_expression_crop(image: np.ndarray, landmarks: np.ndarray) -> np.ndarray:
     """The service's expression crop before the measured template: ArcFace template zoomed 0.8."""
     matrix = similarity_transform(landmarks, EXPRESSION_SIZE, 0.8)
-    crop = cv2.warpAffine(image, matrix, (EXPRESSION_SIZE, EXPRESSION_SIZE), flags=cv2.INTER_AREA, borderMode=cv2.BORDER_REPLICATE)
+    crop = cv2.warpAffine(
+        image, matrix, (EXPRESSION_SIZE, EXPRESSION_SIZE), flags=cv2.INTER_AREA, borderMode=cv2.BORDER_REPLICATE
+    )
     return cv2.cvtColor(crop, cv2.COLOR_RGB2GRAY) if crop.ndim == 3 else crop
 
 
@@ -102,7 +105,10 @@ def accuracy_table(predict, variants: dict[str, np.ndarray], labels: np.ndarray)
     table = {}
     for name, images in variants.items():
         data = FerData(images, labels, np.full(len(labels), "PrivateTest"))
-        table[name] = {tta: float((predict_probabilities(predict, data, tta).argmax(1) == labels).mean()) for tta in ("none", "flip")}
+        table[name] = {
+            tta: float((predict_probabilities(predict, data, tta).argmax(1) == labels).mean())
+            for tta in ("none", "flip")
+        }
     return table
 
 
@@ -135,7 +141,14 @@ def save_figure(path: Path, rows: list[tuple[str, list[np.ndarray]]], columns: l
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--data", default="../shared/data/fer2013/fer2013_jpg.npz")
-    parser.add_argument("--checkpoint", type=Path, help="FER checkpoint to evaluate (stra_face.training.fer.trainer.load_checkpoint_model); omit to measure the template only")
+    parser.add_argument(
+        "--checkpoint",
+        type=Path,
+        help=(
+            "FER checkpoint to evaluate (stra_face.training.fer.trainer.load_checkpoint_model); "
+            "omit to measure the template only"
+        ),
+    )
     parser.add_argument("--template-split", default="PublicTest")
     parser.add_argument("--eval-split", default="PrivateTest")
     parser.add_argument("--limit", type=int, default=0, help="a seeded random N images per split (0: all)")
@@ -144,7 +157,12 @@ def main() -> None:
     parser.add_argument("--cache", type=Path, default=Path("runs/fer_crop_geometry"))
     parser.add_argument("--figure", type=Path, default=Path("docs/figures/fer_crop_geometry.png"))
     parser.add_argument("--json", type=Path, help="write every number as JSON")
-    parser.add_argument("--threads", type=int, default=1, help="torch threads (MTCNN on small images gains nothing from more on a shared CPU)")
+    parser.add_argument(
+        "--threads",
+        type=int,
+        default=1,
+        help="torch threads (MTCNN on small images gains nothing from more on a shared CPU)",
+    )
     args = parser.parse_args()
 
     import torch
@@ -157,14 +175,28 @@ def main() -> None:
     # 1. the template
     source = data.split(args.template_split)
     source = source.sample(args.limit) if args.limit else source
-    template = measure_template(detect_split(detector, source.images, args.cache / f"{args.template_split}_{len(source)}.npz"))
-    print(f"\n{args.template_split}: face found in {template.detected}/{template.total} ({template.detected / template.total:.1%}) upscaled images")
+    template = measure_template(
+        detect_split(detector, source.images, args.cache / f"{args.template_split}_{len(source)}.npz")
+    )
+    print(
+        f"\n{args.template_split}: face found in {template.detected}/{template.total} "
+        f"({template.detected / template.total:.1%}) upscaled images"
+    )
     print(f"{'landmark':<12} {'mean x':>7} {'mean y':>7} {'std x':>6} {'std y':>6}")
     for name, mean, std in zip(LANDMARKS, template.mean, template.std):
         print(f"{name:<12} {mean[0]:7.2f} {mean[1]:7.2f} {std[0]:6.2f} {std[1]:6.2f}")
-    print("template (paste into stra_face/vision/align.py FER2013_TEMPLATE):", json.dumps(np.round(template.mean.astype(float), 2).tolist()))
+    print(
+        "template (paste into stra_face/vision/align.py FER2013_TEMPLATE):",
+        json.dumps(np.round(template.mean.astype(float), 2).tolist()),
+    )
     print(f"max distance to the committed FER2013_TEMPLATE: {np.abs(template.mean - FER2013_TEMPLATE).max():.3f} px")
-    results["template"] = {"split": args.template_split, "detected": template.detected, "total": template.total, "mean": template.mean.tolist(), "std": template.std.tolist()}
+    results["template"] = {
+        "split": args.template_split,
+        "detected": template.detected,
+        "total": template.total,
+        "mean": template.mean.tolist(),
+        "std": template.std.tolist(),
+    }
 
     if args.checkpoint is None:
         return
@@ -180,13 +212,31 @@ def main() -> None:
     raw = target.images[found]
     old = np.stack([legacy_expression_crop(upscale(target.images[i]), landmarks[i]) for i in found])
     new = np.stack([expression_crop(upscale(target.images[i]), landmarks[i]) for i in found])
-    table = accuracy_table(predict, {"raw 48x48 images": raw, "old crop (ArcFace x0.8)": old, "new crop (FER2013 template)": new}, target.labels[found])
-    print(f"\n{args.eval_split}: face found in {len(found)}/{len(target)} ({len(found) / len(target):.1%}); accuracy on those, TTA none / flip")
+    table = accuracy_table(
+        predict,
+        {"raw 48x48 images": raw, "old crop (ArcFace x0.8)": old, "new crop (FER2013 template)": new},
+        target.labels[found],
+    )
+    print(
+        f"\n{args.eval_split}: face found in {len(found)}/{len(target)} ({len(found) / len(target):.1%}); "
+        "accuracy on those, TTA none / flip"
+    )
     for name, row in table.items():
         print(f"{name:<30} {row['none']:.2%} / {row['flip']:.2%}")
-    print(f"mean |crop - raw| grey levels: old {np.abs(old.astype(int) - raw).mean():.1f}, new {np.abs(new.astype(int) - raw).mean():.1f}")
-    results["eval"] = {"split": args.eval_split, "detected": len(found), "total": len(target), "accuracy": table,
-                       "mean_abs_diff_to_raw": {"old": float(np.abs(old.astype(int) - raw).mean()), "new": float(np.abs(new.astype(int) - raw).mean())}}
+    print(
+        f"mean |crop - raw| grey levels: old {np.abs(old.astype(int) - raw).mean():.1f}, "
+        f"new {np.abs(new.astype(int) - raw).mean():.1f}"
+    )
+    results["eval"] = {
+        "split": args.eval_split,
+        "detected": len(found),
+        "total": len(target),
+        "accuracy": table,
+        "mean_abs_diff_to_raw": {
+            "old": float(np.abs(old.astype(int) - raw).mean()),
+            "new": float(np.abs(new.astype(int) - raw).mean()),
+        },
+    }
 
     # 3. the hand-labelled photos
     rows, figure_rows = [], [(f"{args.eval_split} {j}", [raw[j], old[j], new[j]]) for j in range(4)]
@@ -197,9 +247,13 @@ def main() -> None:
             rows.append({**item, "old": "no face", "new": "no face"})
             continue
         crops = np.stack([legacy_expression_crop(image, points), expression_crop(image, points)])
-        probabilities = predict_probabilities(predict, FerData(crops, np.zeros(2, np.int64), np.full(2, "photo")), "flip")
-        rows.append({**item, "old": EXPRESSIONS[probabilities[0].argmax()], "new": EXPRESSIONS[probabilities[1].argmax()]})
-        if item["path"].startswith("more/bbt/images/") and "/" not in item["path"][len("more/bbt/images/"):]:
+        probabilities = predict_probabilities(
+            predict, FerData(crops, np.zeros(2, np.int64), np.full(2, "photo")), "flip"
+        )
+        rows.append(
+            {**item, "old": EXPRESSIONS[probabilities[0].argmax()], "new": EXPRESSIONS[probabilities[1].argmax()]}
+        )
+        if item["path"].startswith("more/bbt/images/") and "/" not in item["path"][len("more/bbt/images/") :]:
             figure_rows.append((Path(item["path"]).stem, [cv2.cvtColor(image, cv2.COLOR_RGB2GRAY), crops[0], crops[1]]))
     print(f"\n{'photo':<58} {'label':<9} {'clear':<5} {'old crop':<9} new crop")
     for row in rows:
@@ -207,8 +261,14 @@ def main() -> None:
     summary = {}
     for subset, keep in (("all", lambda r: True), ("clear", lambda r: r["clear"] == "yes")):
         chosen = [r for r in rows if keep(r)]
-        summary[subset] = {"photos": len(chosen), **{way: sum(r[way] == r["label"] for r in chosen) for way in ("old", "new")}}
-        print(f"{subset:<5} photos: {len(chosen)}; correct with the old crop {summary[subset]['old']}, with the new crop {summary[subset]['new']} (flip TTA, as the service)")
+        summary[subset] = {
+            "photos": len(chosen),
+            **{way: sum(r[way] == r["label"] for r in chosen) for way in ("old", "new")},
+        }
+        print(
+            f"{subset:<5} photos: {len(chosen)}; correct with the old crop {summary[subset]['old']}, "
+            f"with the new crop {summary[subset]['new']} (flip TTA, as the service)"
+        )
     results["photos"] = {"rows": rows, "summary": summary}
 
     save_figure(args.figure, figure_rows, ["raw / photo", "old crop", "new crop"])

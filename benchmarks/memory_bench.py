@@ -12,6 +12,7 @@ the peak seen while they ran:
 - verify_large: 4 concurrent /v1/verify of two large PNGs (`--large-side` px square, 6,000 default);
 - load: `benchmarks/load_bench.py --clients 64 --duration 30` against the server (with `--load`).
 """
+
 from __future__ import annotations
 
 import argparse
@@ -50,7 +51,8 @@ def encode(image: np.ndarray, kind: str = "JPEG") -> bytes:
 
 
 def large_png(side: int) -> bytes:
-    """A side x side PNG: one face side / 3 pixels wide on a flat background (small on the wire, side² pixels decoded)."""
+    """A side x side PNG: one face side / 3 pixels wide on a flat background (small on the wire, side² pixels
+    decoded)."""
     canvas = np.full((side, side, 3), 200, np.uint8)
     face = crowd_image(rows=1, tile=side // 2)
     top = (side - face.shape[0]) // 2
@@ -69,10 +71,31 @@ def free_port() -> int:
 def start_server(source: Path, settings: dict[str, str], folder: Path) -> tuple[subprocess.Popen, str]:
     """`stra-face serve` from the checkout `source` with the shipped models; waits for /ready."""
     port = free_port()
-    env = os.environ | {"STRA_GALLERY_PATH": str(folder / "gallery.sqlite3"), "STRA_PROVIDERS": '["CPUExecutionProvider"]', "PYTHONPATH": str(source)} | settings
+    env = (
+        os.environ
+        | {
+            "STRA_GALLERY_PATH": str(folder / "gallery.sqlite3"),
+            "STRA_PROVIDERS": '["CPUExecutionProvider"]',
+            "PYTHONPATH": str(source),
+        }
+        | settings
+    )
     process = subprocess.Popen(
-        [sys.executable, "-m", "stra_face.service.cli", "--host", "127.0.0.1", "--port", str(port), "--log-level", "warning"],
-        cwd=source, env=env, stdout=(folder / "server.log").open("wb"), stderr=subprocess.STDOUT,
+        [
+            sys.executable,
+            "-m",
+            "stra_face.service.cli",
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(port),
+            "--log-level",
+            "warning",
+        ],
+        cwd=source,
+        env=env,
+        stdout=(folder / "server.log").open("wb"),
+        stderr=subprocess.STDOUT,
     )
     url = f"http://127.0.0.1:{port}"
     deadline = time.monotonic() + 300
@@ -126,16 +149,22 @@ def mixed_requests(url: str, photos: list[bytes], count: int = 100, clients: int
 
     def one(index: int) -> int:
         route, photo = routes[index % 4], photos[index % len(photos)]
-        files = {"image1": photo, "image2": photos[(index + 1) % len(photos)]} if route == "verify" else {"image": photo}
+        files = (
+            {"image1": photo, "image2": photos[(index + 1) % len(photos)]} if route == "verify" else {"image": photo}
+        )
         return post(url, route, files)
 
     with ThreadPoolExecutor(clients) as pool:
         return list(pool.map(one, range(count)))
 
 
-def measure(source: Path, settings: dict[str, str], folder: Path, large_side: int, load: bool, floor: int) -> list[tuple[str, str, int, int]]:
+def measure(
+    source: Path, settings: dict[str, str], folder: Path, large_side: int, load: bool, floor: int
+) -> list[tuple[str, str, int, int]]:
     """[(case, statuses, RSS after, peak during)] for one server."""
-    photos = [p.read_bytes() for p in sorted((DATA / "faces" / "examples").glob("*")) if p.suffix.lower() in (".jpg", ".png")]
+    photos = [
+        p.read_bytes() for p in sorted((DATA / "faces" / "examples").glob("*")) if p.suffix.lower() in (".jpg", ".png")
+    ]
     crowd = encode(crowd_image())
     four_mp = encode(cv2.resize(crowd_image(), (2000, 2000), interpolation=cv2.INTER_LINEAR))
     large = [large_png(large_side), large_png(large_side - 2)]
@@ -152,9 +181,17 @@ def measure(source: Path, settings: dict[str, str], folder: Path, large_side: in
             if not sampler.killed:
                 raise
         if sampler.killed:
-            raise SystemExit(f"stopped during {name!r}: the machine had less than {floor >> 20} MiB available; server RSS peaked at {sampler.top >> 20} MiB")
-        rows.append((name, ",".join(f"{s}x{n}" for s, n in sorted(Counter(statuses).items())), sampler.rss(), sampler.peak()))
-        print(f"  {name:<28} {rows[-1][1]:<14} RSS {rows[-1][2] / 2**20:7.0f} MiB  peak {rows[-1][3] / 2**20:7.0f} MiB", flush=True)
+            raise SystemExit(
+                f"stopped during {name!r}: the machine had less than {floor >> 20} MiB available; "
+                f"server RSS peaked at {sampler.top >> 20} MiB"
+            )
+        rows.append(
+            (name, ",".join(f"{s}x{n}" for s, n in sorted(Counter(statuses).items())), sampler.rss(), sampler.peak())
+        )
+        print(
+            f"  {name:<28} {rows[-1][1]:<14} RSS {rows[-1][2] / 2**20:7.0f} MiB  peak {rows[-1][3] / 2**20:7.0f} MiB",
+            flush=True,
+        )
 
     try:
         time.sleep(2)
@@ -163,9 +200,26 @@ def measure(source: Path, settings: dict[str, str], folder: Path, large_side: in
         case("225-face 1500x1500", lambda: [post(url, "detect", {"image": crowd})])
         case("min_face_size=8, 4 MP", lambda: [post(url, "detect", {"image": four_mp}, "?min_face_size=8")])
         with ThreadPoolExecutor(4) as pool:
-            case(f"4 verifies, 2x{large_side}² PNG", lambda: list(pool.map(lambda _: post(url, "verify", {"image1": large[0], "image2": large[1]}), range(4))))
+            case(
+                f"4 verifies, 2x{large_side}² PNG",
+                lambda: list(
+                    pool.map(lambda _: post(url, "verify", {"image1": large[0], "image2": large[1]}), range(4))
+                ),
+            )
         if load:
-            bench = [sys.executable, str(ROOT / "benchmarks" / "load_bench.py"), "--url", url, "--clients", "64", "--duration", "30", "--pid", str(process.pid)]
+            bench = [
+                sys.executable,
+                str(ROOT / "benchmarks" / "load_bench.py"),
+                "--url",
+                url,
+                "--clients",
+                "64",
+                "--duration",
+                "30",
+                "--pid",
+                str(process.pid),
+            ]
+
             def run_load() -> list[int]:
                 done = subprocess.run(bench, check=True, capture_output=True, text=True)
                 print("\n".join("    " + line for line in done.stdout.splitlines()))
@@ -181,18 +235,30 @@ def measure(source: Path, settings: dict[str, str], folder: Path, large_side: in
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--source", type=Path, default=ROOT, help="checkout whose server to run (another commit: a `git worktree` of it)")
+    parser.add_argument(
+        "--source",
+        type=Path,
+        default=ROOT,
+        help="checkout whose server to run (another commit: a `git worktree` of it)",
+    )
     parser.add_argument("--env", nargs="*", default=[], help="settings as STRA_NAME=value")
     parser.add_argument("--large-side", type=int, default=6000)
     parser.add_argument("--load", action="store_true", help="also run load_bench.py --clients 64 --duration 30")
-    parser.add_argument("--min-available-mib", type=int, default=1024, help="kill the server (and stop) when the machine has less memory available")
+    parser.add_argument(
+        "--min-available-mib",
+        type=int,
+        default=1024,
+        help="kill the server (and stop) when the machine has less memory available",
+    )
     args = parser.parse_args()
     settings = dict(item.split("=", 1) for item in args.env)
     import tempfile
 
     with tempfile.TemporaryDirectory(prefix="memory-bench-") as folder:
         print(f"source {args.source}, settings {settings or 'default'}")
-        rows = measure(args.source.resolve(), settings, Path(folder), args.large_side, args.load, args.min_available_mib << 20)
+        rows = measure(
+            args.source.resolve(), settings, Path(folder), args.large_side, args.load, args.min_available_mib << 20
+        )
     print("| case | statuses | RSS after (MiB) | peak (MiB) |\n|---|---|---|---|")
     for name, statuses, after, peak in rows:
         print(f"| {name} | {statuses} | {after / 2**20:.0f} | {peak / 2**20:.0f} |")

@@ -1,7 +1,8 @@
 """Open-set identification on identity folders: DIR at FPIR, and whether the service's FPIR model holds.
 
     stra-face calibrate runs/lfw_ac --max-images-per-person 10 --save-embeddings runs/lfw_ac.npz --out runs/cal.json
-    PYTHONPATH=$PWD python benchmarks/open_set.py runs/lfw_ac.npz --thresholds-file stra_face/assets/models/thresholds.json
+    PYTHONPATH=$PWD python benchmarks/open_set.py runs/lfw_ac.npz \\
+        --thresholds-file stra_face/assets/models/thresholds.json
 
 Protocol: of the people with two or more photos, half (seeded) are enrolled with their first photo (one
 gallery face each); their other photos are mated probes; every photo of everyone else (never enrolled)
@@ -12,6 +13,7 @@ their own and scores >= t. Two kinds of row:
 - service: t as /v1/identify sets it from the calibration file (FAR = FPIR / gallery faces) and the
   FPIR it actually gives here: does the stated FPIR hold on people the calibration never saw?
 """
+
 from __future__ import annotations
 
 import argparse
@@ -56,14 +58,20 @@ def main(argv: list[str] | None = None) -> None:
     best, best_score = scores.argmax(axis=1), scores.max(axis=1)
     correct = people[gallery][best] == people
     calibration = load_calibration(args.thresholds_file, sha256_file(Settings().embedding_model))
-    print(f"{len(gallery)} enrolled (one face each), {len(mated)} mated probes, {len(non_mated)} non-mated probes; "
-          f"rank-1 accuracy of mated probes {correct[mated].mean():.4f}")
+    print(
+        f"{len(gallery)} enrolled (one face each), {len(mated)} mated probes, {len(non_mated)} non-mated probes; "
+        f"rank-1 accuracy of mated probes {correct[mated].mean():.4f}"
+    )
     print("| FPIR asked | threshold from | cosine threshold | FPIR measured | DIR |")
     print("| --- | --- | --- | --- | --- |")
     for fpir in FPIRS:
         impostor_best = np.sort(best_score[non_mated])[::-1]
         allowed = int(np.floor(fpir * len(impostor_best)))
-        rows = [("these non-mated probes", float(np.nextafter(impostor_best[allowed], np.inf)))] if allowed < len(impostor_best) else []
+        rows = (
+            [("these non-mated probes", float(np.nextafter(impostor_best[allowed], np.inf)))]
+            if allowed < len(impostor_best)
+            else []
+        )
         if calibration is not None and calibration.threshold_at_far(fpir / len(gallery)) is not None:
             threshold, far = calibration.threshold_at_far(fpir / len(gallery))
             stated = min(1.0, far * len(gallery))

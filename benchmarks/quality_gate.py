@@ -7,6 +7,7 @@ Every image is run through the service's detector (its default threshold and siz
 are written, 112x112 and captioned with their reasons, into one contact sheet to judge by eye which
 were faces (lost) and which were not (false faces removed).
 """
+
 from __future__ import annotations
 
 import argparse
@@ -28,12 +29,14 @@ IMAGES = {".jpg", ".jpeg", ".png"}
 def contact_sheet(crops: list[tuple[np.ndarray, str]], path: Path, columns: int = 8) -> None:
     tiles = []
     for crop, caption in crops:
-        tile = cv2.copyMakeBorder(cv2.cvtColor(crop, cv2.COLOR_RGB2BGR), 0, 24, 0, 0, cv2.BORDER_CONSTANT, value=(255, 255, 255))
+        tile = cv2.copyMakeBorder(
+            cv2.cvtColor(crop, cv2.COLOR_RGB2BGR), 0, 24, 0, 0, cv2.BORDER_CONSTANT, value=(255, 255, 255)
+        )
         for line, text in enumerate((caption[:18], caption[18:36])):
             cv2.putText(tile, text, (2, 122 + 10 * line), cv2.FONT_HERSHEY_PLAIN, 0.7, (0, 0, 0), 1)
         tiles.append(tile)
     tiles += [np.full_like(tiles[0], 255)] * (-len(tiles) % columns)
-    rows = [np.hstack(tiles[i:i + columns]) for i in range(0, len(tiles), columns)]
+    rows = [np.hstack(tiles[i : i + columns]) for i in range(0, len(tiles), columns)]
     path.parent.mkdir(parents=True, exist_ok=True)
     cv2.imwrite(str(path), np.vstack(rows))
 

@@ -2,8 +2,10 @@
 
     python -m stra_face.training.eval --onnx stra_face/assets/models/dlib_resnet_v1.onnx --cfp ../shared/data/cfp \
         --cfp-protocols FP --calibrate cfp_fp --out runs/bench/cfp_fp     # writes scores_cfp_fp.npz
-    PYTHONPATH=$PWD python benchmarks/score_histograms.py runs/bench/cfp_fp/scores_cfp_fp.npz docs/figures/score_histograms.png
+    PYTHONPATH=$PWD python benchmarks/score_histograms.py runs/bench/cfp_fp/scores_cfp_fp.npz \
+        docs/figures/score_histograms.png
 """
+
 from __future__ import annotations
 
 import argparse
@@ -34,7 +36,9 @@ def main(argv: list[str] | None = None) -> None:
         threshold = threshold_at_far(similarities, issame, far)
         if threshold is not None:
             tar = np.mean(similarities[issame] >= threshold)
-            axis.axvline(threshold, color="black", linestyle=style, label=f"FAR {far:g}: cosine {threshold:.3f}, TAR {tar:.2f}")
+            axis.axvline(
+                threshold, color="black", linestyle=style, label=f"FAR {far:g}: cosine {threshold:.3f}, TAR {tar:.2f}"
+            )
     axis.set(xlabel="cosine similarity", ylabel="pairs", title=args.title)
     axis.legend(fontsize=8, loc="upper left")
     figure.tight_layout()

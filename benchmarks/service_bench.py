@@ -6,6 +6,7 @@
 Each level sends `--requests` requests per route from that many threads (a warm-up request per
 route first) and prints p50/p95 latency and requests per second as a Markdown table.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -38,7 +39,9 @@ def measure(url: str, path: str, files: dict, concurrency: int, count: int, head
 
     def call(_):
         start = time.perf_counter()
-        response = session.post(url + path, files={k: ("image.jpg", v) for k, v in files.items()}, headers=headers, timeout=300)
+        response = session.post(
+            url + path, files={k: ("image.jpg", v) for k, v in files.items()}, headers=headers, timeout=300
+        )
         elapsed = time.perf_counter() - start
         return elapsed, response.status_code
 
@@ -61,10 +64,14 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--url", default="http://127.0.0.1:8000")
     parser.add_argument("--concurrency", type=int, nargs="+", default=[1, 8, 32])
-    parser.add_argument("--requests", type=int, default=0, help="per route and level (default: max(16, 2 x concurrency))")
+    parser.add_argument(
+        "--requests", type=int, default=0, help="per route and level (default: max(16, 2 x concurrency))"
+    )
     parser.add_argument("--single", type=Path, default=FACES / "examples" / "obama-480p.jpg")
     parser.add_argument("--group", type=Path, default=FACES / "more" / "insightface" / "t1.jpg")
-    parser.add_argument("--threshold", type=float, help="explicit verify/identify threshold (when the model has no calibration)")
+    parser.add_argument(
+        "--threshold", type=float, help="explicit verify/identify threshold (when the model has no calibration)"
+    )
     parser.add_argument("--api-key")
     args = parser.parse_args()
     headers = {"x-api-key": args.api_key} if args.api_key else {}
@@ -72,7 +79,9 @@ def main() -> None:
     providers = {name: model["providers"][0] for name, model in info["models"].items()}
     # identify needs a subject in the gallery
     requests.post(args.url + "/v1/subjects", json={"id": "bench"}, headers=headers, timeout=30)
-    requests.post(args.url + "/v1/subjects/bench/faces", files={"image": args.single.read_bytes()}, headers=headers, timeout=60)
+    requests.post(
+        args.url + "/v1/subjects/bench/faces", files={"image": args.single.read_bytes()}, headers=headers, timeout=60
+    )
 
     table = routes(args.single.read_bytes(), args.group.read_bytes(), args.threshold)
     rows = []
@@ -84,7 +93,10 @@ def main() -> None:
     print("| route | concurrency | p50 ms | p95 ms | req/s | errors |")
     print("| --- | --- | --- | --- | --- | --- |")
     for name, concurrency, result in rows:
-        print(f"| {name} | {concurrency} | {result['p50_ms']:.0f} | {result['p95_ms']:.0f} | {result['rps']:.2f} | {result['errors']} |")
+        print(
+            f"| {name} | {concurrency} | {result['p50_ms']:.0f} | {result['p95_ms']:.0f} | {result['rps']:.2f} | "
+            f"{result['errors']} |"
+        )
 
 
 if __name__ == "__main__":

@@ -6,6 +6,7 @@ Frames are decoded from the file (again for each loop) and resized to --height (
 the analysis, so a 360p clip gives a 720p input without writing one. Prints wall-clock and CPU
 frames/s, and the resident memory after the first 10 s of input and at the end.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -63,11 +64,17 @@ def main() -> None:
         result = session.result()
     size = f"{image.shape[1]}x{image.shape[0]}"
     seconds = session.frame_count / info.fps
-    print(f"{size} detect_every={args.detect_every}: {session.frame_count} frames ({seconds:.0f} s of video) in {wall:.1f} s wall, {cpu:.1f} s CPU: "
-          f"{session.frame_count / wall:.1f} frames/s wall, {session.frame_count / cpu:.1f} frames/s per CPU-second")
-    print(f"memory: RSS {memory_at_10s if memory_at_10s is None else round(memory_at_10s)} MiB after 10 s of video, {rss_mib():.0f} MiB at the end "
-          f"(peak {resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024:.0f} MiB); {len(result['tracks'])} tracks, "
-          f"{sum(len(t['frames']) for t in result['tracks'])} observations kept")
+    print(
+        f"{size} detect_every={args.detect_every}: {session.frame_count} frames ({seconds:.0f} s of video) in "
+        f"{wall:.1f} s wall, {cpu:.1f} s CPU: "
+        f"{session.frame_count / wall:.1f} frames/s wall, {session.frame_count / cpu:.1f} frames/s per CPU-second"
+    )
+    print(
+        f"memory: RSS {memory_at_10s if memory_at_10s is None else round(memory_at_10s)} MiB after 10 s of video, "
+        f"{rss_mib():.0f} MiB at the end "
+        f"(peak {resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024:.0f} MiB); {len(result['tracks'])} tracks, "
+        f"{sum(len(t['frames']) for t in result['tracks'])} observations kept"
+    )
 
 
 if __name__ == "__main__":

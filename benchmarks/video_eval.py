@@ -7,6 +7,7 @@ face's position, read off the frames by eye; people not enrolled must be `unknow
 labelled person's face, against the expression read by eye. Tracked: the track's voted identity and
 its smoothed expression; frame by frame: that detection's own gallery match and argmax.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -24,10 +25,35 @@ from stra_face.vision.preprocess import EXPRESSIONS
 MIRANDA, LACAMOIRE, OBAMA, UNKNOWN = "Lin Manuel Miranda", "Alex Lacamoire", "Barack Obama", "unknown"
 # frame -> expression of the shot's main person, read by eye (every 9th frame from 4; at 58 no face shows).
 EXPRESSION_LABELS = {
-    4: "neutral", 13: "neutral", 22: "neutral", 31: "neutral", 40: "neutral", 49: "neutral", 67: "neutral", 76: "neutral",
-    85: "happy", 94: "happy", 103: "neutral", 112: "neutral", 121: "neutral", 130: "neutral", 139: "happy", 148: "neutral",
-    157: "surprise", 166: "surprise", 175: "neutral", 184: "surprise", 193: "neutral", 202: "surprise",
-    211: "happy", 220: "happy", 229: "happy", 238: "happy", 247: "happy", 256: "happy", 265: "happy",
+    4: "neutral",
+    13: "neutral",
+    22: "neutral",
+    31: "neutral",
+    40: "neutral",
+    49: "neutral",
+    67: "neutral",
+    76: "neutral",
+    85: "happy",
+    94: "happy",
+    103: "neutral",
+    112: "neutral",
+    121: "neutral",
+    130: "neutral",
+    139: "happy",
+    148: "neutral",
+    157: "surprise",
+    166: "surprise",
+    175: "neutral",
+    184: "surprise",
+    193: "neutral",
+    202: "surprise",
+    211: "happy",
+    220: "happy",
+    229: "happy",
+    238: "happy",
+    247: "happy",
+    256: "happy",
+    265: "happy",
 }
 LABELLED = sorted(EXPRESSION_LABELS) + [58]
 
@@ -66,7 +92,13 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as folder:
         gallery = open_gallery(Path(folder) / "gallery.sqlite3")
         enrol_photos(gallery, models, args.gallery)
-        _, result = analyze_file(args.video, models, Identifier.calibrated(gallery, models), VideoOptions(detect_every=args.detect_every), on_frame=on_frame)
+        _, result = analyze_file(
+            args.video,
+            models,
+            Identifier.calibrated(gallery, models),
+            VideoOptions(detect_every=args.detect_every),
+            on_frame=on_frame,
+        )
     tracks = {t["id"]: t for t in result["tracks"]}
 
     def tracked_expression(track_id: int, frame: int) -> str | None:
@@ -80,7 +112,9 @@ def main() -> None:
     for frame in LABELLED:
         for track_id, box, own_name, probabilities in seen.get(frame, []):
             person = truth(frame, box)
-            scores["id_tracked"].append(tracks[track_id]["identity"] == person if track_id in tracks else person == UNKNOWN)
+            scores["id_tracked"].append(
+                tracks[track_id]["identity"] == person if track_id in tracks else person == UNKNOWN
+            )
             scores["id_frame"].append(own_name == person)
             if person == main_person(frame) and frame in EXPRESSION_LABELS:
                 scores["expr_tracked"].append(tracked_expression(track_id, frame) == EXPRESSION_LABELS[frame])
@@ -90,7 +124,10 @@ def main() -> None:
     for key, values in scores.items():
         print(f"{key}: {np.mean(values):.3f} ({sum(values)}/{len(values)})")
     for track in result["tracks"]:
-        print(f"track {track['id']}: {track['identity']} {track['similarity']} {track['start']}-{track['end']} s, {len(track['frames'])} detections")
+        print(
+            f"track {track['id']}: {track['identity']} {track['similarity']} {track['start']}-{track['end']} s, "
+            f"{len(track['frames'])} detections"
+        )
 
 
 if __name__ == "__main__":

@@ -13,6 +13,7 @@
 The functions share one `FaceAnalyzer`, created on first use (models load once); importing this
 package loads nothing heavy. See docs/python-api-and-cli.md.
 """
+
 from __future__ import annotations
 
 __version__ = "0.1.0"

@@ -7,6 +7,7 @@ steps the service runs. Its methods answer plain dicts with the keys of the REST
 
 Images are a path, bytes (an encoded file), a numpy array (H, W, 3) RGB uint8 or a PIL image.
 """
+
 from __future__ import annotations
 
 import functools
@@ -17,8 +18,8 @@ from typing import Any, Union
 
 import numpy as np
 
-from stra_face.config import PipelineSettings
 from stra_face.bundle import load_expression_model, load_face_models
+from stra_face.config import PipelineSettings
 from stra_face.vision.decode import ImageError, decode_image, from_pil
 from stra_face.vision.detect import Detection
 from stra_face.vision.inference import ExpressionModel, ModesUnavailable
@@ -68,9 +69,16 @@ def load_image(image: ImageInput, max_bytes: int = 10 * 2**20, max_pixels: int =
 
 def _rgb_array(image: np.ndarray, max_pixels: int) -> np.ndarray:
     if image.dtype != np.uint8 or not (image.ndim == 3 and image.shape[2] == 3 or image.ndim == 2):
-        raise ImageError("invalid_image", f"an image array must be (H, W, 3) RGB or (H, W) grey uint8, not {image.shape} {image.dtype}")
+        raise ImageError(
+            "invalid_image",
+            f"an image array must be (H, W, 3) RGB or (H, W) grey uint8, not {image.shape} {image.dtype}",
+        )
     if image.shape[0] * image.shape[1] > max_pixels:
-        raise ImageError("image_too_large", f"the image has {image.shape[0] * image.shape[1]} pixels; the limit is {max_pixels}", status=413)
+        raise ImageError(
+            "image_too_large",
+            f"the image has {image.shape[0] * image.shape[1]} pixels; the limit is {max_pixels}",
+            status=413,
+        )
     return np.ascontiguousarray(np.stack([image] * 3, axis=2) if image.ndim == 2 else image)
 
 
@@ -80,7 +88,9 @@ def _rgb_array(image: np.ndarray, max_pixels: int) -> np.ndarray:
 def detected(detection: Detection, quality: Quality) -> dict:
     x1, y1, x2, y2 = (float(v) for v in detection.box)
     return {
-        "box": {"x1": x1, "y1": y1, "x2": x2, "y2": y2}, "score": detection.score, "landmarks": [[float(x), float(y)] for x, y in detection.landmarks],
+        "box": {"x1": x1, "y1": y1, "x2": x2, "y2": y2},
+        "score": detection.score,
+        "landmarks": [[float(x), float(y)] for x, y in detection.landmarks],
         "quality": {"passed": quality.passed, "reasons": list(quality.reasons), "measures": dict(quality.measures)},
     }
 
@@ -91,7 +101,10 @@ def faces_of(result: AnalyzedImage) -> list[dict]:
 
 
 def expression_of(probabilities: np.ndarray) -> dict:
-    return {"dominant": EXPRESSIONS[int(np.argmax(probabilities))], "probabilities": {n: float(p) for n, p in zip(EXPRESSIONS, probabilities)}}
+    return {
+        "dominant": EXPRESSIONS[int(np.argmax(probabilities))],
+        "probabilities": {n: float(p) for n, p in zip(EXPRESSIONS, probabilities)},
+    }
 
 
 def counted(result: AnalyzedImage) -> dict:
@@ -107,7 +120,10 @@ def _modes_of(result: AnalyzedImage, overlay: bool) -> list[dict | None]:
         return [None] * len(result.detections)
     from stra_face.service.modes import face_modes  # pydantic + OpenCV only; its schema defines the REST `modes`
 
-    return [face_modes(maps, crop, overlay).model_dump(mode="json") for maps, crop in zip(result.modes, result.expression_crops)]
+    return [
+        face_modes(maps, crop, overlay).model_dump(mode="json")
+        for maps, crop in zip(result.modes, result.expression_crops)
+    ]
 
 
 def _with_modes(face: dict, modes: dict | None) -> dict:
@@ -125,7 +141,12 @@ class FaceAnalyzer:
         # Validated again, so that overrides get their types (a str path becomes a Path).
         self.settings = PipelineSettings(**(settings.model_dump() if settings else {}) | overrides)
         models = load_face_models(self.settings, expression=False)
-        self.providers, self.detector, self.embedder, self.calibration = models.providers, models.detector, models.embedder, models.calibration
+        self.providers, self.detector, self.embedder, self.calibration = (
+            models.providers,
+            models.detector,
+            models.embedder,
+            models.calibration,
+        )
         self.quality_gate = models.quality_gate  # STRA_QUALITY_*: the gate the service applies
         self._models = {RNET: self.detector.run_rnet, ONET: self.detector.run_onet, EMBED: self.embedder.embed}
 
@@ -142,8 +163,15 @@ class FaceAnalyzer:
         return load_image(image, self.settings.max_image_bytes, self.settings.max_image_pixels)
 
     def run(
-        self, image: ImageInput, *, embed: bool = False, flip: bool | None = None, expression: bool = False, modes: bool = False,
-        min_face_size: int | None = None, detection_threshold: float | None = None,
+        self,
+        image: ImageInput,
+        *,
+        embed: bool = False,
+        flip: bool | None = None,
+        expression: bool = False,
+        modes: bool = False,
+        min_face_size: int | None = None,
+        detection_threshold: float | None = None,
     ) -> AnalyzedImage:
         """The pipeline's raw result (numpy arrays): what every other method formats."""
         if (expression or modes) and self.expression_model is None:
@@ -151,19 +179,33 @@ class FaceAnalyzer:
         if modes and not self.expression_model.has_modes:
             raise ModesUnavailable(f"the expression model {self.expression_model.path.name} has no StRA mode output")
         request = Request(
-            embed=embed, flip=self.settings.flip_embeddings if flip is None else flip,
-            expression=expression or modes, flip_expressions=self.settings.flip_expressions, modes=modes,
+            embed=embed,
+            flip=self.settings.flip_embeddings if flip is None else flip,
+            expression=expression or modes,
+            flip_expressions=self.settings.flip_expressions,
+            modes=modes,
         )
         steps = analysis(
-            self.load(image), self.detector, self.embedder.input_kind, self.settings.max_faces,
-            DetectionOptions(min_face_size, detection_threshold), request, self.quality_gate,
+            self.load(image),
+            self.detector,
+            self.embedder.input_kind,
+            self.settings.max_faces,
+            DetectionOptions(min_face_size, detection_threshold),
+            request,
+            self.quality_gate,
         )
-        return run_sync(steps, self._models | ({EXPRESSION: self.expression_model.predict} if request.expression else {}))
+        return run_sync(
+            steps, self._models | ({EXPRESSION: self.expression_model.predict} if request.expression else {})
+        )
 
     def detect(self, image: ImageInput, **options: Any) -> dict:
         """~ POST /v1/detect: every face's box, score and 5 landmarks, largest first."""
         result = self.run(image, **options)
-        return counted(result) | {"image": _size(result), "faces": faces_of(result), "rejected": [detected(d, q) for d, q in result.rejected]}
+        return counted(result) | {
+            "image": _size(result),
+            "faces": faces_of(result),
+            "rejected": [detected(d, q) for d, q in result.rejected],
+        }
 
     def embed(self, image: ImageInput, *, flip: bool | None = None, **options: Any) -> dict:
         """~ POST /v1/embed: every face with its L2-normalised embedding."""
@@ -171,7 +213,9 @@ class FaceAnalyzer:
         faces = [face | {"embedding": e.tolist()} for face, e in zip(faces_of(result), _rows(result.embeddings))]
         return counted(result) | {"image": _size(result), "model_sha256": self.model_sha256, "faces": faces}
 
-    def expression(self, image: ImageInput, *, modes: bool = False, modes_overlay: bool = False, **options: Any) -> dict:
+    def expression(
+        self, image: ImageInput, *, modes: bool = False, modes_overlay: bool = False, **options: Any
+    ) -> dict:
         """~ POST /v1/expression: every face with its 7 expression probabilities (+ StRA mode maps on request)."""
         result = self.run(image, expression=True, modes=modes or modes_overlay, **options)
         faces = [
@@ -180,35 +224,63 @@ class FaceAnalyzer:
         ]
         return counted(result) | {"image": _size(result), "faces": faces}
 
-    def analyze(self, image: ImageInput, *, flip: bool | None = None, modes: bool = False, modes_overlay: bool = False, **options: Any) -> dict:
+    def analyze(
+        self,
+        image: ImageInput,
+        *,
+        flip: bool | None = None,
+        modes: bool = False,
+        modes_overlay: bool = False,
+        **options: Any,
+    ) -> dict:
         """~ POST /v1/analyze: every face with embedding and expression, from one detection pass."""
         result = self.run(image, embed=True, flip=flip, expression=True, modes=modes or modes_overlay, **options)
         faces = [
             _with_modes(face | {"embedding": e.tolist(), "expression": expression_of(p)}, m)
-            for face, e, p, m in zip(faces_of(result), _rows(result.embeddings), _rows(result.expressions), _modes_of(result, modes_overlay))
+            for face, e, p, m in zip(
+                faces_of(result), _rows(result.embeddings), _rows(result.expressions), _modes_of(result, modes_overlay)
+            )
         ]
         return counted(result) | {"image": _size(result), "model_sha256": self.model_sha256, "faces": faces}
 
-    def decision(self, far: float | None = None, threshold: float | None = None, *, override: str = "pass threshold=") -> Choice:
+    def decision(
+        self, far: float | None = None, threshold: float | None = None, *, override: str = "pass threshold="
+    ) -> Choice:
         """The accept threshold: `threshold` when given, else the calibrated one for `far` (the default FAR when None).
         `override` words how a caller passes a threshold, in the errors."""
         return choose_threshold(
-            self.calibration, self.settings.default_far, far, threshold,
-            model=self.model_sha256, source=str(self.settings.thresholds_file), override=override,
+            self.calibration,
+            self.settings.default_far,
+            far,
+            threshold,
+            model=self.model_sha256,
+            source=str(self.settings.thresholds_file),
+            override=override,
         )
 
     def far_at_score(self, similarity: float) -> float | None:
         """The FAR of a threshold set at this similarity, from the calibration (None without one)."""
         return None if self.calibration is None else self.calibration.far_at_score(similarity)
 
-    def faces_with_embeddings(self, image: ImageInput, name: str = "the image", *, flip: bool | None = None, **options: Any) -> AnalyzedImage:
+    def faces_with_embeddings(
+        self, image: ImageInput, name: str = "the image", *, flip: bool | None = None, **options: Any
+    ) -> AnalyzedImage:
         """`run(embed=True)`, refusing an image without a face (the REST 422 no_face)."""
         result = self.run(image, embed=True, flip=flip, **options)
         if not result.detections:
             raise ImageError("no_face", f"no face found in {name}{low_quality_note(result)}")
         return result
 
-    def verify(self, image1: ImageInput, image2: ImageInput, *, far: float | None = None, threshold: float | None = None, flip: bool | None = None, **options: Any) -> dict:
+    def verify(
+        self,
+        image1: ImageInput,
+        image2: ImageInput,
+        *,
+        far: float | None = None,
+        threshold: float | None = None,
+        flip: bool | None = None,
+        **options: Any,
+    ) -> dict:
         """~ POST /v1/verify: every face of image1 against every face of image2; the best pair decides."""
         chosen = self.decision(far, threshold)  # before any model work, as the service checks its query first
         first = self.faces_with_embeddings(image1, _named("image1", image1), flip=flip, **options)
@@ -216,18 +288,29 @@ class FaceAnalyzer:
         similarities = first.embeddings @ second.embeddings.T
         pairs = [
             {
-                "face1": i, "face2": j, "similarity": float(similarities[i, j]), "far_at_score": self.far_at_score(float(similarities[i, j])),
+                "face1": i,
+                "face2": j,
+                "similarity": float(similarities[i, j]),
+                "far_at_score": self.far_at_score(float(similarities[i, j])),
                 "verified": bool(similarities[i, j] >= chosen.threshold),
             }
-            for i in range(similarities.shape[0]) for j in range(similarities.shape[1])
+            for i in range(similarities.shape[0])
+            for j in range(similarities.shape[1])
         ]
         pairs.sort(key=lambda pair: pair["similarity"], reverse=True)
         best = pairs[0]
         return {
-            "verified": best["verified"], "similarity": best["similarity"], "decision": decision_of(chosen), "best": best, "pairs": pairs,
-            "faces1": faces_of(first), "faces2": faces_of(second),
-            "faces1_found": first.faces_found, "faces2_found": second.faces_found,
-            "truncated": first.truncated or second.truncated, "model_sha256": self.model_sha256,
+            "verified": best["verified"],
+            "similarity": best["similarity"],
+            "decision": decision_of(chosen),
+            "best": best,
+            "pairs": pairs,
+            "faces1": faces_of(first),
+            "faces2": faces_of(second),
+            "faces1_found": first.faces_found,
+            "faces2_found": second.faces_found,
+            "truncated": first.truncated or second.truncated,
+            "model_sha256": self.model_sha256,
         }
 
 

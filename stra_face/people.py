@@ -5,6 +5,7 @@ gallery filled here is searched by `stra-face serve` pointed at it, and the othe
 Answers are dicts with the keys of the REST JSON (POST /v1/subjects/{id}/faces, POST /v1/identify,
 GET /v1/subjects).
 """
+
 from __future__ import annotations
 
 import functools
@@ -26,7 +27,10 @@ DSN_SCHEMES = ("postgresql://", "postgres://")
 
 def face_out(face: SubjectFace, current_sha256: str) -> dict:
     return {
-        "id": face.id, "model_sha256": face.model_sha256, "created_at": face.created_at, "has_image": face.has_image,
+        "id": face.id,
+        "model_sha256": face.model_sha256,
+        "created_at": face.created_at,
+        "has_image": face.has_image,
         "current_model": face.model_sha256 == current_sha256,
     }
 
@@ -81,7 +85,8 @@ class Gallery:
         subjects, total = self.store.list_subjects(limit, offset)
         current, other = self.store.face_counts(self._sha256)
         return {
-            "total": total, "subjects": [subject_out(s, self._sha256) for s in subjects],
+            "total": total,
+            "subjects": [subject_out(s, self._sha256) for s in subjects],
             "enrolments": {"current_model": current, "need_reenrolment": other},
         }
 
@@ -89,8 +94,15 @@ class Gallery:
         self.store.delete_subject(subject_id)
 
     def enroll(
-        self, subject_id: str, image: ImageInput, *, name: str | None = None, metadata: dict | None = None,
-        select: str = "single", flip: bool | None = None, **options: Any,
+        self,
+        subject_id: str,
+        image: ImageInput,
+        *,
+        name: str | None = None,
+        metadata: dict | None = None,
+        select: str = "single",
+        flip: bool | None = None,
+        **options: Any,
     ) -> dict:
         """~ POST /v1/subjects/{id}/faces, creating the subject first when it is new.
 
@@ -99,10 +111,17 @@ class Gallery:
             raise ValueError(f"select is 'single' or 'largest', not {select!r}")
         result = self.analyzer.faces_with_embeddings(image, _named(image), flip=flip, **options)
         if len(result.detections) > 1 and select == "single":
-            raise ImageError("multiple_faces", f"{result.faces_found} faces found in {_named(image)}; use a photo of one face or select='largest'")
+            raise ImageError(
+                "multiple_faces",
+                f"{result.faces_found} faces found in {_named(image)}; use a photo of one face or select='largest'",
+            )
         self._ensure_subject(subject_id, name, metadata or {})
         face = self.store.add_face(subject_id, uuid.uuid4().hex, result.embeddings[0], self._sha256, None)
-        return {"subject_id": subject_id, "face": face_out(face, self._sha256), "detection": detected(result.detections[0], result.qualities[0])}
+        return {
+            "subject_id": subject_id,
+            "face": face_out(face, self._sha256),
+            "detection": detected(result.detections[0], result.qualities[0]),
+        }
 
     def _ensure_subject(self, subject_id: str, name: str | None, metadata: dict) -> None:
         try:
@@ -112,21 +131,45 @@ class Gallery:
                 raise
             self.store.create_subject(subject_id, name, metadata)
 
-    def identify(self, image: ImageInput, *, top_k: int = 5, fpir: float | None = None, threshold: float | None = None, flip: bool | None = None, **options: Any) -> dict:
+    def identify(
+        self,
+        image: ImageInput,
+        *,
+        top_k: int = 5,
+        fpir: float | None = None,
+        threshold: float | None = None,
+        flip: bool | None = None,
+        **options: Any,
+    ) -> dict:
         """~ POST /v1/identify: per face, the subject it is or unknown (open set: the threshold for `fpir`, the
         default FPIR when None, over the gallery's size), and the top_k subjects by their best face."""
         analyzer = self.analyzer
         chosen = choose_open_set_threshold(
-            analyzer.calibration, analyzer.settings.default_fpir if fpir is None else fpir, self.store.face_counts(self._sha256)[0], threshold,
-            model=self._sha256, source=str(analyzer.settings.thresholds_file),
+            analyzer.calibration,
+            analyzer.settings.default_fpir if fpir is None else fpir,
+            self.store.face_counts(self._sha256)[0],
+            threshold,
+            model=self._sha256,
+            source=str(analyzer.settings.thresholds_file),
         )
         result = analyzer.faces_with_embeddings(image, _named(image), flip=flip, **options)
         candidates = [self.store.search(embedding, self._sha256, top_k) for embedding in result.embeddings]
         faces = [
-            detected(detection, quality) | {
-                "subject_id": subject, "unknown": subject is None,
-                "matches": [asdict(m) | {"far_at_score": analyzer.far_at_score(m.similarity), "accepted": m.similarity >= chosen.threshold} for m in matches],
+            detected(detection, quality)
+            | {
+                "subject_id": subject,
+                "unknown": subject is None,
+                "matches": [
+                    asdict(m)
+                    | {
+                        "far_at_score": analyzer.far_at_score(m.similarity),
+                        "accepted": m.similarity >= chosen.threshold,
+                    }
+                    for m in matches
+                ],
             }
-            for detection, quality, matches, subject in zip(result.detections, result.qualities, candidates, assign_subjects(candidates, chosen.threshold))
+            for detection, quality, matches, subject in zip(
+                result.detections, result.qualities, candidates, assign_subjects(candidates, chosen.threshold)
+            )
         ]
         return counted(result) | {"decision": decision_of(chosen), "model_sha256": self._sha256, "faces": faces}

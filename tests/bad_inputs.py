@@ -4,6 +4,7 @@ Each case builds a request for a route's image fields (("image",) or ("image1", 
 `case.request(fields) -> dict` of httpx.Client.request keyword arguments. Image-byte cases go as
 multipart files, every third one as base64 JSON instead, so both body parsers see them.
 """
+
 from __future__ import annotations
 
 import base64
@@ -48,14 +49,24 @@ def png_chunk(kind: bytes, data: bytes) -> bytes:
 def png_header_only(width: int, height: int, bit_depth: int = 8, colour: int = 2) -> bytes:
     """A PNG whose IHDR claims width x height, with a tiny IDAT: bombs and lies in the header."""
     header = struct.pack(">IIBBBBB", width, height, bit_depth, colour, 0, 0, 0)
-    return b"\x89PNG\r\n\x1a\n" + png_chunk(b"IHDR", header) + png_chunk(b"IDAT", zlib.compress(b"\0" * 64)) + png_chunk(b"IEND", b"")
+    return (
+        b"\x89PNG\r\n\x1a\n"
+        + png_chunk(b"IHDR", header)
+        + png_chunk(b"IDAT", zlib.compress(b"\0" * 64))
+        + png_chunk(b"IEND", b"")
+    )
 
 
 def png_bomb(width: int, height: int) -> bytes:
     compressor = zlib.compressobj(1)
     row = b"\x00" * (width + 1)
     idat = b"".join(compressor.compress(row) for _ in range(height)) + compressor.flush()
-    return b"\x89PNG\r\n\x1a\n" + png_chunk(b"IHDR", struct.pack(">IIBBBBB", width, height, 8, 0, 0, 0, 0)) + png_chunk(b"IDAT", idat) + png_chunk(b"IEND", b"")
+    return (
+        b"\x89PNG\r\n\x1a\n"
+        + png_chunk(b"IHDR", struct.pack(">IIBBBBB", width, height, 8, 0, 0, 0, 0))
+        + png_chunk(b"IDAT", idat)
+        + png_chunk(b"IEND", b"")
+    )
 
 
 def bmp_header_only(width: int, height: int) -> bytes:
@@ -66,7 +77,7 @@ def bmp_header_only(width: int, height: int) -> bytes:
 def jpeg_with_size(data: bytes, width: int, height: int) -> bytes:
     """A real JPEG with the SOF0 frame size rewritten (claims a size its scan does not have)."""
     at = data.find(b"\xff\xc0")
-    return data[: at + 5] + struct.pack(">HH", height, width) + data[at + 9:]
+    return data[: at + 5] + struct.pack(">HH", height, width) + data[at + 9 :]
 
 
 def with_exif_orientation(image: Image.Image, orientation: int) -> bytes:
@@ -104,7 +115,9 @@ def image_cases(photo: bytes | None) -> list[tuple[str, bytes]]:
                 corrupt[rng.randrange(len(corrupt))] = rng.randrange(256)
             cases.append((f"corrupt {fmt} #{i}", bytes(corrupt)))
         for start in (2, 8, 12, 16, 24, 40):
-            cases.append((f"{fmt} with junk from byte {start}", data[:start] + bytes(rng.randrange(256) for _ in range(200))))
+            cases.append(
+                (f"{fmt} with junk from byte {start}", data[:start] + bytes(rng.randrange(256) for _ in range(200)))
+            )
     cases += [
         ("RIFF/WEBP junk", b"RIFF\x10\0\0\0WEBPVP8 " + b"\xff" * 64),
         ("RIFF/WEBP VP8X junk", b"RIFF\x20\0\0\0WEBPVP8X" + b"\x00" * 10 + b"\xff" * 20),
@@ -121,15 +134,45 @@ def image_cases(photo: bytes | None) -> list[tuple[str, bytes]]:
         ("html", b"<html><body><img src=x></body></html>"),
     ]
     # Huge and bomb headers: the size in the header is refused before pixels are decoded.
-    for width, height in [(65535, 65535), (2**31 - 1, 1), (1, 2**31 - 1), (100_000, 100_000), (40_000, 1001), (0, 10), (10, 0), (0, 0), (2**32 - 1, 2**32 - 1)]:
+    for width, height in [
+        (65535, 65535),
+        (2**31 - 1, 1),
+        (1, 2**31 - 1),
+        (100_000, 100_000),
+        (40_000, 1001),
+        (0, 10),
+        (10, 0),
+        (0, 0),
+        (2**32 - 1, 2**32 - 1),
+    ]:
         for bit_depth, colour in [(8, 2), (16, 0), (1, 0), (8, 6)]:
-            cases.append((f"PNG header {width}x{height} depth {bit_depth} colour {colour}", png_header_only(width, height, bit_depth, colour)))
+            cases.append(
+                (
+                    f"PNG header {width}x{height} depth {bit_depth} colour {colour}",
+                    png_header_only(width, height, bit_depth, colour),
+                )
+            )
         cases.append((f"BMP header {width}x{height}", bmp_header_only(min(width, 2**31 - 1), min(height, 2**31 - 1))))
-        cases.append((f"JPEG SOF {width}x{height}", jpeg_with_size(encoded["JPEG"], min(width, 65535), min(height, 65535))))
-    cases += [("PNG bomb 20000x20000 (zeros)", png_bomb(20000, 20000)), ("PNG bomb 7000x6000 just over 40 MP", png_bomb(7000, 6000))]
+        cases.append(
+            (f"JPEG SOF {width}x{height}", jpeg_with_size(encoded["JPEG"], min(width, 65535), min(height, 65535)))
+        )
+    cases += [
+        ("PNG bomb 20000x20000 (zeros)", png_bomb(20000, 20000)),
+        ("PNG bomb 7000x6000 just over 40 MP", png_bomb(7000, 6000)),
+    ]
     cases.append(("BMP negative height", bmp_header_only(64, -64)))
     # Tiny images and strips: smaller than any detectable face.
-    for width, height in [*((s, s) for s in (1, 2, 3, 5, 8, 11, 12, 13, 19, 20, 21)), (1, 500), (500, 1), (40000, 1), (1, 40000), (12, 4000), (4000, 12), (19, 1280), (3000, 19)]:
+    for width, height in [
+        *((s, s) for s in (1, 2, 3, 5, 8, 11, 12, 13, 19, 20, 21)),
+        (1, 500),
+        (500, 1),
+        (40000, 1),
+        (1, 40000),
+        (12, 4000),
+        (4000, 12),
+        (19, 1280),
+        (3000, 19),
+    ]:
         for fmt in ("PNG", "JPEG"):
             if fmt == "JPEG" and max(width, height) > 65500:
                 continue
@@ -166,7 +209,9 @@ def image_cases(photo: bytes | None) -> list[tuple[str, bytes]]:
         ("MPO-like JPEG with two SOIs", encoded["JPEG"] + encoded["JPEG"]),
     ]
     # EXIF orientation, valid and invalid values, and broken EXIF blocks.
-    cases += [(f"EXIF orientation {o}", with_exif_orientation(base, o)) for o in (0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 255, 65535)]
+    cases += [
+        (f"EXIF orientation {o}", with_exif_orientation(base, o)) for o in (0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 255, 65535)
+    ]
     jpeg = encoded["JPEG"]
     cases += [
         ("JPEG with junk APP1 Exif", jpeg[:2] + b"\xff\xe1\x00\x20Exif\x00\x00" + b"\xff" * 26 + jpeg[2:]),
@@ -181,7 +226,10 @@ def _multipart(data: bytes, fields: tuple[str, ...], content_type: str = "applic
 
 
 def _json(value, fields: tuple[str, ...]) -> dict:
-    return {"content": json.dumps({field: value for field in fields}).encode(), "headers": {"content-type": "application/json"}}
+    return {
+        "content": json.dumps({field: value for field in fields}).encode(),
+        "headers": {"content-type": "application/json"},
+    }
 
 
 def body_cases() -> list[Case]:
@@ -190,45 +238,169 @@ def body_cases() -> list[Case]:
     cases = [
         Case(f"base64 {name}", lambda fields, v=value: _json(v, fields))
         for name, value in [
-            ("not base64", "this is not base64!!"), ("padding only", "===="), ("one char", "A"), ("wrong padding", valid[:-2] + "="),
-            ("truncated", valid[: len(valid) // 2]), ("non-ascii", "ÿØÿà" * 10), ("url-safe alphabet", valid.replace("+", "-").replace("/", "_")),
-            ("data URL without comma", "data:image/jpeg;base64"), ("data URL of junk", "data:image/png;base64,@@@@"),
-            ("empty string", ""), ("whitespace", "   \n\t  "), ("number", 12345), ("float", 1.5), ("null", None), ("true", True),
-            ("list", [valid]), ("object", {"data": valid}), ("nested list", [[[[valid]]]]), ("base64 of text", base64.b64encode(b"hello").decode()),
-            ("base64 of zeros", base64.b64encode(b"\0" * 1000).decode()), ("huge number", 10**4000),
+            ("not base64", "this is not base64!!"),
+            ("padding only", "===="),
+            ("one char", "A"),
+            ("wrong padding", valid[:-2] + "="),
+            ("truncated", valid[: len(valid) // 2]),
+            ("non-ascii", "ÿØÿà" * 10),
+            ("url-safe alphabet", valid.replace("+", "-").replace("/", "_")),
+            ("data URL without comma", "data:image/jpeg;base64"),
+            ("data URL of junk", "data:image/png;base64,@@@@"),
+            ("empty string", ""),
+            ("whitespace", "   \n\t  "),
+            ("number", 12345),
+            ("float", 1.5),
+            ("null", None),
+            ("true", True),
+            ("list", [valid]),
+            ("object", {"data": valid}),
+            ("nested list", [[[[valid]]]]),
+            ("base64 of text", base64.b64encode(b"hello").decode()),
+            ("base64 of zeros", base64.b64encode(b"\0" * 1000).decode()),
+            ("huge number", 10**4000),
         ]
     ]
     cases += [
-        Case("JSON top-level list", lambda fields: {"content": b'["image"]', "headers": {"content-type": "application/json"}}),
-        Case("JSON top-level string", lambda fields: {"content": b'"image"', "headers": {"content-type": "application/json"}}),
+        Case(
+            "JSON top-level list",
+            lambda fields: {"content": b'["image"]', "headers": {"content-type": "application/json"}},
+        ),
+        Case(
+            "JSON top-level string",
+            lambda fields: {"content": b'"image"', "headers": {"content-type": "application/json"}},
+        ),
         Case("JSON empty object", lambda fields: {"content": b"{}", "headers": {"content-type": "application/json"}}),
         Case("JSON invalid", lambda fields: {"content": b"{image: x", "headers": {"content-type": "application/json"}}),
         Case("JSON empty body", lambda fields: {"content": b"", "headers": {"content-type": "application/json"}}),
-        Case("JSON not UTF-8", lambda fields: {"content": b'{"image": "\xff\xfe"}', "headers": {"content-type": "application/json"}}),
-        Case("JSON 5000-digit number", lambda fields: {"content": b'{"image": ' + b"1" * 5000 + b"}", "headers": {"content-type": "application/json"}}),
-        Case("JSON with NaN", lambda fields: {"content": b'{"image": NaN}', "headers": {"content-type": "application/json"}}),
-        Case("JSON duplicate keys", lambda fields: {"content": ("{" + ",".join(f'"{f}": "x", "{f}": "{valid}"' for f in fields) + "}").encode(), "headers": {"content-type": "application/json"}}),
-        Case("JSON charset param", lambda fields: _json(valid, fields) | {"headers": {"content-type": "application/json; charset=latin-1"}}),
+        Case(
+            "JSON not UTF-8",
+            lambda fields: {"content": b'{"image": "\xff\xfe"}', "headers": {"content-type": "application/json"}},
+        ),
+        Case(
+            "JSON 5000-digit number",
+            lambda fields: {
+                "content": b'{"image": ' + b"1" * 5000 + b"}",
+                "headers": {"content-type": "application/json"},
+            },
+        ),
+        Case(
+            "JSON with NaN",
+            lambda fields: {"content": b'{"image": NaN}', "headers": {"content-type": "application/json"}},
+        ),
+        Case(
+            "JSON duplicate keys",
+            lambda fields: {
+                "content": ("{" + ",".join(f'"{f}": "x", "{f}": "{valid}"' for f in fields) + "}").encode(),
+                "headers": {"content-type": "application/json"},
+            },
+        ),
+        Case(
+            "JSON charset param",
+            lambda fields: _json(valid, fields) | {"headers": {"content-type": "application/json; charset=latin-1"}},
+        ),
     ]
     for depth in (33, 100, 1000, 100_000):
-        cases.append(Case(f"nested JSON arrays depth {depth}", lambda fields, d=depth: {"content": b"[" * d + b"]" * d, "headers": {"content-type": "application/json"}}))
-        cases.append(Case(f"nested JSON objects depth {depth}", lambda fields, d=depth: {"content": b'{"a":' * d + b"1" + b"}" * d, "headers": {"content-type": "application/json"}}))
-        cases.append(Case(f"nested JSON in the image field depth {depth}", lambda fields, d=depth: {"content": b'{"image": ' + b"[" * d + b"]" * d + b"}", "headers": {"content-type": "application/json"}}))
-    cases.append(Case("unbalanced JSON 100000 opening brackets", lambda fields: {"content": b"[" * 100_000, "headers": {"content-type": "application/json"}}))
+        cases.append(
+            Case(
+                f"nested JSON arrays depth {depth}",
+                lambda fields, d=depth: {
+                    "content": b"[" * d + b"]" * d,
+                    "headers": {"content-type": "application/json"},
+                },
+            )
+        )
+        cases.append(
+            Case(
+                f"nested JSON objects depth {depth}",
+                lambda fields, d=depth: {
+                    "content": b'{"a":' * d + b"1" + b"}" * d,
+                    "headers": {"content-type": "application/json"},
+                },
+            )
+        )
+        cases.append(
+            Case(
+                f"nested JSON in the image field depth {depth}",
+                lambda fields, d=depth: {
+                    "content": b'{"image": ' + b"[" * d + b"]" * d + b"}",
+                    "headers": {"content-type": "application/json"},
+                },
+            )
+        )
+    cases.append(
+        Case(
+            "unbalanced JSON 100000 opening brackets",
+            lambda fields: {"content": b"[" * 100_000, "headers": {"content-type": "application/json"}},
+        )
+    )
     cases.append(Case("JSON brackets inside strings (not nesting)", lambda fields: _json("[" * 1000, fields)))
-    for content_type in ("text/plain", "image/jpeg", "application/xml", "application/x-www-form-urlencoded", "application/octet-stream", "", "multipart/form-data", "multipart/form-data; boundary=", "multipart/mixed; boundary=x", "application/json-seq", "*/*"):
-        cases.append(Case(f"content type {content_type!r}", lambda fields, c=content_type: {"content": encode(picture(), "JPEG"), "headers": {"content-type": c}}))
+    for content_type in (
+        "text/plain",
+        "image/jpeg",
+        "application/xml",
+        "application/x-www-form-urlencoded",
+        "application/octet-stream",
+        "",
+        "multipart/form-data",
+        "multipart/form-data; boundary=",
+        "multipart/mixed; boundary=x",
+        "application/json-seq",
+        "*/*",
+    ):
+        cases.append(
+            Case(
+                f"content type {content_type!r}",
+                lambda fields, c=content_type: {"content": encode(picture(), "JPEG"), "headers": {"content-type": c}},
+            )
+        )
     boundary = "b0undary"
     cases += [
-        Case("multipart with a wrong boundary", lambda fields: {"content": b"--other\r\nContent-Disposition: form-data; name=\"image\"\r\n\r\nxx\r\n--other--\r\n", "headers": {"content-type": f"multipart/form-data; boundary={boundary}"}}),
-        Case("multipart truncated", lambda fields: {"content": f"--{boundary}\r\nContent-Disposition: form-data; name=\"image\"; filename=\"a.jpg\"\r\n\r\n".encode() + encode(picture(), "JPEG")[:100], "headers": {"content-type": f"multipart/form-data; boundary={boundary}"}}),
-        Case("multipart without disposition", lambda fields: {"content": f"--{boundary}\r\n\r\nxx\r\n--{boundary}--\r\n".encode(), "headers": {"content-type": f"multipart/form-data; boundary={boundary}"}}),
-        Case("multipart with 100 files", lambda fields: {"files": [(fields[0], (f"{i}.jpg", b"x", "image/jpeg")) for i in range(100)]}),
-        Case("multipart with 100 fields", lambda fields: {"data": {f"f{i}": "x" for i in range(100)}, "files": {f: ("a.jpg", b"x") for f in fields}}),
-        Case("multipart text field of base64", lambda fields: {"data": {f: valid for f in fields}, "files": {"unused": ("u.txt", b"u")}}),
-        Case("multipart text field not base64", lambda fields: {"data": {f: "not base64 !!" for f in fields}, "files": {"unused": ("u.txt", b"u")}}),
+        Case(
+            "multipart with a wrong boundary",
+            lambda fields: {
+                "content": b'--other\r\nContent-Disposition: form-data; name="image"\r\n\r\nxx\r\n--other--\r\n',
+                "headers": {"content-type": f"multipart/form-data; boundary={boundary}"},
+            },
+        ),
+        Case(
+            "multipart truncated",
+            lambda fields: {
+                "content": (
+                    f'--{boundary}\r\nContent-Disposition: form-data; name="image"; filename="a.jpg"\r\n\r\n'
+                ).encode()
+                + encode(picture(), "JPEG")[:100],
+                "headers": {"content-type": f"multipart/form-data; boundary={boundary}"},
+            },
+        ),
+        Case(
+            "multipart without disposition",
+            lambda fields: {
+                "content": f"--{boundary}\r\n\r\nxx\r\n--{boundary}--\r\n".encode(),
+                "headers": {"content-type": f"multipart/form-data; boundary={boundary}"},
+            },
+        ),
+        Case(
+            "multipart with 100 files",
+            lambda fields: {"files": [(fields[0], (f"{i}.jpg", b"x", "image/jpeg")) for i in range(100)]},
+        ),
+        Case(
+            "multipart with 100 fields",
+            lambda fields: {"data": {f"f{i}": "x" for i in range(100)}, "files": {f: ("a.jpg", b"x") for f in fields}},
+        ),
+        Case(
+            "multipart text field of base64",
+            lambda fields: {"data": {f: valid for f in fields}, "files": {"unused": ("u.txt", b"u")}},
+        ),
+        Case(
+            "multipart text field not base64",
+            lambda fields: {"data": {f: "not base64 !!" for f in fields}, "files": {"unused": ("u.txt", b"u")}},
+        ),
         Case("multipart field missing", lambda fields: {"files": {"other": ("a.jpg", encode(picture(), "JPEG"))}}),
-        Case("multipart image as image/gif type", lambda fields: _multipart(encode(picture(), "JPEG"), fields, "image/gif")),
+        Case(
+            "multipart image as image/gif type",
+            lambda fields: _multipart(encode(picture(), "JPEG"), fields, "image/gif"),
+        ),
         Case("multipart empty file", lambda fields: _multipart(b"", fields)),
     ]
     return cases
@@ -236,7 +408,7 @@ def body_cases() -> list[Case]:
 
 def chunks(data: bytes, size: int):
     for start in range(0, len(data), size):
-        yield data[start:start + size]
+        yield data[start : start + size]
 
 
 def chunked_cases(oversize_bytes: int = 300 * 2**20) -> list[Case]:
@@ -251,10 +423,28 @@ def chunked_cases(oversize_bytes: int = 300 * 2**20) -> list[Case]:
         yield b'"}'
 
     return [
-        Case("chunked JSON image", lambda fields: {"content": chunks(_json(valid, fields)["content"], 1000), "headers": {"content-type": "application/json"}}),
-        Case("chunked JSON nested depth 10000", lambda fields: {"content": chunks(b"[" * 10000 + b"]" * 10000, 999), "headers": {"content-type": "application/json"}}),
-        Case("chunked oversize JSON", lambda fields: {"content": oversize(fields), "headers": {"content-type": "application/json"}}),
-        Case("chunked oversize octet-stream", lambda fields: {"content": oversize(fields), "headers": {"content-type": "application/octet-stream"}}),
+        Case(
+            "chunked JSON image",
+            lambda fields: {
+                "content": chunks(_json(valid, fields)["content"], 1000),
+                "headers": {"content-type": "application/json"},
+            },
+        ),
+        Case(
+            "chunked JSON nested depth 10000",
+            lambda fields: {
+                "content": chunks(b"[" * 10000 + b"]" * 10000, 999),
+                "headers": {"content-type": "application/json"},
+            },
+        ),
+        Case(
+            "chunked oversize JSON",
+            lambda fields: {"content": oversize(fields), "headers": {"content-type": "application/json"}},
+        ),
+        Case(
+            "chunked oversize octet-stream",
+            lambda fields: {"content": oversize(fields), "headers": {"content-type": "application/octet-stream"}},
+        ),
     ]
 
 
@@ -262,7 +452,9 @@ def corpus(photo: bytes | None = None) -> list[Case]:
     cases = []
     for index, (name, data) in enumerate(image_cases(photo)):
         if index % 3 == 2:
-            cases.append(Case(name + " (base64 JSON)", lambda fields, d=data: _json(base64.b64encode(d).decode(), fields)))
+            cases.append(
+                Case(name + " (base64 JSON)", lambda fields, d=data: _json(base64.b64encode(d).decode(), fields))
+            )
         else:
             cases.append(Case(name, lambda fields, d=data: _multipart(d, fields)))
     return cases + body_cases()

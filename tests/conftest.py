@@ -1,4 +1,5 @@
 """Shared fixtures: real data location, small random ONNX models, a service factory."""
+
 from __future__ import annotations
 
 import json
@@ -46,8 +47,18 @@ def random_onnx_models(tmp_path_factory) -> dict[str, Path]:
 
     folder = tmp_path_factory.mktemp("onnx")
     torch.manual_seed(0)
-    embedding = export_onnx(with_batchnorm_statistics(models.create_model("mobilenetv2_100", embedding_dim=128), (3, 112, 112)), folder / "embedding.onnx", (3, 112, 112))
-    expression = export_onnx(with_batchnorm_statistics(models.create_model("mobilenetv2_100", num_classes=7, in_chans=1, stem_stride=2), (1, 48, 48)), folder / "expression.onnx", (1, 48, 48))
+    embedding = export_onnx(
+        with_batchnorm_statistics(models.create_model("mobilenetv2_100", embedding_dim=128), (3, 112, 112)),
+        folder / "embedding.onnx",
+        (3, 112, 112),
+    )
+    expression = export_onnx(
+        with_batchnorm_statistics(
+            models.create_model("mobilenetv2_100", num_classes=7, in_chans=1, stem_stride=2), (1, 48, 48)
+        ),
+        folder / "expression.onnx",
+        (1, 48, 48),
+    )
     return {"embedding": embedding, "expression": expression}
 
 
@@ -80,7 +91,9 @@ def make_client(random_onnx_models, tmp_path):
 
 
 def write_thresholds(path: Path, sha256: str, thresholds: dict[str, float]) -> None:
-    path.write_text(json.dumps({sha256: {"model": "test", "dataset": "unit-test", "pairs": 0, "thresholds": thresholds}}))
+    path.write_text(
+        json.dumps({sha256: {"model": "test", "dataset": "unit-test", "pairs": 0, "thresholds": thresholds}})
+    )
 
 
 def find_initdb() -> Path | None:
@@ -110,9 +123,16 @@ def install_pgvector(bin_dir: Path) -> str | None:
         shutil.unpack_archive(PGVECTOR_SOURCE, build)
         source = next(Path(build).glob("pgvector-*"))
         for target in ([], ["install"]):
-            done = subprocess.run(["nice", "-n", "10", "make", "-C", str(source), f"PG_CONFIG={pg_config}", *target], capture_output=True, text=True)
+            done = subprocess.run(
+                ["nice", "-n", "10", "make", "-C", str(source), f"PG_CONFIG={pg_config}", *target],
+                capture_output=True,
+                text=True,
+            )
             if done.returncode != 0:  # compiler output says less than the package that is missing
-                return f"building pgvector failed (make exit {done.returncode}): install Debian's postgresql-server-dev-15 (PostgreSQL's server headers)"
+                return (
+                    f"building pgvector failed (make exit {done.returncode}): "
+                    "install Debian's postgresql-server-dev-15 (PostgreSQL's server headers)"
+                )
     return None
 
 
@@ -142,11 +162,15 @@ def postgres_dsn(request):
         started = subprocess.run(command, capture_output=True, text=True)
         if started.returncode != 0:
             shutil.rmtree(root, ignore_errors=True)
-            pytest.skip(f"could not start a throwaway PostgreSQL ({command[len(as_user)]}): {started.stderr.strip()[-300:]}")
+            pytest.skip(
+                f"could not start a throwaway PostgreSQL ({command[len(as_user)]}): {started.stderr.strip()[-300:]}"
+            )
     try:
         yield f"postgresql://postgres@/postgres?host={socket_dir}&port=5439"
     finally:
-        subprocess.run([*as_user, str(bin_dir / "pg_ctl"), "-D", str(data), "-m", "immediate", "stop"], capture_output=True)
+        subprocess.run(
+            [*as_user, str(bin_dir / "pg_ctl"), "-D", str(data), "-m", "immediate", "stop"], capture_output=True
+        )
         shutil.rmtree(root, ignore_errors=True)
 
 
@@ -157,7 +181,10 @@ def pgvector_dsn(request, postgres_dsn):
 
     with psycopg.connect(postgres_dsn, autocommit=True) as db:
         if db.execute("SELECT 1 FROM pg_available_extensions WHERE name = 'vector'").fetchone() is None:
-            pytest.skip(f"pgvector is not available: {request.config.stash.get(PGVECTOR_MISSING, None) or 'not installed in that server'}")
+            pytest.skip(
+                "pgvector is not available: "
+                f"{request.config.stash.get(PGVECTOR_MISSING, None) or 'not installed in that server'}"
+            )
         db.execute("CREATE EXTENSION IF NOT EXISTS vector")
     return postgres_dsn
 
@@ -170,7 +197,16 @@ def live_server(random_onnx_models, tmp_path_factory):
     from stra_face.vision.inference import sha256_file
 
     sha = sha256_file(random_onnx_models["embedding"])
-    thresholds = {sha: {"model": "random", "dataset": "unit-test", "pairs": 0, "thresholds": {"0.01": 0.3, "0.001": 0.4, "0.0001": 0.5}}}
-    server = start_server(random_onnx_models, tmp_path_factory.mktemp("live"), thresholds, header_timeout_s=2, body_timeout_s=3)
+    thresholds = {
+        sha: {
+            "model": "random",
+            "dataset": "unit-test",
+            "pairs": 0,
+            "thresholds": {"0.01": 0.3, "0.001": 0.4, "0.0001": 0.5},
+        }
+    }
+    server = start_server(
+        random_onnx_models, tmp_path_factory.mktemp("live"), thresholds, header_timeout_s=2, body_timeout_s=3
+    )
     yield server
     stop_server(server)

@@ -1,5 +1,6 @@
 """`stra-face serve` in a subprocess, for tests that need real sockets (chunked bodies, slow clients,
 keep-alive, the process's own memory)."""
+
 from __future__ import annotations
 
 import json
@@ -39,18 +40,35 @@ def start_server(models: dict[str, Path], folder: Path, thresholds: dict | None 
     port = free_port()
     thresholds_file = folder / "thresholds.json"
     thresholds_file.write_text(json.dumps(thresholds or {}))
-    env = os.environ | {
-        "STRA_EMBEDDING_MODEL": str(models["embedding"]),
-        "STRA_EXPRESSION_MODEL": str(models["expression"]),
-        "STRA_THRESHOLDS_FILE": str(thresholds_file),
-        "STRA_GALLERY_PATH": str(folder / "gallery.sqlite3"),
-        "STRA_PROVIDERS": '["CPUExecutionProvider"]',
-        "PYTHONPATH": str(ROOT),
-    } | {f"STRA_{key.upper()}": str(value) for key, value in settings.items()}
+    env = (
+        os.environ
+        | {
+            "STRA_EMBEDDING_MODEL": str(models["embedding"]),
+            "STRA_EXPRESSION_MODEL": str(models["expression"]),
+            "STRA_THRESHOLDS_FILE": str(thresholds_file),
+            "STRA_GALLERY_PATH": str(folder / "gallery.sqlite3"),
+            "STRA_PROVIDERS": '["CPUExecutionProvider"]',
+            "PYTHONPATH": str(ROOT),
+        }
+        | {f"STRA_{key.upper()}": str(value) for key, value in settings.items()}
+    )
     log = folder / "server.log"
     process = subprocess.Popen(
-        [sys.executable, "-m", "stra_face.service.cli", "--host", "127.0.0.1", "--port", str(port), "--log-level", "warning"],
-        cwd=ROOT, env=env, stdout=log.open("wb"), stderr=subprocess.STDOUT,
+        [
+            sys.executable,
+            "-m",
+            "stra_face.service.cli",
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(port),
+            "--log-level",
+            "warning",
+        ],
+        cwd=ROOT,
+        env=env,
+        stdout=log.open("wb"),
+        stderr=subprocess.STDOUT,
     )
     server = LiveServer(f"http://127.0.0.1:{port}", "127.0.0.1", port, process, log)
     deadline = time.monotonic() + 180

@@ -1,5 +1,6 @@
 """The package's layers, checked from its source: who may import whom, no import cycles, and the
 serving path loads no torch. Imports inside functions (lazy imports) count like any other."""
+
 from __future__ import annotations
 
 import ast
@@ -73,7 +74,10 @@ def test_the_import_scan_sees_the_package():
     """Guards the checks below against passing on an empty or misread tree."""
     assert {"stra_face.vision.detect", "stra_face.service.app", "stra_face.training.face.trainer"} <= set(MODULES)
     assert "torch" in {layer_of(target) for target in IMPORTS["stra_face.models.stra"]}
-    assert "stra_face.vision.inference" in IMPORTS["stra_face.training.eval.embedders"] | IMPORTS["stra_face.training.face.dlib_port"]
+    assert (
+        "stra_face.vision.inference"
+        in IMPORTS["stra_face.training.eval.embedders"] | IMPORTS["stra_face.training.face.dlib_port"]
+    )
     assert layer_of("stra_face.vision.detect") == "stra_face.vision" and layer_of("torch.nn") == "torch"
 
 
@@ -106,7 +110,11 @@ def test_python_api_and_cli_need_neither_training_nor_torch():
     pydantic `modes` schema so that its output matches the REST answer; the web stack stays out.)"""
     api = {layer_of(name) for name in MODULES} - LAYERS - {"stra_face"}
     assert {"stra_face.cli", "stra_face.config"} <= api
-    broken = [v for layer in sorted(api) for v in violations(layer, forbidden={"stra_face.training", "stra_face.models"} | TORCH | WEB)]
+    broken = [
+        v
+        for layer in sorted(api)
+        for v in violations(layer, forbidden={"stra_face.training", "stra_face.models"} | TORCH | WEB)
+    ]
     assert broken == []
 
 
@@ -171,10 +179,15 @@ def test_no_import_cycles_between_modules():
 
 def test_serving_path_loads_no_torch():
     """What `stra-face serve` and a Python API user import must not pull torch in, even when installed."""
-    code = ("import sys, stra_face, stra_face.cli, stra_face.service.app, stra_face.vision.detect, stra_face.gallery.sqlite, "
-            "stra_face.analyzer; "
-            "print(sorted(m for m in sys.modules if m.split('.')[0] in {'torch', 'torchvision', 'timm'}))")
-    result = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=120, check=False)
+    code = (
+        "import sys, stra_face, stra_face.cli, stra_face.service.app, stra_face.vision.detect, "
+        "stra_face.gallery.sqlite, "
+        "stra_face.analyzer; "
+        "print(sorted(m for m in sys.modules if m.split('.')[0] in {'torch', 'torchvision', 'timm'}))"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=120, check=False
+    )
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip() == "[]"
 
@@ -184,4 +197,7 @@ def test_every_cli_command_names_a_module_with_main(command):
     """The CLI stays a thin table: each command is a module of ours with a `main`."""
     module = COMMANDS[command][0]
     assert module in MODULES
-    assert any(isinstance(node, ast.FunctionDef) and node.name == "main" for node in ast.parse(MODULES[module].read_text()).body)
+    assert any(
+        isinstance(node, ast.FunctionDef) and node.name == "main"
+        for node in ast.parse(MODULES[module].read_text()).body
+    )

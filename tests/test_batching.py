@@ -1,4 +1,5 @@
 """Micro-batching of concurrent requests, and threshold selection."""
+
 from __future__ import annotations
 
 import asyncio
@@ -95,8 +96,8 @@ def test_fp16_model_is_widened_for_the_cpu_provider_and_keeps_its_outputs(tmp_pa
     import torch
 
     from stra_face import models
-    from stra_face.vision.inference import OnnxModel, has_fp16_weights
     from stra_face.training.export.onnx_export import export_onnx
+    from stra_face.vision.inference import OnnxModel, has_fp16_weights
 
     torch.manual_seed(0)
     network = models.create_model("mobilenetv2_100", embedding_dim=64).eval()
@@ -104,7 +105,9 @@ def test_fp16_model_is_widened_for_the_cpu_provider_and_keeps_its_outputs(tmp_pa
     assert has_fp16_weights(onnx.load(str(path)))
     model = OnnxModel(path, ["CPUExecutionProvider"])
     assert model.widened
-    assert not any(value.type == "tensor(float16)" for value in model.session.get_inputs() + model.session.get_outputs())
+    assert not any(
+        value.type == "tensor(float16)" for value in model.session.get_inputs() + model.session.get_outputs()
+    )
     batch = np.random.default_rng(0).standard_normal((3, 3, 64, 64)).astype(np.float32)
     with torch.no_grad():
         expected = network(torch.from_numpy(batch)).numpy()

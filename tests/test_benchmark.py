@@ -1,4 +1,5 @@
 """The verification benchmark: readers for .bin / LFW pairs.txt / CFP, and the 10-fold protocol."""
+
 from __future__ import annotations
 
 import json
@@ -13,8 +14,16 @@ from conftest import SHARED_DATA, need
 from stra_face.training.eval import verification as benchmark
 from stra_face.training.eval.embedders import FacePreparer, load_rgb
 from stra_face.training.eval.verification import (
-    PairSet, calibrate, contiguous_folds, evaluate_pairs, read_bin, read_cfp, read_lfw_pairs, roc_curve,
-    ten_fold_accuracy, threshold_at_far,
+    PairSet,
+    calibrate,
+    contiguous_folds,
+    evaluate_pairs,
+    read_bin,
+    read_cfp,
+    read_lfw_pairs,
+    roc_curve,
+    ten_fold_accuracy,
+    threshold_at_far,
 )
 
 
@@ -111,7 +120,9 @@ def test_cfp_protocol_reader_on_the_real_release():
         assert len(pairset.issame) == 7000 and pairset.issame.sum() == 3500
         assert list(np.bincount(pairset.folds)) == [700] * 10
         assert all(path.exists() for path in pairset.images[:20])
-    assert all("frontal" in str(fp.images[i]) for i in fp.pairs[:, 0]) and all("profile" in str(fp.images[j]) for j in fp.pairs[:, 1])
+    assert all("frontal" in str(fp.images[i]) for i in fp.pairs[:, 0]) and all(
+        "profile" in str(fp.images[j]) for j in fp.pairs[:, 1]
+    )
 
 
 @pytest.mark.parametrize("image", ["001/frontal/01.jpg", "002/frontal/02.jpg", "003/profile/01.jpg"])
@@ -145,13 +156,27 @@ def test_command_on_an_onnx_model_writes_results_roc_and_thresholds(synthetic_bi
     out, thresholds = tmp_path / "out", tmp_path / "thresholds.json"
     from stra_face.training.eval import cli
 
-    results = cli.main([
-        "--onnx", str(random_onnx_models["embedding"]), "--bin", str(synthetic_bin), "--out", str(out),
-        "--calibrate", "synthetic", "--thresholds-file", str(thresholds),
-    ])
+    results = cli.main(
+        [
+            "--onnx",
+            str(random_onnx_models["embedding"]),
+            "--bin",
+            str(synthetic_bin),
+            "--out",
+            str(out),
+            "--calibrate",
+            "synthetic",
+            "--thresholds-file",
+            str(thresholds),
+        ]
+    )
     assert results["synthetic"].pairs == 40 and 0 <= results["synthetic"].accuracy_mean <= 1
     assert (out / "roc.png").stat().st_size > 1000
-    assert json.loads((out / "results.json").read_text())["synthetic"]["tar_at_far"] == {"0.01": None, "0.001": None, "0.0001": None}
+    assert json.loads((out / "results.json").read_text())["synthetic"]["tar_at_far"] == {
+        "0.01": None,
+        "0.001": None,
+        "0.0001": None,
+    }
     assert sha256_file(random_onnx_models["embedding"]) in json.loads(thresholds.read_text())
 
 
@@ -165,21 +190,38 @@ def test_the_benchmark_step_and_the_command_that_reproduces_it_agree(synthetic_b
     onnx = random_onnx_models["embedding"]
     sources = benchmark.PairSources(bins=[synthetic_bin])
     calibration = benchmark.Calibration("synthetic", onnx, tmp_path / "thresholds.json")
-    direct = benchmark.benchmark(onnx_embedder(onnx, ["CPUExecutionProvider"]), "m", sources.load(), tmp_path / "a", calibration=calibration)
+    direct = benchmark.benchmark(
+        onnx_embedder(onnx, ["CPUExecutionProvider"]), "m", sources.load(), tmp_path / "a", calibration=calibration
+    )
     command = benchmark.reproduce_command(onnx, sources, tmp_path / "b", calibration)
     assert command.startswith("python -m stra_face.training.eval --onnx ")
     again = cli.main(shlex.split(command)[3:])
     assert again["synthetic"].accuracy_mean == pytest.approx(direct["synthetic"].accuracy_mean, abs=1e-6)
-    assert (tmp_path / "b" / "results.json").exists() and sha256_file(onnx) in json.loads((tmp_path / "thresholds.json").read_text())
+    assert (tmp_path / "b" / "results.json").exists() and sha256_file(onnx) in json.loads(
+        (tmp_path / "thresholds.json").read_text()
+    )
     with pytest.raises(ValueError, match="cfp_fp"):
-        benchmark.benchmark(onnx_embedder(onnx, ["CPUExecutionProvider"]), "m", sources.load(), tmp_path / "c",
-                            calibration=benchmark.Calibration("cfp_fp", onnx, tmp_path / "t2.json"))
+        benchmark.benchmark(
+            onnx_embedder(onnx, ["CPUExecutionProvider"]),
+            "m",
+            sources.load(),
+            tmp_path / "c",
+            calibration=benchmark.Calibration("cfp_fp", onnx, tmp_path / "t2.json"),
+        )
 
 
 def test_pair_sources_from_the_shared_data_layout(tmp_path):
     sources = benchmark.PairSources.from_roots(tmp_path / "cfp", tmp_path / "lfw", tmp_path / "overlap.txt")
     assert sources.lfw_pairs == tmp_path / "lfw" / "pairs.txt" and sources.lfw_root == tmp_path / "lfw" / "aligned112"
-    assert sources.argv() == ["--cfp", str(tmp_path / "cfp"), "--lfw-pairs", str(tmp_path / "lfw" / "pairs.txt"),
-                              "--lfw-root", str(tmp_path / "lfw" / "aligned112"), "--lfw-exclude", str(tmp_path / "overlap.txt")]
+    assert sources.argv() == [
+        "--cfp",
+        str(tmp_path / "cfp"),
+        "--lfw-pairs",
+        str(tmp_path / "lfw" / "pairs.txt"),
+        "--lfw-root",
+        str(tmp_path / "lfw" / "aligned112"),
+        "--lfw-exclude",
+        str(tmp_path / "overlap.txt"),
+    ]
     with pytest.raises(ValueError, match="no benchmark"):
         benchmark.PairSources().load()

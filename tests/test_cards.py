@@ -1,5 +1,6 @@
 """The model-card schema: every card that ships reads into it and writes back the same JSON; wrong
 field types are refused; keys the schema does not name travel in `extra`."""
+
 from __future__ import annotations
 
 import json
@@ -30,8 +31,13 @@ def test_a_card_is_found_beside_its_model(tmp_path):
     model = tmp_path / "m.onnx"
     model.write_bytes(b"not really onnx")
     assert ModelCard.beside(model) is None
-    card = ModelCard(task="face embedding (4-d)", **file_facts(model), input_kind="arcface_112", embedding_dim=4,
-                     extra={"note": {"any": ["json"]}, "parity_with_dlib": None})
+    card = ModelCard(
+        task="face embedding (4-d)",
+        **file_facts(model),
+        input_kind="arcface_112",
+        embedding_dim=4,
+        extra={"note": {"any": ["json"]}, "parity_with_dlib": None},
+    )
     assert card.write(model) == card_path(model) == tmp_path / "m.card.json"
     again = ModelCard.beside(model)
     assert again == card and again.sha256 == sha256_file(model) and again.size_bytes == len(b"not really onnx")
@@ -39,7 +45,9 @@ def test_a_card_is_found_beside_its_model(tmp_path):
     assert json.loads(card_path(model).read_text())["parity_with_dlib"] is None, "an extra null stays"
 
 
-@pytest.mark.parametrize(("field", "value"), [("sha256", 12), ("size_bytes", "12"), ("metrics", [0.9]), ("embedding_dim", 1.5)])
+@pytest.mark.parametrize(
+    ("field", "value"), [("sha256", 12), ("size_bytes", "12"), ("metrics", [0.9]), ("embedding_dim", 1.5)]
+)
 def test_a_field_of_the_wrong_type_is_refused(field, value):
     with pytest.raises(ValueError, match=field):
         ModelCard.from_dict({"task": "x", field: value})

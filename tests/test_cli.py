@@ -1,4 +1,5 @@
 """The file and folder commands, run as a person runs them: `stra-face <command> ...` in a subprocess."""
+
 from __future__ import annotations
 
 import csv
@@ -11,8 +12,8 @@ import time
 from pathlib import Path
 
 import pytest
-from conftest import FACES, ROOT, need
 
+from conftest import FACES, ROOT, need
 from stra_face.cli import COMMANDS
 
 SCRIPT = Path(sys.executable).parent / "stra-face"
@@ -23,7 +24,9 @@ OBAMA, OBAMA2, BIDEN = "examples/obama-480p.jpg", "examples/knn_examples/train/o
 
 
 def stra_face(*args, cwd: Path | None = None) -> subprocess.CompletedProcess:
-    return subprocess.run([*COMMAND, *map(str, args)], check=False, capture_output=True, text=True, env=ENV, cwd=cwd or ROOT, timeout=300)
+    return subprocess.run(
+        [*COMMAND, *map(str, args)], check=False, capture_output=True, text=True, env=ENV, cwd=cwd or ROOT, timeout=300
+    )
 
 
 def photos(tmp_path: Path, layout: dict[str, str]) -> Path:
@@ -63,12 +66,28 @@ except SystemExit as exit:
     code = exit.code
 print(f"probe: exit={code} torch={'torch' in sys.modules} took={time.perf_counter() - start:.3f}", file=sys.stderr)
 """
-SUB_COMMANDS = [("fer", "train"), ("fer", "eval"), ("fer", "ship"), ("fer", "gpu-run"), ("face", "train"), ("face", "pipeline"),
-                ("face", "prepare"), ("face", "ship")]
+SUB_COMMANDS = [
+    ("fer", "train"),
+    ("fer", "eval"),
+    ("fer", "ship"),
+    ("fer", "gpu-run"),
+    ("face", "train"),
+    ("face", "pipeline"),
+    ("face", "prepare"),
+    ("face", "ship"),
+]
 
 
 def probe(*args: str) -> tuple[subprocess.CompletedProcess, dict[str, str]]:
-    done = subprocess.run([sys.executable, "-c", HELP_PROBE, *args], check=False, capture_output=True, text=True, env=ENV, cwd=ROOT, timeout=300)
+    done = subprocess.run(
+        [sys.executable, "-c", HELP_PROBE, *args],
+        check=False,
+        capture_output=True,
+        text=True,
+        env=ENV,
+        cwd=ROOT,
+        timeout=300,
+    )
     report = done.stderr.strip().splitlines()[-1]
     assert report.startswith("probe: "), done.stderr
     return done, dict(item.split("=") for item in report.removeprefix("probe: ").split())
@@ -100,10 +119,16 @@ def test_model_names_are_checked_after_parsing():
 
 
 def test_bad_input_exits_non_zero_with_a_one_line_message(tmp_path):
-    for args in (("verify", tmp_path / "missing.jpg", tmp_path / "other.jpg"), ("analyze", tmp_path / "nowhere"), ("subjects", "--gallery", tmp_path / "none.sqlite3")):
+    for args in (
+        ("verify", tmp_path / "missing.jpg", tmp_path / "other.jpg"),
+        ("analyze", tmp_path / "nowhere"),
+        ("subjects", "--gallery", tmp_path / "none.sqlite3"),
+    ):
         done = stra_face(*args)
         assert done.returncode == 2 and done.stdout == "", done
-        assert done.stderr.startswith(f"stra-face {args[0]}: error: ") and len(done.stderr.strip().splitlines()) == 1, done.stderr
+        assert done.stderr.startswith(f"stra-face {args[0]}: error: ") and len(done.stderr.strip().splitlines()) == 1, (
+            done.stderr
+        )
         assert "missing.jpg" in done.stderr or "nowhere" in done.stderr or "none.sqlite3" in done.stderr
 
 
@@ -129,13 +154,25 @@ def test_analyze_writes_csv_json_and_drawings(tmp_path):
     with open(tmp_path / "faces.csv", newline="") as handle:
         rows = list(csv.DictReader(handle))
     per_image = {Path(row["path"]).name: [r for r in rows if r["path"] == row["path"]] for row in rows}
-    assert {name: len(faces) for name, faces in per_image.items()} == {"two_people.jpg": 2, "biden.jpg": 1, "blank.png": 1}
-    assert per_image["blank.png"][0]["face"] == "" and per_image["blank.png"][0]["faces_found"] == "0"  # no face: one empty row
+    assert {name: len(faces) for name, faces in per_image.items()} == {
+        "two_people.jpg": 2,
+        "biden.jpg": 1,
+        "blank.png": 1,
+    }
+    assert (
+        per_image["blank.png"][0]["face"] == "" and per_image["blank.png"][0]["faces_found"] == "0"
+    )  # no face: one empty row
     assert all(float(r["x2"]) > float(r["x1"]) and r["expression"] in r for r in rows if r["face"])
-    assert sorted(str(p.relative_to(tmp_path / "drawn")) for p in (tmp_path / "drawn").rglob("*.*")) == ["photos/a/b/biden.jpg", "photos/a/two_people.jpg", "photos/blank.png"]
+    assert sorted(str(p.relative_to(tmp_path / "drawn")) for p in (tmp_path / "drawn").rglob("*.*")) == [
+        "photos/a/b/biden.jpg",
+        "photos/a/two_people.jpg",
+        "photos/blank.png",
+    ]
 
     (tmp_path / "broken.png").write_bytes(b"\x89PNG\r\n\x1a\n broken")
-    done = stra_face("analyze", folder / "a" / "b" / "biden.jpg", tmp_path / "broken.png", "--json", tmp_path / "faces.json")
+    done = stra_face(
+        "analyze", folder / "a" / "b" / "biden.jpg", tmp_path / "broken.png", "--json", tmp_path / "faces.json"
+    )
     assert done.returncode == 1 and "broken.png" in done.stderr  # the bad image is named, the good one still analysed
     entries = json.loads((tmp_path / "faces.json").read_text())
     assert [len(e["faces"]) if "faces" in e else e["error"]["code"] for e in entries] == [1, "invalid_image"]
@@ -149,14 +186,23 @@ def test_enroll_identify_and_subjects_name_the_right_person(tmp_path):
     enrolled = stra_face("enroll", people, "--gallery", gallery)
     assert enrolled.returncode == 0, enrolled.stderr
     assert json.loads(enrolled.stdout)["subjects"] == 3
-    found = stra_face("identify", FACES / OBAMA2, FACES / "examples/knn_examples/test/obama_and_biden.jpg", "--gallery", gallery)
+    found = stra_face(
+        "identify", FACES / OBAMA2, FACES / "examples/knn_examples/test/obama_and_biden.jpg", "--gallery", gallery
+    )
     assert found.returncode == 0, found.stderr
     first, group = json.loads(found.stdout)
     assert first["faces"][0]["matches"][0]["subject_id"] == "obama" and first["faces"][0]["matches"][0]["accepted"]
     assert [face["matches"][0]["subject_id"] for face in group["faces"][:2]] == ["obama", "biden"]
     listed = json.loads(stra_face("subjects", "--gallery", gallery).stdout)
     assert sorted(s["id"] for s in listed["subjects"]) == ["alex", "biden", "obama"]
-    named = stra_face("analyze", FACES / "examples/knn_examples/test/obama_and_biden.jpg", "--gallery", gallery, "--draw", tmp_path / "drawn")
+    named = stra_face(
+        "analyze",
+        FACES / "examples/knn_examples/test/obama_and_biden.jpg",
+        "--gallery",
+        gallery,
+        "--draw",
+        tmp_path / "drawn",
+    )
     assert named.returncode == 0, named.stderr
     faces = json.loads(named.stdout)[0]["faces"]
     assert [face["identity"] for face in faces[:2]] == ["obama", "biden"] and "expression" in faces[0]

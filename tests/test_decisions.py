@@ -1,4 +1,5 @@
 """Decisions users can trust: the face-quality gate, far_at_score, open-set identification, own calibration."""
+
 from __future__ import annotations
 
 import itertools
@@ -7,8 +8,8 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import FACES, SHARED_DATA, need
 
+from conftest import FACES, SHARED_DATA, need
 from stra_face.gallery import Match
 from stra_face.vision.decode import decode_image
 from stra_face.vision.detect import Detection, FaceDetector
@@ -62,7 +63,11 @@ def test_detect_reports_one_face_and_says_why_the_other_was_dropped(client):
     assert body["faces"][0]["quality"]["passed"] is True
     assert body["rejected"][0]["quality"]["reasons"] and body["rejected"][0]["quality"]["passed"] is False
     kept = client.post("/v1/detect?keep_low_quality=true", **upload(photo("obama-720p.jpg"))).json()
-    assert kept["faces_found"] == 2 and kept["rejected"] == [] and [f["quality"]["passed"] for f in kept["faces"]] == [True, False]
+    assert (
+        kept["faces_found"] == 2
+        and kept["rejected"] == []
+        and [f["quality"]["passed"] for f in kept["faces"]] == [True, False]
+    )
 
 
 def shipped_calibration() -> Calibration:
@@ -89,7 +94,12 @@ def test_far_table_matches_the_impostor_scores_it_summarises():
     similarities = np.r_[rng.normal(0.3, 0.1, 5000), rng.normal(0.8, 0.1, 500)]
     issame = np.r_[np.zeros(5000, bool), np.ones(500, bool)]
     entry = calibration_entry(similarities, issame)
-    calibration = Calibration({float(k): v for k, v in entry["thresholds"].items()}, "synthetic", tuple(map(tuple, entry["far_table"])), {"impostor_pairs": 5000})
+    calibration = Calibration(
+        {float(k): v for k, v in entry["thresholds"].items()},
+        "synthetic",
+        tuple(map(tuple, entry["far_table"])),
+        {"impostor_pairs": 5000},
+    )
     assert set(entry["thresholds"]) == {"0.1", "0.01", "0.001"}  # 5000 impostors cannot measure 1e-4
     for far in (1e-3, 1e-2, 1e-1):
         threshold = threshold_at_far(similarities, issame, far)
@@ -112,7 +122,9 @@ def test_assignment_never_gives_one_subject_two_faces():
 
 
 def shipped_client(make_client, **settings):
-    return make_client(embedding_model=SHIPPED / "dlib_resnet_v1.onnx", thresholds_file=SHIPPED / "thresholds.json", **settings)
+    return make_client(
+        embedding_model=SHIPPED / "dlib_resnet_v1.onnx", thresholds_file=SHIPPED / "thresholds.json", **settings
+    )
 
 
 @pytest.mark.slow

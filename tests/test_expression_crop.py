@@ -1,4 +1,5 @@
 """The service's expression crop reproduces FER2013's framing (stra_face.vision.align.expression_crop)."""
+
 from __future__ import annotations
 
 import cv2
@@ -17,13 +18,21 @@ def test_landmarks_land_on_the_fer2013_template(scale):
     size = int(scale * 48 + 120)
     image = np.zeros((size, size, 3), np.uint8)
     for x, y in landmarks:  # a bright disc per landmark (sub-pixel centre: shift=4), radius ~ face size
-        cv2.circle(image, (round(x * 16), round(y * 16)), round(1.2 * scale * 16), (255, 255, 255), -1, lineType=cv2.LINE_AA, shift=4)
+        cv2.circle(
+            image,
+            (round(x * 16), round(y * 16)),
+            round(1.2 * scale * 16),
+            (255, 255, 255),
+            -1,
+            lineType=cv2.LINE_AA,
+            shift=4,
+        )
     crop = expression_crop(image, landmarks).astype(np.float64)
     assert crop.shape == (48, 48)
     for x, y in FER2013_TEMPLATE:  # each disc's brightness centroid sits on its template point
         x0, y0 = int(x) - 3, int(y) - 3
-        window = crop[y0:y0 + 8, x0:x0 + 8]
-        ys, xs = np.mgrid[y0:y0 + 8, x0:x0 + 8]
+        window = crop[y0 : y0 + 8, x0 : x0 + 8]
+        ys, xs = np.mgrid[y0 : y0 + 8, x0 : x0 + 8]
         assert window.sum() > 0
         assert abs((window * xs).sum() / window.sum() - x) < 0.5 and abs((window * ys).sum() / window.sum() - y) < 0.5
 
@@ -33,8 +42,8 @@ def test_fer2013_images_through_the_service_path_come_back_close_to_themselves()
     """Upscaled FER2013 test images, detected and re-cropped by the service, match the originals
     better with the measured template than with the ArcFace-zoom crop the service used before."""
     from benchmarks.fer_crop_geometry import detect_padded, legacy_expression_crop, upscale
-    from stra_face.vision.detect import FaceDetector
     from stra_face.training.fer.data import load_fer2013
+    from stra_face.vision.detect import FaceDetector
 
     private = load_fer2013(need(SHARED_DATA / "fer2013" / "fer2013_jpg.npz")).split("PrivateTest").sample(24, seed=1)
     detector = FaceDetector()

@@ -1,4 +1,5 @@
 """StRA mode maps as a second output of the expression model, and over the API (`?modes=true`)."""
+
 from __future__ import annotations
 
 import asyncio
@@ -8,12 +9,12 @@ import cv2
 import numpy as np
 import pytest
 import torch
-from conftest import with_batchnorm_statistics
-from test_service_api import OBAMA, TWO_PEOPLE, assert_error, photo, upload
 
+from conftest import with_batchnorm_statistics
 from stra_face import models
-from stra_face.vision.inference import ExpressionModel, MicroBatcher, ModesUnavailable
 from stra_face.training.export.onnx_export import check_parity, export_onnx, onnx_session
+from stra_face.vision.inference import ExpressionModel, MicroBatcher, ModesUnavailable
+from test_service_api import OBAMA, TWO_PEOPLE, assert_error, photo, upload
 
 SHAPE = (1, 48, 48)
 
@@ -22,9 +23,13 @@ SHAPE = (1, 48, 48)
 def stra_expression_model(tmp_path_factory):
     """A random-weight MobileNetV2-StRA expression model exported with its `modes` output, as `ship` does."""
     torch.manual_seed(0)
-    network = with_batchnorm_statistics(models.create_model("mobilenetv2_100_stra", num_classes=7, in_chans=1, last_stride=1), SHAPE)
+    network = with_batchnorm_statistics(
+        models.create_model("mobilenetv2_100_stra", num_classes=7, in_chans=1, last_stride=1), SHAPE
+    )
     exported = models.WithModes(network).eval()
-    path = export_onnx(exported, tmp_path_factory.mktemp("modes") / "expression_stra.onnx", SHAPE, output_names=("output", "modes"))
+    path = export_onnx(
+        exported, tmp_path_factory.mktemp("modes") / "expression_stra.onnx", SHAPE, output_names=("output", "modes")
+    )
     return exported, path
 
 
@@ -110,7 +115,9 @@ def stra_client(make_client, stra_expression_model):
 @pytest.mark.parametrize("route", ["/v1/expression", "/v1/analyze"])
 def test_modes_per_face_over_the_api(stra_client, route):
     plain = stra_client.post(route, **upload(photo(TWO_PEOPLE))).json()
-    assert len(plain["faces"]) == 2 and all("modes" not in face for face in plain["faces"]), "no modes payload unless asked"
+    assert len(plain["faces"]) == 2 and all("modes" not in face for face in plain["faces"]), (
+        "no modes payload unless asked"
+    )
     body = stra_client.post(route, params={"modes": "true"}, **upload(photo(TWO_PEOPLE))).json()
     faces = body["faces"]
     assert len(faces) == 2
@@ -128,7 +135,9 @@ def test_modes_per_face_over_the_api(stra_client, route):
 
 
 def test_modes_overlay_is_a_png_row_of_crop_and_maps(stra_client):
-    face = stra_client.post("/v1/expression", params={"modes_overlay": "true"}, **upload(photo(OBAMA))).json()["faces"][0]
+    face = stra_client.post("/v1/expression", params={"modes_overlay": "true"}, **upload(photo(OBAMA))).json()["faces"][
+        0
+    ]
     png = np.frombuffer(base64.b64decode(face["modes"]["overlay_png"]), np.uint8)
     image = cv2.imdecode(png, cv2.IMREAD_COLOR)
     assert image.shape == (96, 96 * 9, 3)  # the crop, then 8 modes, each 48 px at 2x

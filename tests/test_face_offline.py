@@ -1,4 +1,5 @@
 """The CPU route to a face student: teacher descriptors cached once, a student trained from them."""
+
 from pathlib import Path
 
 import numpy as np
@@ -56,9 +57,29 @@ def test_cache_then_train_a_student_and_resume(tmp_path):
     unit /= np.linalg.norm(unit, axis=-1, keepdims=True)
     # the teacher sees the same face in every view: views agree far more than different faces do
     assert np.mean(np.sum(unit[:, 0] * unit[:, 1], axis=1)) > np.mean(unit[:48, 0] @ unit[48:, 0].T) + 0.05
-    config = engine.parse_config(OfflineConfig, ["--cache", str(cache), "--out", str(tmp_path / "run"), "--epochs", "2",
-                                                 "--max-steps", "1", "--batch-size", "8", "--workers", "0", "--val-identities", "0",
-                                                 "--model", "mobilenetv2_100", "--resize-input", "64"])
+    config = engine.parse_config(
+        OfflineConfig,
+        [
+            "--cache",
+            str(cache),
+            "--out",
+            str(tmp_path / "run"),
+            "--epochs",
+            "2",
+            "--max-steps",
+            "1",
+            "--batch-size",
+            "8",
+            "--workers",
+            "0",
+            "--val-identities",
+            "0",
+            "--model",
+            "mobilenetv2_100",
+            "--resize-input",
+            "64",
+        ],
+    )
     best = train(config)
     model, checkpoint = load_checkpoint_model(best)
     assert checkpoint["epoch"] == 1 and model(torch.zeros(1, 3, 112, 112)).shape == (1, 128)

@@ -1,5 +1,6 @@
 """Face training: the compact face pack, views shared by student and teacher, identity split, and the
 end-to-end pipeline (train, export, benchmark, calibrate, cards) at smoke size."""
+
 from __future__ import annotations
 
 import json
@@ -9,10 +10,19 @@ import numpy as np
 import pytest
 
 from conftest import ROOT, SHARED_DATA, need
-from stra_face.training.eval.verification import read_lfw_pairs, without_people
 from stra_face.training.eval.embedders import load_rgb
+from stra_face.training.eval.verification import read_lfw_pairs, without_people
 from stra_face.training.face.data import (
-    TEACHER_CHIP, FaceAugment, FaceDataset, FaceFolder, FacePack, PackedImage, open_faces, pack_faces, render, teacher_chip_matrix,
+    TEACHER_CHIP,
+    FaceAugment,
+    FaceDataset,
+    FaceFolder,
+    FacePack,
+    PackedImage,
+    open_faces,
+    pack_faces,
+    render,
+    teacher_chip_matrix,
 )
 from stra_face.training.face.trainer import split_identities
 
@@ -26,7 +36,9 @@ def face_tree(root, people: dict[str, int], seed: int = 0):
     for person, count in people.items():
         (root / person).mkdir(parents=True, exist_ok=True)
         for number in range(1, count + 1):
-            image = cv2.resize(rng.integers(0, 256, (8, 8, 3), dtype=np.uint8), (112, 112), interpolation=cv2.INTER_CUBIC)
+            image = cv2.resize(
+                rng.integers(0, 256, (8, 8, 3), dtype=np.uint8), (112, 112), interpolation=cv2.INTER_CUBIC
+            )
             cv2.imwrite(str(root / person / f"{person}_{number:04d}.jpg"), image)
     return root
 
@@ -43,7 +55,11 @@ def test_pack_merges_sources_by_identity_and_reads_back_the_faces(tmp_path):
     original = cv2.cvtColor(cv2.imread(str(first / "Bob" / "Bob_0001.jpg")), cv2.COLOR_BGR2RGB)
     assert np.abs(pack.image(pack.index_of("Bob/Bob_0001.jpg")).astype(int) - original).mean() < 2
     folder = open_faces(first)
-    assert isinstance(folder, FaceFolder) and folder.paths == ["Ann/Ann_0001.jpg", "Ann/Ann_0002.jpg", "Bob/Bob_0001.jpg"]
+    assert isinstance(folder, FaceFolder) and folder.paths == [
+        "Ann/Ann_0001.jpg",
+        "Ann/Ann_0002.jpg",
+        "Bob/Bob_0001.jpg",
+    ]
     with pytest.raises(KeyError):
         pack.index_of("Dan/Dan_0001.jpg")
 
@@ -81,7 +97,9 @@ def test_benchmark_reads_lfw_from_a_pack_and_leaves_out_listed_people(tmp_path):
     assert np.array_equal(from_pack.pairs, from_folder.pairs) and np.array_equal(from_pack.issame, from_folder.issame)
     assert load_rgb(from_pack.images[0]).shape == (112, 112, 3)
     unseen = without_people(from_pack, {"Ann"}, "lfw_no_overlap")
-    assert unseen.name == "lfw_no_overlap" and unseen.issame.tolist() == [True, False] and unseen.folds.tolist() == [1, 1]
+    assert (
+        unseen.name == "lfw_no_overlap" and unseen.issame.tolist() == [True, False] and unseen.folds.tolist() == [1, 1]
+    )
 
 
 def test_teacher_chip_shows_the_students_view():
@@ -96,7 +114,9 @@ def test_teacher_chip_shows_the_students_view():
         direct = render(face, chip @ geometry, TEACHER_CHIP).astype(int)
         via_student = render(render(face, geometry, 112), chip, TEACHER_CHIP).astype(int)
         inside = render(np.full((112, 112, 3), 255, np.uint8), chip, TEACHER_CHIP)[..., 0] == 255
-        inside = cv2.erode(inside.astype(np.uint8), np.ones((5, 5))).astype(bool) & (render(np.full((112, 112, 3), 255, np.uint8), chip @ geometry, TEACHER_CHIP)[..., 0] == 255)
+        inside = cv2.erode(inside.astype(np.uint8), np.ones((5, 5))).astype(bool) & (
+            render(np.full((112, 112, 3), 255, np.uint8), chip @ geometry, TEACHER_CHIP)[..., 0] == 255
+        )
         assert inside.mean() > 0.4 and np.abs(direct - via_student)[inside].mean() < 3
 
 
@@ -109,7 +129,18 @@ def test_dataset_degrades_the_students_view_only():
             return faces[index]
 
     sharp = FaceAugment(flip=0, rotate_degrees=0, scale=(1, 1), shift=0, colour=0, gray=0, downscale=0, blur=0, jpeg=0)
-    blurred = FaceAugment(flip=0, rotate_degrees=0, scale=(1, 1), shift=0, colour=0, gray=0, downscale=1, downscale_range=(0.2, 0.2), blur=0, jpeg=0)
+    blurred = FaceAugment(
+        flip=0,
+        rotate_degrees=0,
+        scale=(1, 1),
+        shift=0,
+        colour=0,
+        gray=0,
+        downscale=1,
+        downscale_range=(0.2, 0.2),
+        blur=0,
+        jpeg=0,
+    )
     student_sharp, label, chip_sharp = FaceDataset(Faces(), np.arange(2), np.array([0, -1]), sharp)[1]
     student_blurred, _, chip_blurred = FaceDataset(Faces(), np.arange(2), np.array([0, -1]), blurred)[1]
     assert label == -1 and chip_sharp.shape == (TEACHER_CHIP, TEACHER_CHIP, 3)
@@ -161,7 +192,12 @@ def make_lfw(root):
     lines = ["10\t1"]
     for fold in range(10):
         lines += ["\t".join(same[fold]), "\t".join(diff[fold])]
-        for name, number in ((same[fold][0], same[fold][1]), (same[fold][0], same[fold][2]), (diff[fold][0], diff[fold][1]), (diff[fold][2], diff[fold][3])):
+        for name, number in (
+            (same[fold][0], same[fold][1]),
+            (same[fold][0], same[fold][2]),
+            (diff[fold][0], diff[fold][1]),
+            (diff[fold][2], diff[fold][3]),
+        ):
             target = root / "aligned112" / name / f"{name}_{int(number):04d}.jpg"
             if not target.exists():
                 target.parent.mkdir(parents=True, exist_ok=True)
@@ -188,12 +224,43 @@ def test_pipeline_trains_benchmarks_exports_and_cards_both_models(tmp_path):
     cfp = make_cfp(tmp_path / "cfp", sorted(p.name for p in (SHARED_DATA / "cfp" / "aligned112").iterdir())[:5])
     out = tmp_path / "out"
     command = [
-        sys.executable, "-m", "stra_face.training.face", "pipeline", "--out", str(out), "--models", "mobilenetv2_100_stra", "mobilenetv2_100",
-        "--cfp", str(cfp), "--lfw", str(lfw), "--lfw-exclude", str(tmp_path / "seen.txt"),
-        "--data", str(tmp_path / "faces.npz"), "--teacher", "random", "--epochs", "1", "--max-steps", "1", "--batch-size", "8",
-        "--workers", "0", "--device", "cpu", "--val-identities", "2", "--scale", "16",
+        sys.executable,
+        "-m",
+        "stra_face.training.face",
+        "pipeline",
+        "--out",
+        str(out),
+        "--models",
+        "mobilenetv2_100_stra",
+        "mobilenetv2_100",
+        "--cfp",
+        str(cfp),
+        "--lfw",
+        str(lfw),
+        "--lfw-exclude",
+        str(tmp_path / "seen.txt"),
+        "--data",
+        str(tmp_path / "faces.npz"),
+        "--teacher",
+        "random",
+        "--epochs",
+        "1",
+        "--max-steps",
+        "1",
+        "--batch-size",
+        "8",
+        "--workers",
+        "0",
+        "--device",
+        "cpu",
+        "--val-identities",
+        "2",
+        "--scale",
+        "16",
     ]
-    result = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=1200)  # ~35 s of CPU time per model; the limit allows a loaded machine
+    result = subprocess.run(
+        command, cwd=ROOT, capture_output=True, text=True, timeout=1200
+    )  # ~35 s of CPU time per model; the limit allows a loaded machine
     assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-4000:]
     thresholds = json.loads((out / "thresholds.json").read_text())
     for model in ("mobilenetv2_100_stra", "mobilenetv2_100"):

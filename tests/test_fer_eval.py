@@ -1,4 +1,5 @@
 """FER evaluation: TTA modes evaluated together share their views, and --json resumes."""
+
 from __future__ import annotations
 
 import json

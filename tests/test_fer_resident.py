@@ -1,4 +1,5 @@
 """FER training's device-resident path: batch augmentation, the resident loader, and the one-command run."""
+
 from __future__ import annotations
 
 import json
@@ -75,7 +76,12 @@ def synthetic_votes(path, labels: np.ndarray) -> None:
     """FER+ votes for `synthetic_fer`: 8 for the image's class, 2 for the next; every 4th image unknown."""
     from stra_face.training.fer import ferplus
 
-    columns = np.array([ferplus.FERPLUS_COLUMNS.index(name) for name in ("anger", "disgust", "fear", "happiness", "sadness", "surprise", "neutral")])
+    columns = np.array(
+        [
+            ferplus.FERPLUS_COLUMNS.index(name)
+            for name in ("anger", "disgust", "fear", "happiness", "sadness", "surprise", "neutral")
+        ]
+    )
     votes = np.zeros((len(labels), 10), np.uint8)
     votes[np.arange(len(labels)), columns[labels]] = 8
     votes[np.arange(len(labels)), columns[(labels + 1) % 7]] = 2
@@ -97,26 +103,69 @@ def test_gpu_run_smoke_trains_both_models_evaluates_and_ships(tmp_path):
     out, back = tmp_path / "run", tmp_path / "OUT"
     # The CPU recipe's small pair (MobileNetV2-StRA and MobileNetV2) runs the same code as the GPU one,
     # here on FER+ vote distributions (--labels fer2013 ferplus would train both), shipped by FER+ PublicTest.
-    summary = gpu_run(["--smoke", "--config", "stra_face/training/configs/fer_cpu_stra.toml", "--baseline", "mobilenetv2_100", "--labels", "ferplus",
-                    "--ship-on", "ferplus", "--data", str(data), "--out", str(out), "--bring-back", str(back), "--", "--augment-on", "device"])
-    assert set(summary["runs"]) == {"mobilenetv2_100_stra_ferplus_seed0", "mobilenetv2_100_ferplus_seed0"} and summary["shipped"] == "mobilenetv2_100_stra_ferplus_seed0"
+    summary = gpu_run(
+        [
+            "--smoke",
+            "--config",
+            "stra_face/training/configs/fer_cpu_stra.toml",
+            "--baseline",
+            "mobilenetv2_100",
+            "--labels",
+            "ferplus",
+            "--ship-on",
+            "ferplus",
+            "--data",
+            str(data),
+            "--out",
+            str(out),
+            "--bring-back",
+            str(back),
+            "--",
+            "--augment-on",
+            "device",
+        ]
+    )
+    assert (
+        set(summary["runs"]) == {"mobilenetv2_100_stra_ferplus_seed0", "mobilenetv2_100_ferplus_seed0"}
+        and summary["shipped"] == "mobilenetv2_100_stra_ferplus_seed0"
+    )
     for run in summary["runs"].values():
-        assert set(run["eval"]) == {f"{b}{s}/{t}" for b in ("", "ferplus/") for s in ("PublicTest", "PrivateTest") for t in ("none", "flip", "tencrop")}
+        assert set(run["eval"]) == {
+            f"{b}{s}/{t}"
+            for b in ("", "ferplus/")
+            for s in ("PublicTest", "PrivateTest")
+            for t in ("none", "flip", "tencrop")
+        }
         assert all(0 <= value <= 1 for value in run["eval"].values())
     assert json.loads((out / "mobilenetv2_100_ferplus_seed0" / "config.json").read_text())["labels"] == "ferplus"
     card = json.loads((out / "expression.card.json").read_text())
-    assert card["precision"] == "fp16" and card["parity_max_abs_error"] < 0.1 and "trained_on" in card and card["code_revision"]
-    assert card["model"]["name"] == "mobilenetv2_100_stra" and "PrivateTest/none" in card["metrics"] and "PrivateTest/none" in card["ferplus_metrics"]
-    assert card["selected_run"] == summary["shipped"] and card["ferplus_metrics"]["PrivateTest/none"]["images"] == 18  # 24 less every 4th (unknown)
+    assert (
+        card["precision"] == "fp16"
+        and card["parity_max_abs_error"] < 0.1
+        and "trained_on" in card
+        and card["code_revision"]
+    )
+    assert (
+        card["model"]["name"] == "mobilenetv2_100_stra"
+        and "PrivateTest/none" in card["metrics"]
+        and "PrivateTest/none" in card["ferplus_metrics"]
+    )
+    assert (
+        card["selected_run"] == summary["shipped"] and card["ferplus_metrics"]["PrivateTest/none"]["images"] == 18
+    )  # 24 less every 4th (unknown)
     assert (out / "summary.md").read_text().count("| mobilenetv2") == 2 and (out / "curves.png").stat().st_size > 1000
     # what comes back from a device lease: at most 8 files of at most 16 MiB, and they rebuild the model
     returned = [path for path in back.rglob("*") if path.is_file()]
     assert len(returned) <= 8 and all(path.stat().st_size <= 16 * 2**20 for path in returned)
     with tarfile.open(back / "report.tar.gz") as archive:
-        assert {"run/summary.md", "run/expression.card.json", "run/mobilenetv2_100_ferplus_seed0/log.csv"} <= set(archive.getnames())
+        assert {"run/summary.md", "run/expression.card.json", "run/mobilenetv2_100_ferplus_seed0/log.csv"} <= set(
+            archive.getnames()
+        )
     subprocess.run(["sh", str(back / "JOIN.sh")], check=True, capture_output=True)
     model, checkpoint = load_checkpoint_model(back / "mobilenetv2_100_stra_fp16.pt")  # the shipped run's
-    assert model(torch.zeros(2, 1, 48, 48)).shape == (2, 7) and checkpoint["provenance"]["command"].startswith("python -m stra_face.training.fer gpu-run")
+    assert model(torch.zeros(2, 1, 48, 48)).shape == (2, 7) and checkpoint["provenance"]["command"].startswith(
+        "python -m stra_face.training.fer gpu-run"
+    )
 
 
 def test_split_into_parts_rejoins_byte_exact(tmp_path):

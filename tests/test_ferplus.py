@@ -1,4 +1,5 @@
 """FER+ labels: vote mapping, majority protocol, soft labels in training, the FER+ benchmark."""
+
 from __future__ import annotations
 
 import json
@@ -6,8 +7,8 @@ import json
 import numpy as np
 import pytest
 import torch
-from conftest import SHARED_DATA, need
 
+from conftest import SHARED_DATA, need
 from stra_face.training import engine
 from stra_face.training.fer import ferplus
 from stra_face.training.fer.data import FerData, write_csv
@@ -41,17 +42,23 @@ def test_majority_maps_ferplus_columns_to_fer2013_classes_and_leaves_out_what_th
 
 
 def test_vote_distributions_drop_unknown_nf_and_contempt_votes():
-    votes = votes_of({"neutral": 4, "sadness": 2, "contempt": 2, "unknown": 1, "NF": 1}, {"unknown": 7, "NF": 3}, {"contempt": 10})
+    votes = votes_of(
+        {"neutral": 4, "sadness": 2, "contempt": 2, "unknown": 1, "NF": 1}, {"unknown": 7, "NF": 3}, {"contempt": 10}
+    )
     shares = ferplus.vote_distributions(votes)
     assert shares.shape == (3, 7)
-    np.testing.assert_allclose(shares[0, [EXPRESSIONS.index("neutral"), EXPRESSIONS.index("sad")]], [4 / 6, 2 / 6], rtol=1e-6)
+    np.testing.assert_allclose(
+        shares[0, [EXPRESSIONS.index("neutral"), EXPRESSIONS.index("sad")]], [4 / 6, 2 / 6], rtol=1e-6
+    )
     assert shares[0].sum() == pytest.approx(1) and not shares[1].any() and not shares[2].any()
     eight = ferplus.vote_distributions(votes, 8)
     assert eight[0, 7] == pytest.approx(2 / 8) and eight[2, 7] == pytest.approx(1)
 
 
 def test_relabel_keeps_labelled_rows_only_and_checks_alignment():
-    data = FerData(np.zeros((3, 48, 48), np.uint8), np.array([0, 1, 2]), np.array(["Training", "PublicTest", "PrivateTest"]))
+    data = FerData(
+        np.zeros((3, 48, 48), np.uint8), np.array([0, 1, 2]), np.array(["Training", "PublicTest", "PrivateTest"])
+    )
     votes = votes_of({"happiness": 7, "neutral": 3}, {"unknown": 10}, {"surprise": 5, "fear": 5})
     soft = ferplus.relabel(data, votes, "probability")
     assert len(soft) == 2 and soft.targets.shape == (2, 7) and soft.usage.tolist() == ["Training", "PrivateTest"]
@@ -66,9 +73,11 @@ def test_relabel_keeps_labelled_rows_only_and_checks_alignment():
 
 def test_reads_ferplus_own_csv(tmp_path):
     path = tmp_path / "fer2013new.csv"
-    path.write_text("Usage,Image name,neutral,happiness,surprise,sadness,anger,disgust,fear,contempt,unknown,NF\n"
-                    "Training,fer0000000.png,4,0,0,1,3,2,0,0,0,0\n"
-                    "Training,,0,0,0,0,0,0,0,0,0,10\n")
+    path.write_text(
+        "Usage,Image name,neutral,happiness,surprise,sadness,anger,disgust,fear,contempt,unknown,NF\n"
+        "Training,fer0000000.png,4,0,0,1,3,2,0,0,0,0\n"
+        "Training,,0,0,0,0,0,0,0,0,0,10\n"
+    )
     votes = ferplus.read_votes(path)
     assert votes.matched.tolist() == [True, False] and votes.votes[0].tolist() == [4, 0, 0, 1, 3, 2, 0, 0, 0, 0]
     assert ferplus.majority_labels(votes).tolist() == [EXPRESSIONS.index("neutral"), -1]
@@ -112,22 +121,61 @@ def synthetic_with_votes(folder, per_split: int = 21):
 @pytest.mark.slow
 def test_training_on_ferplus_soft_labels_with_mixup_then_the_ferplus_benchmark(tmp_path):
     data, majority = synthetic_with_votes(tmp_path)
-    config = engine.parse_config(FerConfig, [
-        "--data", str(data), "--out", str(tmp_path / "run"), "--labels", "ferplus", "--ferplus-mode", "probability", "--mixup", "0.4",
-        "--model", "mobilenetv2_100", "--model-kwargs", '{"stem_stride": 2}', "--epochs", "1", "--max-steps", "3", "--batch-size", "8",
-        "--workers", "0", "--device", "cpu", "--augment-on", "device", "--eval-tta", "none"])
+    config = engine.parse_config(
+        FerConfig,
+        [
+            "--data",
+            str(data),
+            "--out",
+            str(tmp_path / "run"),
+            "--labels",
+            "ferplus",
+            "--ferplus-mode",
+            "probability",
+            "--mixup",
+            "0.4",
+            "--model",
+            "mobilenetv2_100",
+            "--model-kwargs",
+            '{"stem_stride": 2}',
+            "--epochs",
+            "1",
+            "--max-steps",
+            "3",
+            "--batch-size",
+            "8",
+            "--workers",
+            "0",
+            "--device",
+            "cpu",
+            "--augment-on",
+            "device",
+            "--eval-tta",
+            "none",
+        ],
+    )
     best = train(config)
     checkpoint = torch.load(best, map_location="cpu", weights_only=False)
     assert checkpoint["model"]["kwargs"]["num_classes"] == 7 and checkpoint["config"]["labels"] == "ferplus"
     assert np.isfinite(float((tmp_path / "run" / "log.csv").read_text().splitlines()[1].split(",")[1]))
 
-    reports = run_eval(checkpoint=best, data=str(data), splits=["PrivateTest"], tta=["none"], json_path=tmp_path / "eval.json", plots=tmp_path / "plots")
+    reports = run_eval(
+        checkpoint=best,
+        data=str(data),
+        splits=["PrivateTest"],
+        tta=["none"],
+        json_path=tmp_path / "eval.json",
+        plots=tmp_path / "plots",
+    )
     assert set(reports) == {"PrivateTest/none", "ferplus/PrivateTest/none"}
     private = np.repeat(["Training", "PublicTest", "PrivateTest"], 21) == "PrivateTest"
     assert reports["ferplus/PrivateTest/none"]["images"] == (majority[private] >= 0).sum() < private.sum()
     assert reports["PrivateTest/none"]["images"] == private.sum()
     assert (tmp_path / "plots" / "confusion_ferplus_PrivateTest_none.png").exists()
-    assert json.loads((tmp_path / "eval.json").read_text())["reports"]["ferplus/PrivateTest/none"]["benchmark"] == "ferplus"
+    assert (
+        json.loads((tmp_path / "eval.json").read_text())["reports"]["ferplus/PrivateTest/none"]["benchmark"]
+        == "ferplus"
+    )
 
 
 def test_mixup_blends_images_and_targets_with_one_weight():
@@ -148,6 +196,9 @@ def test_evaluation_and_the_cli_do_not_need_albumentations():
 
     from conftest import ROOT
 
-    code = ("import sys; import stra_face.training.fer.cli, stra_face.training.fer.gpu_run, stra_face.training.fer.attention_maps; "
-            "assert 'albumentations' not in sys.modules")
+    code = (
+        "import sys; import stra_face.training.fer.cli, stra_face.training.fer.gpu_run, "
+        "stra_face.training.fer.attention_maps; "
+        "assert 'albumentations' not in sys.modules"
+    )
     subprocess.run([sys.executable, "-c", code], cwd=ROOT, check=True, timeout=300)

@@ -1,7 +1,8 @@
 """The complexity table: our MAC counts against the paper's Table 1."""
+
+from stra_face.cli import main as cli_main
 from stra_face.models import create_model
 from stra_face.models.flops import PAPER_GMACS_256x128, complexity_table, count_complexity, format_table
-from stra_face.cli import main as cli_main
 
 
 def test_resnet50_matches_the_paper_at_256x128_last_stride_1():

@@ -1,6 +1,7 @@
 """The same gallery tests against SQLite, a real PostgreSQL server (exact search) and the same
 server with pgvector, every search through its HNSW index (skipped, with the reason, where neither
 STRA_TEST_POSTGRES_DSN nor Debian's PostgreSQL binaries are available, or pgvector cannot be built)."""
+
 from __future__ import annotations
 
 import threading
@@ -106,7 +107,9 @@ def test_concurrent_enrollments_lose_nothing(make_gallery):
         rng = np.random.default_rng(worker)
         try:
             for k in range(25):
-                gallery.add_face(subjects[(worker + k) % len(subjects)], f"w{worker}-{k}", unit(rng.standard_normal(16)), MODEL, None)
+                gallery.add_face(
+                    subjects[(worker + k) % len(subjects)], f"w{worker}-{k}", unit(rng.standard_normal(16)), MODEL, None
+                )
                 gallery.search(unit(rng.standard_normal(16)), MODEL, top_k=3)  # reads interleaved with writes
         except Exception as error:  # collected: an exception in a thread would otherwise vanish
             errors.append(error)
@@ -186,7 +189,9 @@ def hnsw_scans(dsn: str, expected: int) -> int:
     with psycopg.connect(dsn, autocommit=True) as db:
         while True:
             db.execute("SELECT pg_stat_clear_snapshot()")
-            scans = db.execute("SELECT COALESCE(SUM(idx_scan), 0) FROM pg_stat_user_indexes WHERE indexrelname LIKE 'faces_hnsw_%'").fetchone()[0]
+            scans = db.execute(
+                "SELECT COALESCE(SUM(idx_scan), 0) FROM pg_stat_user_indexes WHERE indexrelname LIKE 'faces_hnsw_%'"
+            ).fetchone()[0]
             if scans >= expected or time.monotonic() > deadline:
                 return scans
             time.sleep(0.1)

@@ -1,4 +1,5 @@
 """What one request may cost: decoder work, candidates per network call, pixels in flight, RSS after a crowd."""
+
 from __future__ import annotations
 
 import io
@@ -33,7 +34,9 @@ def progressive_jpeg(repeats: int) -> bytes:
     """A progressive JPEG whose shortest scan is written `repeats` more times (libjpeg decodes each)."""
     rng = np.random.default_rng(0)
     buffer = io.BytesIO()
-    Image.fromarray(rng.integers(0, 256, (256, 256, 3), dtype=np.uint8)).save(buffer, "JPEG", progressive=True, quality=90)
+    Image.fromarray(rng.integers(0, 256, (256, 256, 3), dtype=np.uint8)).save(
+        buffer, "JPEG", progressive=True, quality=90
+    )
     data = buffer.getvalue()
     starts = [match.start() for match in re.finditer(rb"\xff\xda", data)]
     scans = [data[start:end] for start, end in zip(starts, starts[1:] + [len(data) - 2])]
@@ -91,7 +94,9 @@ def test_no_rnet_or_onet_call_gets_more_than_its_chunk(monkeypatch):
     monkeypatch.setattr(detect, "RNET_CHUNK", 40)
     monkeypatch.setattr(detect, "ONET_CHUNK", 8)
     chunked = detector.detect(image)
-    assert max(sizes["rnet"]) == 40 and len(sizes["rnet"]) > 1 and max(sizes["onet"]) == 8 and len(sizes["onet"]) > 1, sizes
+    assert max(sizes["rnet"]) == 40 and len(sizes["rnet"]) > 1 and max(sizes["onet"]) == 8 and len(sizes["onet"]) > 1, (
+        sizes
+    )
     assert len(chunked) == len(whole) == 16
     for a, b in zip(chunked, whole):
         np.testing.assert_allclose(a.box, b.box, atol=1e-2)
@@ -124,7 +129,9 @@ def test_admission_holds_pixels_and_gives_them_back():
 
 def test_work_pixels_count_the_image_and_the_first_pyramid_level():
     detector = detect.FaceDetector()
-    assert detector.work_pixels(480, 640) == 480 * 640 + 4 * int(480 * 0.6 + 1) * int(640 * 0.6 + 1)  # 20 px faces: scale 12/20
+    assert detector.work_pixels(480, 640) == 480 * 640 + 4 * int(480 * 0.6 + 1) * int(
+        640 * 0.6 + 1
+    )  # 20 px faces: scale 12/20
     assert detector.work_pixels(2000, 2000, 8) == 2000**2 + 4 * 3001**2  # 8 px faces: the image at 1.5x
     assert detector.work_pixels(6000, 6000) < 6000**2 + 4 * 520**2  # default: a pyramid of 512 px at most
 
@@ -141,10 +148,16 @@ def test_image_requests_are_admitted_against_the_pixel_budget(make_client):
     assert_error(response, 503, "overloaded")
     assert response.headers["retry-after"] == "1"
     # a verify's two images are admitted together: both or neither
-    response = client.post("/v1/verify?threshold=0.5", files={"image1": ("a.jpg", portrait, "image/jpeg"), "image2": ("b.jpg", portrait, "image/jpeg")})
+    response = client.post(
+        "/v1/verify?threshold=0.5",
+        files={"image1": ("a.jpg", portrait, "image/jpeg"), "image2": ("b.jpg", portrait, "image/jpeg")},
+    )
     assert_error(response, 503, "overloaded")
     state.admission.pixels = 0
-    assert client.post("/v1/verify?threshold=0.5", files={"image1": ("a.jpg", portrait, "image/jpeg"), "image2": ("b.jpg", portrait, "image/jpeg")}).status_code in (200, 422)
+    assert client.post(
+        "/v1/verify?threshold=0.5",
+        files={"image1": ("a.jpg", portrait, "image/jpeg"), "image2": ("b.jpg", portrait, "image/jpeg")},
+    ).status_code in (200, 422)
     assert state.admission.pixels == 0
     # asking for 8 px faces on the image needs more than the whole budget: 413, whatever else runs
     response = client.post("/v1/detect?min_face_size=8", files={"image": ("a.jpg", portrait, "image/jpeg")})
@@ -162,7 +175,9 @@ def test_rss_after_a_225_face_image_stays_bounded(live_server):
     process = psutil.Process(live_server.process.pid)
     before = process.memory_info().rss
     for _ in range(2):
-        response = httpx.post(live_server.url + "/v1/detect", files={"image": ("crowd.jpg", crowd, "image/jpeg")}, timeout=120)
+        response = httpx.post(
+            live_server.url + "/v1/detect", files={"image": ("crowd.jpg", crowd, "image/jpeg")}, timeout=120
+        )
         assert response.status_code == 200 and response.json()["faces_found"] == 225, response.text[:300]
     grown = (process.memory_info().rss - before) / 2**20
     print(f"RSS {before / 2**20:.0f} MiB before, +{grown:.0f} MiB after two 225-face images")

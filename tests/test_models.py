@@ -1,4 +1,5 @@
 """The StRA block against naive per-pixel implementations, and every registered model's shapes and gradients."""
+
 import math
 
 import pytest
@@ -77,7 +78,12 @@ def naive_mode_attention(s: torch.Tensor, groups: int, gating: str, interaction:
     for b in range(batch):
         z = [s[b, g * d : (g + 1) * d].mean(dim=(1, 2)) for g in range(groups)]
         if interaction:
-            z = [sum(w * z[j] for j, w in enumerate(torch.stack([z[g] @ z[j] * scale for j in range(groups)]).softmax(0))) for g in range(groups)]
+            z = [
+                sum(
+                    w * z[j] for j, w in enumerate(torch.stack([z[g] @ z[j] * scale for j in range(groups)]).softmax(0))
+                )
+                for g in range(groups)
+            ]
         for y in range(height):
             for x in range(width):
                 logits = torch.stack([s[b, g * d : (g + 1) * d, y, x] @ z[g] * scale for g in range(groups)])

@@ -1,4 +1,5 @@
 """Image pipeline: decoding limits, EXIF, detection on real photos, alignment geometry."""
+
 from __future__ import annotations
 
 import io
@@ -11,9 +12,15 @@ import pytest
 from PIL import Image
 
 from conftest import FACES, need
-from stra_face.vision.align import ARCFACE_TEMPLATE, DLIB_CHIP_TEMPLATE, align_face, expression_crop, similarity_transform
-from stra_face.vision.preprocess import DLIB_CHIP_150
+from stra_face.vision.align import (
+    ARCFACE_TEMPLATE,
+    DLIB_CHIP_TEMPLATE,
+    align_face,
+    expression_crop,
+    similarity_transform,
+)
 from stra_face.vision.decode import ImageError, decode_image
+from stra_face.vision.preprocess import DLIB_CHIP_150
 
 
 def encode(image: Image.Image, fmt: str, **kwargs) -> bytes:
@@ -24,6 +31,7 @@ def encode(image: Image.Image, fmt: str, **kwargs) -> bytes:
 
 def png_bomb(width: int = 30000, height: int = 30000) -> bytes:
     """A valid greyscale PNG of width x height zero pixels: ~1 MB on disk, 900 MB decoded."""
+
     def chunk(kind: bytes, data: bytes) -> bytes:
         return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data) & 0xFFFFFFFF)
 
@@ -115,7 +123,7 @@ def test_dlib_chip_puts_the_landmarks_on_its_template(scale):
     assert chip.shape == (150, 150, 3)
     grey = chip[..., 0].astype(np.float32)
     for x, y in DLIB_CHIP_TEMPLATE:
-        ys, xs = np.mgrid[round(y) - 6:round(y) + 7, round(x) - 6:round(x) + 7]
+        ys, xs = np.mgrid[round(y) - 6 : round(y) + 7, round(x) - 6 : round(x) + 7]
         weights = grey[ys, xs]
         centre = np.array([(weights * xs).sum(), (weights * ys).sum()]) / weights.sum()
         assert np.abs(centre - (x, y)).max() < 0.75, (scale, centre, (x, y))

@@ -1,4 +1,5 @@
 """The Python API (`import stra_face`): the REST API's numbers and answers without a server."""
+
 from __future__ import annotations
 
 import io
@@ -8,9 +9,9 @@ import sys
 
 import numpy as np
 import pytest
-from conftest import FACES, ROOT, need
 from PIL import Image
 
+from conftest import FACES, ROOT, need
 from stra_face.config import ASSETS
 
 SHIPPED = {
@@ -21,9 +22,16 @@ SHIPPED = {
 }
 # Ten photos: one face, two, a crowd (six), a partial face, a 16/32-bit PNG, a 240p portrait.
 PHOTOS = [
-    "examples/obama-480p.jpg", "examples/biden.jpg", "examples/two_people.jpg", "examples/alex-lacamoire.png",
-    "examples/knn_examples/train/obama/obama2.jpg", "examples/knn_examples/test/obama_and_biden.jpg",
-    "examples/obama-240p.jpg", "tests/test_images/obama_partial_face.jpg", "tests/test_images/32bit.png", "more/insightface/t1.jpg",
+    "examples/obama-480p.jpg",
+    "examples/biden.jpg",
+    "examples/two_people.jpg",
+    "examples/alex-lacamoire.png",
+    "examples/knn_examples/train/obama/obama2.jpg",
+    "examples/knn_examples/test/obama_and_biden.jpg",
+    "examples/obama-240p.jpg",
+    "tests/test_images/obama_partial_face.jpg",
+    "tests/test_images/32bit.png",
+    "more/insightface/t1.jpg",
 ]
 PAIRS = [  # (image1, image2): same person and different people
     ("examples/obama-480p.jpg", "examples/knn_examples/train/obama/obama2.jpg"),
@@ -51,7 +59,9 @@ def rest_client(tmp_path):
     clients = []
 
     def factory(**overrides):
-        client = TestClient(create_app(Settings(**SHIPPED | {"gallery_path": tmp_path / "service.sqlite3"} | overrides)))
+        client = TestClient(
+            create_app(Settings(**SHIPPED | {"gallery_path": tmp_path / "service.sqlite3"} | overrides))
+        )
         clients.append(client.__enter__())
         return client
 
@@ -76,14 +86,20 @@ def keys(value):
 def assert_faces_close(ours: list[dict], theirs: list[dict]) -> None:
     assert len(ours) == len(theirs)
     for mine, rest in zip(ours, theirs):
-        assert [mine["box"][k] for k in ["x1", "y1", "x2", "y2"]] == pytest.approx([rest["box"][k] for k in ["x1", "y1", "x2", "y2"]], abs=1e-2)
+        assert [mine["box"][k] for k in ["x1", "y1", "x2", "y2"]] == pytest.approx(
+            [rest["box"][k] for k in ["x1", "y1", "x2", "y2"]], abs=1e-2
+        )
         np.testing.assert_allclose(mine["landmarks"], rest["landmarks"], atol=1e-2)
         assert mine["score"] == pytest.approx(rest["score"], abs=1e-5)
         if "embedding" in rest:
             np.testing.assert_allclose(mine["embedding"], rest["embedding"], atol=1e-5)
         if "expression" in rest:
             assert mine["expression"]["dominant"] == rest["expression"]["dominant"]
-            np.testing.assert_allclose(list(mine["expression"]["probabilities"].values()), list(rest["expression"]["probabilities"].values()), atol=1e-5)
+            np.testing.assert_allclose(
+                list(mine["expression"]["probabilities"].values()),
+                list(rest["expression"]["probabilities"].values()),
+                atol=1e-5,
+            )
 
 
 @pytest.mark.slow
@@ -96,7 +112,12 @@ def test_python_api_gives_the_rest_api_answers(analyzer, rest_client):
         rest = client.post("/v1/analyze", files={"image": (name, data)}).json()
         ours = analyzer.analyze(photo(name))
         assert keys(ours) == keys(rest), name
-        assert (ours["faces_found"], ours["truncated"], ours["image"], ours["model_sha256"]) == (rest["faces_found"], rest["truncated"], rest["image"], rest["model_sha256"])
+        assert (ours["faces_found"], ours["truncated"], ours["image"], ours["model_sha256"]) == (
+            rest["faces_found"],
+            rest["truncated"],
+            rest["image"],
+            rest["model_sha256"],
+        )
         assert_faces_close(ours["faces"], rest["faces"])
     decisions = []
     for first, second in PAIRS:
@@ -106,7 +127,9 @@ def test_python_api_gives_the_rest_api_answers(analyzer, rest_client):
         assert keys(ours) == keys(rest)
         assert ours["decision"] == rest["decision"] and ours["verified"] == rest["verified"]
         assert ours["similarity"] == pytest.approx(rest["similarity"], abs=1e-5)
-        assert [(p["face1"], p["face2"], p["verified"]) for p in ours["pairs"]] == [(p["face1"], p["face2"], p["verified"]) for p in rest["pairs"]]
+        assert [(p["face1"], p["face2"], p["verified"]) for p in ours["pairs"]] == [
+            (p["face1"], p["face2"], p["verified"]) for p in rest["pairs"]
+        ]
         decisions.append(ours["verified"])
     assert decisions == [True, False, True, False]  # two_people.jpg shows Biden
     for route, method in (("detect", analyzer.detect), ("embed", analyzer.embed), ("expression", analyzer.expression)):
@@ -121,8 +144,11 @@ def test_every_kind_of_image_gives_the_same_faces(analyzer):
     reference = analyzer.embed(path)
     pil = Image.open(path)
     kinds = {
-        "str": str(path), "bytes": path.read_bytes(), "ndarray": np.asarray(pil.convert("RGB")),
-        "PIL": pil, "PIL RGBA": pil.convert("RGBA"),
+        "str": str(path),
+        "bytes": path.read_bytes(),
+        "ndarray": np.asarray(pil.convert("RGB")),
+        "PIL": pil,
+        "PIL RGBA": pil.convert("RGBA"),
     }
     for kind, image in kinds.items():
         answer = analyzer.embed(image)
@@ -166,7 +192,10 @@ def test_verify_chooses_thresholds_as_the_service_does(analyzer):
     assert (error.value.code, error.value.status) == ("far_out_of_range", 422)
     loose = analyzer.verify(photo("examples/obama-480p.jpg"), photo("examples/biden.jpg"), threshold=-1.0)
     assert loose["verified"] and {k: loose["decision"][k] for k in ("threshold", "far", "calibration", "clamped")} == {
-        "threshold": -1.0, "far": None, "calibration": "request", "clamped": False,
+        "threshold": -1.0,
+        "far": None,
+        "calibration": "request",
+        "clamped": False,
     }
 
 
@@ -189,7 +218,9 @@ def test_gallery_enrolls_and_identifies_and_the_service_reads_it(analyzer, rest_
         assert listed["total"] == 2 and listed["enrolments"] == {"current_model": 2, "need_reenrolment": 0}
         assert gallery.subject("obama")["name"] == "Barack Obama"
     client = rest_client(gallery_path=location)
-    rest = client.post("/v1/identify", files={"image": ("o.jpg", photo("examples/knn_examples/train/obama/obama2.jpg").read_bytes())}).json()
+    rest = client.post(
+        "/v1/identify", files={"image": ("o.jpg", photo("examples/knn_examples/train/obama/obama2.jpg").read_bytes())}
+    ).json()
     assert rest["faces"][0]["matches"][0]["subject_id"] == "obama"
     assert keys(found) == keys(rest)
     assert keys(listed) == keys(client.get("/v1/subjects").json())
@@ -202,9 +233,17 @@ def test_import_is_light_and_the_api_needs_neither_fastapi_nor_torch():
         "import json, sys, time; t = time.perf_counter(); import stra_face as sf; took = time.perf_counter() - t\n"
         "before = [m for m in ('numpy', 'onnxruntime', 'fastapi', 'torch') if m in sys.modules]\n"
         f"faces = sf.detect({str(photo('examples/obama-240p.jpg'))!r})['faces_found']\n"
-        "print(json.dumps({'took': took, 'before': before, 'after': [m for m in ('fastapi', 'starlette', 'torch') if m in sys.modules], 'faces': faces}))\n"
+        "print(json.dumps({'took': took, 'before': before, "
+        "'after': [m for m in ('fastapi', 'starlette', 'torch') if m in sys.modules], 'faces': faces}))\n"
     )
-    done = subprocess.run([sys.executable, "-c", code], check=False, capture_output=True, text=True, cwd=ROOT, env={"PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1", "PATH": "/usr/bin:/bin"})
+    done = subprocess.run(
+        [sys.executable, "-c", code],
+        check=False,
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+        env={"PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1", "PATH": "/usr/bin:/bin"},
+    )
     assert done.returncode == 0, done.stderr
     seen = json.loads(done.stdout)
     print(f"import stra_face: {seen['took'] * 1000:.1f} ms")

@@ -6,6 +6,7 @@ Random-weight models (conftest): the same photo gives the same embedding in both
 is all these checks need. Each burst is STRA_TEST_REPLICA_ENROLMENTS enrolments (200, as the
 issue asks: about 30 s for both bursts on 2 loaded cores).
 """
+
 from __future__ import annotations
 
 import os
@@ -38,8 +39,23 @@ class Replica:
         self.url = f"http://127.0.0.1:{self.port}"
         self.log = open(log_folder / f"{name}.log", "w")
         self.process = subprocess.Popen(
-            [sys.executable, "-m", "uvicorn", "--factory", "stra_face.service.app:app_factory", "--host", "127.0.0.1", "--port", str(self.port), "--log-level", "warning"],
-            cwd=ROOT, env=environment, stdout=self.log, stderr=subprocess.STDOUT,
+            [
+                sys.executable,
+                "-m",
+                "uvicorn",
+                "--factory",
+                "stra_face.service.app:app_factory",
+                "--host",
+                "127.0.0.1",
+                "--port",
+                str(self.port),
+                "--log-level",
+                "warning",
+            ],
+            cwd=ROOT,
+            env=environment,
+            stdout=self.log,
+            stderr=subprocess.STDOUT,
         )
 
     def wait_ready(self, client, timeout: float = 240) -> None:
@@ -69,9 +85,7 @@ def replicas(postgres_dsn, random_onnx_models, tmp_path):
     with psycopg.connect(postgres_dsn, autocommit=True) as db:
         db.execute("DROP DATABASE IF EXISTS stra_replicas")
         db.execute("CREATE DATABASE stra_replicas")
-    environment = {
-        key: value for key, value in os.environ.items() if not key.startswith("STRA_")
-    } | {
+    environment = {key: value for key, value in os.environ.items() if not key.startswith("STRA_")} | {
         "STRA_GALLERY_DSN": make_conninfo(postgres_dsn, dbname="stra_replicas"),
         "STRA_EMBEDDING_MODEL": str(random_onnx_models["embedding"]),
         "STRA_EXPRESSION_MODEL": str(tmp_path / "none.onnx"),  # verification-only replicas
@@ -121,7 +135,10 @@ def identify(client, replica: Replica, image: bytes) -> list[str]:
 @pytest.mark.slow
 def test_replicas_share_one_gallery(replicas):
     client, (a, b) = replicas
-    probe, burst = need(FACES / "examples" / "biden.jpg").read_bytes(), need(FACES / "examples" / "obama-240p.jpg").read_bytes()
+    probe, burst = (
+        need(FACES / "examples" / "biden.jpg").read_bytes(),
+        need(FACES / "examples" / "obama-240p.jpg").read_bytes(),
+    )
 
     # enrolled through a, found through b by the very next request
     assert client.post(f"{a.url}/v1/subjects", json={"id": "probe"}).status_code == 201
@@ -132,7 +149,9 @@ def test_replicas_share_one_gallery(replicas):
     for subject in SUBJECTS:
         assert client.post(f"{(a, b)[len(subject) % 2].url}/v1/subjects", json={"id": subject}).status_code == 201
     with ThreadPoolExecutor(16) as pool:
-        results = list(pool.map(lambda i: enrol(client, (a, b)[i % 2], SUBJECTS[i % len(SUBJECTS)], burst), range(ENROLMENTS)))
+        results = list(
+            pool.map(lambda i: enrol(client, (a, b)[i % 2], SUBJECTS[i % len(SUBJECTS)], burst), range(ENROLMENTS))
+        )
     assert [error for _, _, error in results if error] == []
     acknowledged = {face for _, face, _ in results}
     assert len(acknowledged) == ENROLMENTS

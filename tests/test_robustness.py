@@ -1,4 +1,5 @@
 """Decoding edge cases, bounds on every parameter, admission, the documented API (issue 11's reproductions)."""
+
 from __future__ import annotations
 
 import asyncio
@@ -9,13 +10,13 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from bad_inputs import encode, png_16_bit, picture
+from bad_inputs import encode, picture, png_16_bit
 from conftest import FACES, need, write_thresholds
-from stra_face.vision.inference import MicroBatcher, Overloaded
 from stra_face.service.limits import Admission
 from stra_face.service.middleware import json_depth
 from stra_face.vision.decode import ImageError, decode_image
 from stra_face.vision.guard import can_hold_a_face
+from stra_face.vision.inference import MicroBatcher, Overloaded
 from test_service_api import assert_error, photo, upload
 
 OBAMA = "examples/obama-480p.jpg"
@@ -37,7 +38,11 @@ def test_16_bit_photo_finds_the_face_the_8_bit_photo_finds(client):
     grey = Image.open(io.BytesIO(photo(OBAMA))).convert("L")
     sixteen = encode(Image.fromarray(np.asarray(grey).astype(np.uint16) * 257), "PNG")
     assert decode_image(sixteen).max() > 200 and (decode_image(sixteen) == 255).mean() < 0.05
-    assert len(client.post("/v1/detect", **upload(sixteen)).json()["faces"]) == len(client.post("/v1/detect", **upload(encode(grey, "PNG"))).json()["faces"]) == 1
+    assert (
+        len(client.post("/v1/detect", **upload(sixteen)).json()["faces"])
+        == len(client.post("/v1/detect", **upload(encode(grey, "PNG"))).json()["faces"])
+        == 1
+    )
 
 
 def test_transparency_is_composited_so_a_transparent_face_is_no_face(client):
@@ -46,7 +51,11 @@ def test_transparency_is_composited_so_a_transparent_face_is_no_face(client):
     hidden = encode(face, "PNG")
     assert (decode_image(hidden) == 255).all()
     assert client.post("/v1/detect", **upload(hidden)).json()["faces"] == []
-    assert_error(client.post("/v1/verify?threshold=0.5", files={"image1": ("a.png", hidden), "image2": ("b.jpg", photo(OBAMA))}), 422, "no_face")
+    assert_error(
+        client.post("/v1/verify?threshold=0.5", files={"image1": ("a.png", hidden), "image2": ("b.jpg", photo(OBAMA))}),
+        422,
+        "no_face",
+    )
     palette = Image.new("P", (8, 8), 0)
     palette.putpalette([10, 20, 30] * 256)
     assert (decode_image(encode(palette, "PNG", transparency=0)) == 255).all()
@@ -73,7 +82,12 @@ def test_truncated_headers_are_422_not_500(cut):
 
 
 def test_tiny_images_and_big_min_face_size_are_no_face(client):
-    assert not can_hold_a_face(19, 19, 20) and not can_hold_a_face(1, 40000, 8) and not can_hold_a_face(11, 500, 8) and can_hold_a_face(480, 853, 20)
+    assert (
+        not can_hold_a_face(19, 19, 20)
+        and not can_hold_a_face(1, 40000, 8)
+        and not can_hold_a_face(11, 500, 8)
+        and can_hold_a_face(480, 853, 20)
+    )
     for size in ((1, 1), (19, 19), (1, 500), (40000, 1)):
         response = client.post("/v1/detect", **upload(encode(picture(size), "PNG")))
         assert response.status_code == 200 and response.json()["faces"] == []
@@ -84,28 +98,52 @@ def test_nested_json_is_refused_before_parsing(client):
     assert json_depth(b'{"a": [1, {"b": "[[[[["}]}') == 3
     nested = b"[" * 100_000 + b"]" * 100_000
     for path in ("/v1/detect", "/v1/subjects"):
-        assert_error(client.post(path, content=nested, headers={"content-type": "application/json"}), 400, "invalid_json")
+        assert_error(
+            client.post(path, content=nested, headers={"content-type": "application/json"}), 400, "invalid_json"
+        )
 
 
 def test_every_integer_parameter_is_bounded(client):
     assert_error(client.get("/v1/subjects?offset=9223372036854775808"), 422, "validation_error")
     assert_error(client.get("/v1/subjects?limit=101"), 422, "validation_error")
-    assert_error(client.post("/v1/identify?top_k=1000000&threshold=0.5", **upload(photo(OBAMA))), 422, "validation_error")
-    assert_error(client.post("/v1/detect?min_face_size=99999999999999999999", **upload(photo(OBAMA))), 422, "validation_error")
+    assert_error(
+        client.post("/v1/identify?top_k=1000000&threshold=0.5", **upload(photo(OBAMA))), 422, "validation_error"
+    )
+    assert_error(
+        client.post("/v1/detect?min_face_size=99999999999999999999", **upload(photo(OBAMA))), 422, "validation_error"
+    )
 
 
 def test_subject_ids_metadata_and_pages_are_bounded(client):
     for subject_id in (".", ".."):
         assert_error(client.post("/v1/subjects", json={"id": subject_id}), 422, "validation_error")
-    assert_error(client.post("/v1/subjects", json={"id": "big", "metadata": {"x": "a" * 20_000}}), 422, "validation_error")
+    assert_error(
+        client.post("/v1/subjects", json={"id": "big", "metadata": {"x": "a" * 20_000}}), 422, "validation_error"
+    )
     deep: dict = {}
     node = deep
     for _ in range(10):
         node["a"] = {}
         node = node["a"]
     assert_error(client.post("/v1/subjects", json={"id": "deep", "metadata": deep}), 422, "validation_error")
-    assert_error(client.post("/v1/subjects", content=b'{"id": "huge", "metadata": {"x": "' + b"a" * 300_000 + b'"}}', headers={"content-type": "application/json"}), 413, "payload_too_large")
-    assert_error(client.post("/v1/subjects", content=b'{"id": "nan", "metadata": {"x": NaN, "y": 1e999}}', headers={"content-type": "application/json"}), 422, "validation_error")
+    assert_error(
+        client.post(
+            "/v1/subjects",
+            content=b'{"id": "huge", "metadata": {"x": "' + b"a" * 300_000 + b'"}}',
+            headers={"content-type": "application/json"},
+        ),
+        413,
+        "payload_too_large",
+    )
+    assert_error(
+        client.post(
+            "/v1/subjects",
+            content=b'{"id": "nan", "metadata": {"x": NaN, "y": 1e999}}',
+            headers={"content-type": "application/json"},
+        ),
+        422,
+        "validation_error",
+    )
     for i in range(3):
         assert client.post("/v1/subjects", json={"id": f"s{i}", "metadata": {"i": i}}).status_code == 201
     page = client.get("/v1/subjects?limit=2&offset=1").json()
@@ -134,7 +172,10 @@ def test_unexpected_errors_answer_json_500_and_are_counted(client, monkeypatch):
     response = client.post("/v1/detect", **upload(photo(OBAMA)))
     assert_error(response, 500, "internal_error")
     assert "secret" not in response.text and "Traceback" not in response.text
-    assert 'stra_unhandled_exceptions_total{exception="RuntimeError",route="/v1/detect"} 1.0' in client.get("/metrics").text
+    assert (
+        'stra_unhandled_exceptions_total{exception="RuntimeError",route="/v1/detect"} 1.0'
+        in client.get("/metrics").text
+    )
 
 
 def test_admission_refuses_before_any_work_and_an_idle_queue_takes_any_image(client):
@@ -163,10 +204,15 @@ def test_admission_refuses_before_any_work_and_an_idle_queue_takes_any_image(cli
 def test_openapi_documents_behaviour(client):
     schema = client.get("/openapi.json").json()
     assert schema["components"]["securitySchemes"]["APIKeyHeader"] == {
-        "type": "apiKey", "in": "header", "name": "x-api-key", "description": schema["components"]["securitySchemes"]["APIKeyHeader"]["description"],
+        "type": "apiKey",
+        "in": "header",
+        "name": "x-api-key",
+        "description": schema["components"]["securitySchemes"]["APIKeyHeader"]["description"],
     }
     for path in ("/v1/detect", "/v1/verify", "/v1/identify", "/v1/subjects/{subject_id}/faces"):
-        assert {"400", "401", "403", "413", "415", "422", "503"} <= set(schema["paths"][path]["post"]["responses"]), path
+        assert {"400", "401", "403", "413", "415", "422", "503"} <= set(schema["paths"][path]["post"]["responses"]), (
+            path
+        )
     assert {"401", "403"} <= set(schema["paths"]["/v1/info"]["get"]["responses"])
     assert "503" in schema["paths"]["/ready"]["get"]["responses"]
     assert list(schema["paths"]["/metrics"]["get"]["responses"]["200"]["content"]) == ["text/plain"]
@@ -202,7 +248,9 @@ def test_cuda_is_asked_for_only_with_a_gpu(monkeypatch, caplog):
     from stra_face.vision import providers
 
     # Whatever onnxruntime build is installed: a GPU build lists CUDA, the base install's CPU build does not.
-    monkeypatch.setattr(providers.ort, "get_available_providers", lambda: ["CUDAExecutionProvider", "CPUExecutionProvider"])
+    monkeypatch.setattr(
+        providers.ort, "get_available_providers", lambda: ["CUDAExecutionProvider", "CPUExecutionProvider"]
+    )
     monkeypatch.setattr(providers, "cuda_devices", lambda: (0, "no CUDA driver (libcuda.so.1 not found)"))
     with caplog.at_level("INFO", logger="stra_face.providers"):
         assert providers.select_providers(["CUDAExecutionProvider", "CPUExecutionProvider"]) == ["CPUExecutionProvider"]
@@ -217,9 +265,16 @@ def test_models_ask_for_cuda_only_with_a_gpu(monkeypatch, caplog, tmp_path):
 
     from stra_face.vision import inference, providers
 
-    graph = helper.make_graph([helper.make_node("Identity", ["x"], ["y"])], "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1])], [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1])])
+    graph = helper.make_graph(
+        [helper.make_node("Identity", ["x"], ["y"])],
+        "g",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1])],
+    )
     onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), tmp_path / "identity.onnx")
-    monkeypatch.setattr(providers.ort, "get_available_providers", lambda: ["CUDAExecutionProvider", "CPUExecutionProvider"])
+    monkeypatch.setattr(
+        providers.ort, "get_available_providers", lambda: ["CUDAExecutionProvider", "CPUExecutionProvider"]
+    )
     monkeypatch.setattr(providers, "cuda_devices", lambda: (0, "no CUDA driver (libcuda.so.1 not found)"))
     with caplog.at_level("INFO"):
         model = inference.OnnxModel(tmp_path / "identity.onnx", ["CUDAExecutionProvider", "CPUExecutionProvider"])

@@ -1,4 +1,5 @@
 """The REST API end to end (random-weight models: these tests check the service, not accuracy)."""
+
 from __future__ import annotations
 
 import base64
@@ -10,10 +11,10 @@ import pytest
 from PIL import Image
 
 from conftest import FACES, need, write_thresholds
-from stra_face.vision.inference import EmbeddingModel
 from stra_face.vision.align import align_face
 from stra_face.vision.decode import decode_image
 from stra_face.vision.detect import FaceDetector
+from stra_face.vision.inference import EmbeddingModel
 from stra_face.vision.preprocess import to_face_input
 from test_pipeline import png_bomb
 
@@ -52,7 +53,9 @@ def test_detect_multipart_and_base64_give_the_same_faces(client):
     data = photo(TWO_PEOPLE)
     multipart = client.post("/v1/detect", **upload(data)).json()
     as_json = client.post("/v1/detect", json={"image": base64.b64encode(data).decode()}).json()
-    data_url = client.post("/v1/detect", json={"image": "data:image/jpeg;base64," + base64.b64encode(data).decode()}).json()
+    data_url = client.post(
+        "/v1/detect", json={"image": "data:image/jpeg;base64," + base64.b64encode(data).decode()}
+    ).json()
     assert len(multipart["faces"]) == 2
     assert multipart == as_json == data_url
     face = multipart["faces"][0]
@@ -102,8 +105,14 @@ def test_verify_compares_every_pair_and_reports_its_threshold(client):
     assert len(body["pairs"]) == 2 and len(body["faces1"]) == 2 and len(body["faces2"]) == 1
     assert body["best"] == body["pairs"][0] and body["similarity"] == max(p["similarity"] for p in body["pairs"])
     assert body["decision"] | {"requested_far": None} == {
-        "threshold": 0.5, "far": None, "requested_far": None, "clamped": False, "calibration": "request",
-        "fpir": None, "requested_fpir": None, "gallery_faces": None,
+        "threshold": 0.5,
+        "far": None,
+        "requested_far": None,
+        "clamped": False,
+        "calibration": "request",
+        "fpir": None,
+        "requested_fpir": None,
+        "gallery_faces": None,
     }
     assert body["verified"] == (body["similarity"] >= 0.5)
     same = client.post("/v1/verify?threshold=0.99", files={"image1": ("a.jpg", one), "image2": ("b.jpg", one)}).json()
@@ -118,7 +127,13 @@ def test_verify_uses_calibrated_threshold_for_the_requested_far(make_client, tmp
     assert client.post("/v1/verify", files=files).json()["decision"]["threshold"] == 0.3
     strict = client.post("/v1/verify?far=0.0005", files=files).json()["decision"]
     # never looser than asked, and says so
-    assert (strict["threshold"], strict["far"], strict["requested_far"], strict["clamped"], strict["calibration"]) == (0.4, 0.0001, 0.0005, True, "unit-test")
+    assert (strict["threshold"], strict["far"], strict["requested_far"], strict["clamped"], strict["calibration"]) == (
+        0.4,
+        0.0001,
+        0.0005,
+        True,
+        "unit-test",
+    )
     assert client.get("/v1/info").json()["thresholds"]["far_to_cosine"] == {"0.0001": 0.4, "0.001": 0.3, "0.01": 0.2}
 
 
@@ -177,7 +192,9 @@ def test_no_face_detects_empty_and_embed_returns_no_faces(client):
 def test_api_keys(make_client):
     client = make_client(api_keys=["k1", "k2"])
     assert_error(client.post("/v1/detect", **upload(photo(OBAMA))), 401, "missing_api_key")
-    assert_error(client.post("/v1/detect", headers={"x-api-key": "nope"}, **upload(photo(OBAMA))), 403, "invalid_api_key")
+    assert_error(
+        client.post("/v1/detect", headers={"x-api-key": "nope"}, **upload(photo(OBAMA))), 403, "invalid_api_key"
+    )
     assert client.post("/v1/detect", headers={"x-api-key": "k2"}, **upload(photo(OBAMA))).status_code == 200
     assert client.get("/health").status_code == 200 and client.get("/ready").status_code == 200
 
@@ -196,7 +213,10 @@ def test_info_ready_metrics(client):
 
 
 def test_gallery_enroll_identify_delete(client):
-    assert client.post("/v1/subjects", json={"id": "obama", "name": "Barack Obama", "metadata": {"team": "a"}}).status_code == 201
+    assert (
+        client.post("/v1/subjects", json={"id": "obama", "name": "Barack Obama", "metadata": {"team": "a"}}).status_code
+        == 201
+    )
     assert_error(client.post("/v1/subjects", json={"id": "obama"}), 409, "subject_exists")
     assert_error(client.post("/v1/subjects", json={"id": "bad id with spaces"}), 422, "validation_error")
     generated = client.post("/v1/subjects", json={"name": "Biden"}).json()["id"]
@@ -240,7 +260,10 @@ def test_a_switch_of_embedding_model_never_mixes_embeddings(client):
     assert client.post("/v1/identify?threshold=-1", **upload(photo(OBAMA))).json()["faces"][0]["matches"] == []
     assert client.post("/v1/subjects/old/faces", **upload(photo(OBAMA))).json()["face"]["current_model"] is True
     assert client.get("/v1/info").json()["enrolments"] == {"current_model": 1, "need_reenrolment": 1}
-    assert [m["subject_id"] for m in client.post("/v1/identify?threshold=-1", **upload(photo(OBAMA))).json()["faces"][0]["matches"]] == ["old"]
+    assert [
+        m["subject_id"]
+        for m in client.post("/v1/identify?threshold=-1", **upload(photo(OBAMA))).json()["faces"][0]["matches"]
+    ] == ["old"]
 
 
 def test_gallery_persists_across_restarts_and_stores_images_only_when_asked(make_client):
@@ -287,11 +310,16 @@ def test_gallery_in_postgres_when_a_dsn_is_configured(make_client, postgres_dsn)
     with psycopg.connect(postgres_dsn, autocommit=True) as db:
         db.execute("DROP TABLE IF EXISTS faces, subjects, gallery_version")
     client = make_client(gallery_dsn=postgres_dsn)
-    assert client.get("/v1/info").json()["gallery"] in ("postgresql", "postgresql+pgvector")  # +pgvector: the server has it
+    assert client.get("/v1/info").json()["gallery"] in (
+        "postgresql",
+        "postgresql+pgvector",
+    )  # +pgvector: the server has it
     assert client.get("/ready").json()["checks"]["gallery"] is True
     assert client.post("/v1/subjects", json={"id": "obama"}).status_code == 201
     face_id = client.post("/v1/subjects/obama/faces", **upload(photo(OBAMA))).json()["face"]["id"]
     top = client.post("/v1/identify?threshold=0.99", **upload(photo(OBAMA))).json()["faces"][0]["matches"][0]
     assert top["subject_id"] == "obama" and top["face_id"] == face_id
     client.__exit__(None, None, None)
-    assert [f["id"] for f in make_client(gallery_dsn=postgres_dsn).get("/v1/subjects/obama").json()["faces"]] == [face_id]
+    assert [f["id"] for f in make_client(gallery_dsn=postgres_dsn).get("/v1/subjects/obama").json()["faces"]] == [
+        face_id
+    ]

@@ -1,4 +1,5 @@
 """Training code: FER readers, margin heads, distillation, and smoke runs of both trainers (DDP included)."""
+
 from __future__ import annotations
 
 import csv
@@ -11,8 +12,8 @@ import pytest
 import torch
 
 from conftest import ROOT, SHARED_DATA, need
-from stra_face.training.fer.data import SPLITS, FerData, load_fer2013, read_csv, tta_views, write_csv
 from stra_face.training.face.margins import ArcFace, CosFace, similarity_distillation
+from stra_face.training.fer.data import SPLITS, FerData, load_fer2013, read_csv, tta_views, write_csv
 
 FER_NPZ = SHARED_DATA / "fer2013" / "fer2013_jpg.npz"
 README_COUNTS = {
@@ -46,7 +47,7 @@ def test_fer_kaggle_zip_layout_reads_the_same_images(fer, tmp_path):
         for index in keep:
             folder = "train" if fer.usage[index] == "Training" else "test"
             name = f"fer2013/{folder}/{EXPRESSIONS[fer.labels[index]]}/{fer.usage[index]}_{index}.jpg"
-            handle.writestr(name, header + payload[offsets[index]:offsets[index + 1]].tobytes())
+            handle.writestr(name, header + payload[offsets[index] : offsets[index + 1]].tobytes())
         handle.writestr("fer2013/README.txt", "not an image")
     from_zip = load_fer2013(tmp_path / "fer2013.zip")
     assert len(from_zip) == len(keep) and sorted(from_zip.usage.tolist()) == sorted(fer.usage[keep].tolist())
@@ -78,7 +79,12 @@ def test_fer_image_folder_layout(fer, tmp_path):
     from stra_face.vision.preprocess import EXPRESSIONS
 
     for index in (0, 1, len(fer) - 1):
-        folder = tmp_path / "fer2013" / ("train" if fer.usage[index] == "Training" else "test") / EXPRESSIONS[fer.labels[index]]
+        folder = (
+            tmp_path
+            / "fer2013"
+            / ("train" if fer.usage[index] == "Training" else "test")
+            / EXPRESSIONS[fer.labels[index]]
+        )
         folder.mkdir(parents=True, exist_ok=True)
         cv2.imwrite(str(folder / f"{fer.usage[index]}_{index}.png"), fer.images[index])
     data = load_fer2013(tmp_path)
@@ -103,9 +109,15 @@ def test_arcface_and_cosface_margins_on_the_target_logit_only():
         for column in range(3):
             if column == label:
                 theta = math.acos(plain[row, column])
-                expected = math.cos(theta + 0.5) if theta + 0.5 < math.pi else plain[row, column] - math.sin(math.pi - 0.5) * 0.5
+                expected = (
+                    math.cos(theta + 0.5)
+                    if theta + 0.5 < math.pi
+                    else plain[row, column] - math.sin(math.pi - 0.5) * 0.5
+                )
                 assert arc_logits[row, column].item() == pytest.approx(10 * expected, abs=1e-4)
-                assert cos_logits[row, column].item() == pytest.approx(10 * (plain[row, column].item() - 0.35), abs=1e-4)
+                assert cos_logits[row, column].item() == pytest.approx(
+                    10 * (plain[row, column].item() - 0.35), abs=1e-4
+                )
             else:  # other classes and the unlabelled row: plain scaled cosine
                 assert arc_logits[row, column].item() == pytest.approx(10 * plain[row, column].item(), abs=1e-5)
 
@@ -129,7 +141,22 @@ def run_module(*args: str, timeout: int = 600) -> str:
     return result.stdout
 
 
-FER_SMOKE = ["--model", "mobilenetv2_100", "--model-kwargs", '{"stem_stride": 2}', "--train-subset", "128", "--eval-subset", "64", "--batch-size", "16", "--workers", "0", "--device", "cpu"]
+FER_SMOKE = [
+    "--model",
+    "mobilenetv2_100",
+    "--model-kwargs",
+    '{"stem_stride": 2}',
+    "--train-subset",
+    "128",
+    "--eval-subset",
+    "64",
+    "--batch-size",
+    "16",
+    "--workers",
+    "0",
+    "--device",
+    "cpu",
+]
 
 
 @pytest.mark.slow
@@ -139,9 +166,25 @@ def test_fer_training_checkpoints_resumes_and_evaluates(tmp_path):
     run_module("-m", "stra_face.training.fer", "train", "--data", data, "--out", str(out), "--epochs", "1", *FER_SMOKE)
     log = (out / "log.csv").read_text().splitlines()
     assert len(log) == 2 and (out / "best.pt").exists()
-    stdout = run_module("-m", "stra_face.training.fer", "train", "--data", data, "--out", str(out), "--epochs", "2", *FER_SMOKE)
+    stdout = run_module(
+        "-m", "stra_face.training.fer", "train", "--data", data, "--out", str(out), "--epochs", "2", *FER_SMOKE
+    )
     assert "resumed" in stdout and len((out / "log.csv").read_text().splitlines()) == 3
-    report = run_module("-m", "stra_face.training.fer", "eval", "--checkpoint", str(out / "last.pt"), "--data", data, "--splits", "PublicTest", "--tta", "none", "--plots", str(tmp_path / "plots"))
+    report = run_module(
+        "-m",
+        "stra_face.training.fer",
+        "eval",
+        "--checkpoint",
+        str(out / "last.pt"),
+        "--data",
+        data,
+        "--splits",
+        "PublicTest",
+        "--tta",
+        "none",
+        "--plots",
+        str(tmp_path / "plots"),
+    )
     assert "PublicTest" in report and (tmp_path / "plots" / "confusion_PublicTest_none.png").exists()
 
 
@@ -149,8 +192,24 @@ def test_fer_training_checkpoints_resumes_and_evaluates(tmp_path):
 def test_fer_training_under_torchrun_with_two_cpu_processes(tmp_path):
     data = str(need(FER_NPZ))
     out = tmp_path / "ddp"
-    run_module("-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", "29533", "-m", "stra_face.training.fer", "train",
-               "--data", data, "--out", str(out), "--epochs", "1", *FER_SMOKE)
+    run_module(
+        "-m",
+        "torch.distributed.run",
+        "--nproc_per_node",
+        "2",
+        "--master_port",
+        "29533",
+        "-m",
+        "stra_face.training.fer",
+        "train",
+        "--data",
+        data,
+        "--out",
+        str(out),
+        "--epochs",
+        "1",
+        *FER_SMOKE,
+    )
     rows = (out / "log.csv").read_text().splitlines()
     assert len(rows) == 2  # one row per epoch, written by rank 0 only
     checkpoint = torch.load(out / "last.pt", map_location="cpu", weights_only=False)
@@ -173,7 +232,9 @@ def test_attention_maps_are_recorded_and_plotted(tmp_path):
         coefficient_maps(models.create_model("resnet50", num_classes=7), torch.zeros(1, 3, 48, 48))
 
 
-@pytest.mark.parametrize("config_file", sorted((ROOT / "stra_face" / "training" / "configs").glob("*.toml")), ids=lambda path: path.name)
+@pytest.mark.parametrize(
+    "config_file", sorted((ROOT / "stra_face" / "training" / "configs").glob("*.toml")), ids=lambda path: path.name
+)
 def test_every_shipped_config_parses_and_names_a_registered_model(config_file):
     from stra_face import models
     from stra_face.training import engine

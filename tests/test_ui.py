@@ -4,6 +4,7 @@ One keyed server with the shipped models and one browser for the module. Every p
 real photos of ../shared/data/faces; any request that leaves the service's origin fails the test (the
 console and the docs must work offline). With STRA_UI_SCREENSHOTS=<folder> each page is also saved at
 1280 and 390 px wide (docs/figures/ui_*.png come from `STRA_UI_SCREENSHOTS=docs/figures`)."""
+
 from __future__ import annotations
 
 import base64
@@ -30,8 +31,16 @@ ASSETS = ROOT / "stra_face" / "assets" / "models"
 KEY = "ui-test-key"
 EXPRESSIONS = ("angry", "disgust", "fear", "happy", "sad", "surprise", "neutral")
 CHROMIUM_ARGS = [
-    "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "--disable-background-networking",
-    "--disable-component-update", "--disable-sync", "--use-fake-ui-for-media-stream", "--use-fake-device-for-media-stream",
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--use-fake-ui-for-media-stream",
+    "--use-fake-device-for-media-stream",
 ]
 OBAMA = FACES / "examples" / "knn_examples" / "train" / "obama" / "obama.jpg"
 OBAMA2 = FACES / "examples" / "knn_examples" / "train" / "obama" / "obama2.jpg"
@@ -63,7 +72,9 @@ def server(tmp_path_factory):
     folder = tmp_path_factory.mktemp("ui")
     models = {"embedding": ASSETS / "dlib_resnet_v1.onnx", "expression": ASSETS / "expression.onnx"}
     # max_faces=2: the three-face photo shows the console's "truncated" line on a real answer.
-    live = start_server(models, folder, json.loads((ASSETS / "thresholds.json").read_text()), api_keys=json.dumps([KEY]), max_faces=2)
+    live = start_server(
+        models, folder, json.loads((ASSETS / "thresholds.json").read_text()), api_keys=json.dumps([KEY]), max_faces=2
+    )
     yield live
     stop_server(live)
 
@@ -75,7 +86,9 @@ def browser(tmp_path_factory):
         pytest.skip("Debian's chromium is not installed (apt-get install chromium; .ci/run does it)")
     camera = write_y4m(need(CLIP), tmp_path_factory.mktemp("camera") / "clip.y4m", first=150, frames=30)
     with sync_api.sync_playwright() as playwright:
-        launched = playwright.chromium.launch(executable_path=chromium, args=[*CHROMIUM_ARGS, f"--use-file-for-fake-video-capture={camera}"])
+        launched = playwright.chromium.launch(
+            executable_path=chromium, args=[*CHROMIUM_ARGS, f"--use-file-for-fake-video-capture={camera}"]
+        )
         yield launched
         launched.close()
 
@@ -135,7 +148,9 @@ def drop_file(page, target: str, path: Path) -> None:
     transfer = page.evaluate_handle(
         """([b64, name]) => {
             const transfer = new DataTransfer();
-            transfer.items.add(new File([Uint8Array.from(atob(b64), (c) => c.charCodeAt(0))], name, { type: "image/jpeg" }));
+            transfer.items.add(
+                new File([Uint8Array.from(atob(b64), (c) => c.charCodeAt(0))], name, { type: "image/jpeg" })
+            );
             return transfer;
         }""",
         [base64.b64encode(path.read_bytes()).decode(), path.name],
@@ -152,7 +167,9 @@ def test_analyze_shows_every_face_with_expressions_and_mode_maps(open_page, serv
     assert found > 2  # Obama, Biden and a child behind them
     page = open_page("/ui#analyze")
     drop_file(page, "#page-analyze .drop", OBAMA_AND_BIDEN)
-    expect(page.locator("#analyze-summary")).to_have_text(f"{found} faces found; the largest 2 are shown (the server's STRA_MAX_FACES cut the list)", timeout=30_000)
+    expect(page.locator("#analyze-summary")).to_have_text(
+        f"{found} faces found; the largest 2 are shown (the server's STRA_MAX_FACES cut the list)", timeout=30_000
+    )
     cards = page.locator("#analyze-faces .card")
     expect(cards).to_have_count(2)
     for label in cards.locator(".dominant-label").all_inner_texts():
@@ -172,11 +189,15 @@ def test_analyze_shows_every_face_with_expressions_and_mode_maps(open_page, serv
     page.get_by_text("Raw JSON").click()
     raw = json.loads(page.locator("#analyze-json").inner_text())
     assert raw["faces_found"] == found and len(raw["faces"]) == 2 and raw["truncated"] is True
-    assert [face["expression"]["dominant"] for face in raw["faces"]] == [label.lower() for label in cards.locator(".dominant-label").all_inner_texts()]
+    assert [face["expression"]["dominant"] for face in raw["faces"]] == [
+        label.lower() for label in cards.locator(".dominant-label").all_inner_texts()
+    ]
     screenshot(page, "analyze")
 
     not_an_image = {"name": "notes.txt", "mimeType": "text/plain", "buffer": b"not a photo"}
-    refused = api(server, "POST", "/v1/analyze", files={"image": ("notes.txt", not_an_image["buffer"], "text/plain")}).json()["error"]
+    refused = api(
+        server, "POST", "/v1/analyze", files={"image": ("notes.txt", not_an_image["buffer"], "text/plain")}
+    ).json()["error"]
     page.set_input_files("#analyze-file", files=[not_an_image])
     expect(page.locator("#analyze-error")).to_contain_text(f"{refused['code']}: {refused['message']}")
     expect(page.locator("#analyze-result")).to_be_hidden()
@@ -239,7 +260,9 @@ def test_gallery_create_enrol_choose_a_face_identify_paginate_delete(open_page, 
     # A face enrolled before a model switch (another model's sha256), written as that server would have.
     stale = np.zeros(128, np.float32)
     stale[0] = 1
-    SQLiteGallery(server.log.parent / "gallery.sqlite3").add_face("obama", "enrolled-before-switch", stale, "0" * 64, None)
+    SQLiteGallery(server.log.parent / "gallery.sqlite3").add_face(
+        "obama", "enrolled-before-switch", stale, "0" * 64, None
+    )
     page.reload()
     expect(page.locator("#gallery-enrolments")).to_contain_text("1 enrolled with another model needs re-enrolment")
     expect(page.locator('tr[data-subject="obama"] .badge')).to_have_text("1 stale")
@@ -278,7 +301,9 @@ def test_live_analyzes_the_webcam_at_a_bounded_rate(open_page):
     rate = float(fps.inner_text().split()[0])
     assert 0 < rate <= 2.05, rate  # at most the chosen rate (the badge rounds to 0.1)
     labels = page.wait_for_function(  # a frame's labels, read with its face count (the next frame may have none)
-        "() => { const c = document.querySelector('#live-canvas'); return Number(c.dataset.faces) > 0 && c.dataset.labels; }", timeout=15_000,
+        "() => { const c = document.querySelector('#live-canvas'); "
+        "return Number(c.dataset.faces) > 0 && c.dataset.labels; }",
+        timeout=15_000,
     ).json_value()
     for label in labels.split("|"):  # "<name or unknown> · <expression>"
         name, expression = label.split(" · ")
@@ -313,7 +338,9 @@ def test_api_key_missing_then_wrong_then_right(open_page):
     screenshot(page, "settings")
 
 
-@pytest.mark.parametrize("path, operation", [("/docs", ".opblock-summary-path"), ("/redoc", "[data-section-id^='operation/']")])
+@pytest.mark.parametrize(
+    "path, operation", [("/docs", ".opblock-summary-path"), ("/redoc", "[data-section-id^='operation/']")]
+)
 def test_docs_render_the_openapi_document(open_page, path, operation):
     page = open_page(path, keyed=False)
     operations = page.locator(operation)

@@ -1,4 +1,6 @@
-"""Video: the tracker on synthetic boxes, the timeline, bad files, the CLI, POST /v1/video and the /v1/stream WebSocket."""
+"""Video: the tracker on synthetic boxes, the timeline, bad files, the CLI, POST /v1/video and the /v1/stream
+WebSocket."""
+
 from __future__ import annotations
 
 import json
@@ -9,8 +11,8 @@ from pathlib import Path
 import cv2
 import numpy as np
 import pytest
-from conftest import FACES, ROOT, SHARED_DATA, need
 
+from conftest import FACES, ROOT, SHARED_DATA, need
 from stra_face.tracks.source import VideoError, VideoLimits, frames, probe
 from stra_face.tracks.timeline import segments, smooth
 from stra_face.tracks.tracking import Tracker, TrackerConfig
@@ -20,7 +22,11 @@ CLIP = SHARED_DATA / "video" / "short_hamilton_clip.mp4"
 ASSETS = ROOT / "stra_face" / "assets" / "models"
 # Who may be named when (seconds), from looking at the clip: Miranda on stage (far) and Lacamoire at the
 # piano, Lacamoire's close-up, Miranda's close-up, the audience (Obama among people not enrolled).
-ALLOWED = {"Lin Manuel Miranda": [(0.0, 0.75), (2.6, 7.1)], "Alex Lacamoire": [(0.0, 2.7)], "Barack Obama": [(7.0, 9.2)]}
+ALLOWED = {
+    "Lin Manuel Miranda": [(0.0, 0.75), (2.6, 7.1)],
+    "Alex Lacamoire": [(0.0, 2.7)],
+    "Barack Obama": [(7.0, 9.2)],
+}
 GALLERY_PHOTOS = {
     "lin_manuel_miranda": ["examples/lin-manuel-miranda.png"],
     "alex_lacamoire": ["examples/alex-lacamoire.png", "examples/knn_examples/train/alex_lacamoire/img1.jpg"],
@@ -34,6 +40,7 @@ def unit(*values: float) -> np.ndarray:
 
 
 # --- tracker and timeline (synthetic) ---------------------------------------------------------------
+
 
 def test_a_track_survives_a_missed_detection():
     tracker = Tracker(TrackerConfig(min_appearance=0.9, veto_appearance=0.5))
@@ -80,10 +87,13 @@ def test_smoothing_and_segments():
     np.testing.assert_allclose(smoothed.sum(axis=1), 1.0, atol=1e-5)
     frames_ = np.arange(20) * 3
     assert segments(frames_, smoothed.argmax(axis=1), min_samples=3) == [(0, 33, 3), (36, 57, 5)]
-    assert segments(frames_, np.array([1, 1, 2, 2, 2, 2]), min_samples=3) == [(0, 15, 2)]  # a short first run joins the next
+    assert segments(frames_, np.array([1, 1, 2, 2, 2, 2]), min_samples=3) == [
+        (0, 15, 2)
+    ]  # a short first run joins the next
 
 
 # --- decoding limits ---------------------------------------------------------------------------------
+
 
 @pytest.fixture(scope="module")
 def bad_videos(tmp_path_factory) -> dict[str, Path]:
@@ -117,6 +127,7 @@ def test_too_long_or_too_large_is_refused():
 
 # --- the real clip ------------------------------------------------------------------------------------
 
+
 @pytest.fixture(scope="module")
 def gallery_folder(tmp_path_factory) -> Path:
     folder = tmp_path_factory.mktemp("people")
@@ -137,7 +148,12 @@ def closeup(tmp_path_factory) -> Path:
         ok, frame = capture.read()
         assert ok
         if index >= 83:
-            writer = writer or cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"mp4v"), capture.get(cv2.CAP_PROP_FPS), (frame.shape[1], frame.shape[0]))
+            writer = writer or cv2.VideoWriter(
+                str(path),
+                cv2.VideoWriter_fourcc(*"mp4v"),
+                capture.get(cv2.CAP_PROP_FPS),
+                (frame.shape[1], frame.shape[0]),
+            )
             writer.write(frame)
     writer.release()
     capture.release()
@@ -154,14 +170,33 @@ def named_right(track: dict) -> bool:
 def test_cli_names_miranda_on_the_longest_track(gallery_folder, tmp_path):
     out = tmp_path / "out"
     # The first 7.1 s: both shots of Miranda and Lacamoire's close-up (the audience, 5 faces, costs the most).
-    command = [*STRA_FACE, "video", str(need(CLIP)), "--gallery", str(gallery_folder), "--max-seconds", "7.1",
-               "--json", f"{out}.json", "--csv", f"{out}.csv", "--plot", f"{out}.png", "--draw", f"{out}.mp4"]
+    command = [
+        *STRA_FACE,
+        "video",
+        str(need(CLIP)),
+        "--gallery",
+        str(gallery_folder),
+        "--max-seconds",
+        "7.1",
+        "--json",
+        f"{out}.json",
+        "--csv",
+        f"{out}.csv",
+        "--plot",
+        f"{out}.png",
+        "--draw",
+        f"{out}.mp4",
+    ]
     run = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=600, check=False)
     assert run.returncode == 0, run.stderr[-2000:]
     result = json.loads(Path(f"{out}.json").read_text())
     assert result["frames"] == 213 and result["tracks"]
-    assert result["tracks"][0]["identity"] == "Lin Manuel Miranda", [(t["identity"], len(t["frames"])) for t in result["tracks"]]
-    assert all(named_right(t) for t in result["tracks"]), [(t["identity"], t["start"], t["end"]) for t in result["tracks"]]
+    assert result["tracks"][0]["identity"] == "Lin Manuel Miranda", [
+        (t["identity"], len(t["frames"])) for t in result["tracks"]
+    ]
+    assert all(named_right(t) for t in result["tracks"]), [
+        (t["identity"], t["start"], t["end"]) for t in result["tracks"]
+    ]
     rows = Path(f"{out}.csv").read_text().splitlines()
     assert len(rows) == 1 + sum(len(t["frames"]) for t in result["tracks"])
     assert Path(f"{out}.png").stat().st_size > 10_000
@@ -170,7 +205,14 @@ def test_cli_names_miranda_on_the_longest_track(gallery_folder, tmp_path):
 
 
 def test_cli_refuses_a_file_that_is_not_a_video(bad_videos):
-    run = subprocess.run([*STRA_FACE, "video", str(bad_videos["not_a_video"])], cwd=ROOT, capture_output=True, text=True, timeout=120, check=False)
+    run = subprocess.run(
+        [*STRA_FACE, "video", str(bad_videos["not_a_video"])],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
     assert run.returncode != 0 and "not a video" in run.stderr
 
 
@@ -190,8 +232,13 @@ def service(tmp_path_factory, gallery_folder):
     enrol_photos(gallery, models, gallery_folder)
     gallery.close()
     settings = {
-        "embedding_model": ASSETS / "dlib_resnet_v1.onnx", "expression_model": ASSETS / "expression.onnx", "thresholds_file": ASSETS / "thresholds.json",
-        "gallery_path": folder / "gallery.sqlite3", "providers": ["CPUExecutionProvider"], "max_video_seconds": 5.0, "max_video_bytes": 2 * 2**20,
+        "embedding_model": ASSETS / "dlib_resnet_v1.onnx",
+        "expression_model": ASSETS / "expression.onnx",
+        "thresholds_file": ASSETS / "thresholds.json",
+        "gallery_path": folder / "gallery.sqlite3",
+        "providers": ["CPUExecutionProvider"],
+        "max_video_seconds": 5.0,
+        "max_video_bytes": 2 * 2**20,
     }
 
     def make(**overrides) -> TestClient:
@@ -222,9 +269,13 @@ def test_post_video_returns_the_tracks_of_the_core(service, closeup):
     response = post_video(make(), closeup, detect_every=3)
     assert response.status_code == 200, response.text
     body = response.json()
-    _, core = analyze_file(closeup, models, Identifier.calibrated(open_gallery(gallery_path), models), VideoOptions(detect_every=3))
+    _, core = analyze_file(
+        closeup, models, Identifier.calibrated(open_gallery(gallery_path), models), VideoOptions(detect_every=3)
+    )
     assert body["frames"] == core["frames"] == 90
-    assert [(t["identity"], t["frames"]) for t in body["tracks"]] == [(t["identity"], t["frames"]) for t in core["tracks"]]
+    assert [(t["identity"], t["frames"]) for t in body["tracks"]] == [
+        (t["identity"], t["frames"]) for t in core["tracks"]
+    ]
     assert body["tracks"][0]["identity"] == "Lin Manuel Miranda"
     np.testing.assert_allclose(body["tracks"][0]["expressions"], core["tracks"][0]["expressions"], atol=0.01)
 

@@ -1,4 +1,5 @@
 """MkDocs hook: the API reference page is generated from the service's own OpenAPI document at build time."""
+
 from __future__ import annotations
 
 import json
@@ -21,8 +22,11 @@ def _cell(text: object) -> str:
 
 
 def render(spec: dict) -> str:
-    out = [f"OpenAPI {spec['openapi']}, {spec['info']['title']} {spec['info']['version']}. "
-           "The same document is served live at `/openapi.json` (browsable at `/docs` and `/redoc`).", ""]
+    out = [
+        f"OpenAPI {spec['openapi']}, {spec['info']['title']} {spec['info']['version']}. "
+        "The same document is served live at `/openapi.json` (browsable at `/docs` and `/redoc`).",
+        "",
+    ]
     for path, operations in spec["paths"].items():
         for method, op in operations.items():
             out += [f"## `{method.upper()} {path}`", ""]
@@ -36,11 +40,16 @@ def render(spec: dict) -> str:
                 for p in params:
                     schema = p.get("schema", {})
                     kind = _schema_name(schema) + (f", default {schema['default']!r}" if "default" in schema else "")
-                    out.append(f"| `{p['name']}` | {p['in']} | {_cell(kind)} | {'yes' if p.get('required') else 'no'} | {_cell(p.get('description', ''))} |")
+                    out.append(
+                        f"| `{p['name']}` | {p['in']} | {_cell(kind)} | {'yes' if p.get('required') else 'no'} | "
+                        f"{_cell(p.get('description', ''))} |"
+                    )
                 out.append("")
             body = op.get("requestBody")
             if body:
-                kinds = ", ".join(f"`{ct}` ({_schema_name(c.get('schema', {}))})" for ct, c in body.get("content", {}).items())
+                kinds = ", ".join(
+                    f"`{ct}` ({_schema_name(c.get('schema', {}))})" for ct, c in body.get("content", {}).items()
+                )
                 out += [f"Request body{' (required)' if body.get('required') else ''}: {kinds}", ""]
             responses = op.get("responses", {})
             if responses:
@@ -48,9 +57,19 @@ def render(spec: dict) -> str:
                 for status, response in responses.items():
                     content = response.get("content", {})
                     schema = next(iter(content.values()), {}).get("schema", {}) if content else {}
-                    out.append(f"| {status} | {_cell(response.get('description', ''))} | {_cell(_schema_name(schema)) if schema else ''} |")
+                    out.append(
+                        f"| {status} | {_cell(response.get('description', ''))} | "
+                        f"{_cell(_schema_name(schema)) if schema else ''} |"
+                    )
                 out.append("")
-    out += ["## Schemas", "", "```json", json.dumps(spec.get("components", {}).get("schemas", {}), indent=1)[:200000], "```", ""]
+    out += [
+        "## Schemas",
+        "",
+        "```json",
+        json.dumps(spec.get("components", {}).get("schemas", {}), indent=1)[:200000],
+        "```",
+        "",
+    ]
     return "\n".join(out)
 
 

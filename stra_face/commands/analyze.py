@@ -1,5 +1,6 @@
 """`stra-face analyze PATH...`: every face of every image (folders recursed): box, landmarks,
 embedding, expression. JSON to stdout, or --json / --csv files; --draw writes annotated copies."""
+
 from __future__ import annotations
 
 import sys
@@ -13,7 +14,20 @@ BOX_COLOUR, POINT_COLOUR, TEXT_COLOUR = (0, 200, 0), (0, 0, 255), (255, 255, 255
 
 def csv_header(expressions: tuple[str, ...]) -> list[str]:
     points = [f"{name}_{axis}" for name in LANDMARKS for axis in "xy"]
-    return ["path", "face", "faces_found", "x1", "y1", "x2", "y2", "score", *points, "expression", *expressions, "error"]
+    return [
+        "path",
+        "face",
+        "faces_found",
+        "x1",
+        "y1",
+        "x2",
+        "y2",
+        "score",
+        *points,
+        "expression",
+        *expressions,
+        "error",
+    ]
 
 
 def csv_rows(entry: dict, expressions: tuple[str, ...]) -> list[list]:
@@ -26,11 +40,19 @@ def csv_rows(entry: dict, expressions: tuple[str, ...]) -> list[list]:
     rows = []
     for index, face in enumerate(entry["faces"]):
         box, expression = face["box"], face["expression"]
-        rows.append([
-            entry["path"], index, entry["faces_found"], *(round(box[k], 2) for k in ("x1", "y1", "x2", "y2")), round(face["score"], 5),
-            *(round(v, 2) for point in face["landmarks"] for v in point),
-            expression["dominant"], *(round(expression["probabilities"][name], 5) for name in expressions), "",
-        ])
+        rows.append(
+            [
+                entry["path"],
+                index,
+                entry["faces_found"],
+                *(round(box[k], 2) for k in ("x1", "y1", "x2", "y2")),
+                round(face["score"], 5),
+                *(round(v, 2) for point in face["landmarks"] for v in point),
+                expression["dominant"],
+                *(round(expression["probabilities"][name], 5) for name in expressions),
+                "",
+            ]
+        )
     return rows
 
 
@@ -68,8 +90,17 @@ def draw(image, faces: list[dict]):
         x = min(top_left[0], canvas.shape[1] - width)  # labels stay inside the picture
         y = max(top_left[1] - line_height * len(lines), 0)
         cv2.rectangle(canvas, (x, y), (x + width, y + line_height * len(lines)), BOX_COLOUR, -1)
-        for number, (line, ((_, height), baseline)) in enumerate(zip(lines, sizes)):
-            cv2.putText(canvas, line, (x, y + line_height * number + height), cv2.FONT_HERSHEY_SIMPLEX, scale, TEXT_COLOUR, thickness, cv2.LINE_AA)
+        for number, (line, ((_, height), _baseline)) in enumerate(zip(lines, sizes)):
+            cv2.putText(
+                canvas,
+                line,
+                (x, y + line_height * number + height),
+                cv2.FONT_HERSHEY_SIMPLEX,
+                scale,
+                TEXT_COLOUR,
+                thickness,
+                cv2.LINE_AA,
+            )
     return canvas
 
 
@@ -91,16 +122,34 @@ def save_drawing(canvas, out_dir: Path, name: Path) -> None:
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = common.parser("analyze", "Every face of every image (folders are searched recursively for .jpg .jpeg .png .webp .bmp): "
-                           "box, landmarks, embedding and expression, as POST /v1/analyze answers them. JSON to stdout unless --json or --csv.")
+    parser = common.parser(
+        "analyze",
+        "Every face of every image (folders are searched recursively for .jpg .jpeg .png .webp .bmp): "
+        "box, landmarks, embedding and expression, as POST /v1/analyze answers them. "
+        "JSON to stdout unless --json or --csv.",
+    )
     parser.add_argument("paths", nargs="+", metavar="PATH", help="image files and folders")
     outputs = parser.add_mutually_exclusive_group()
     outputs.add_argument("--json", metavar="FILE", help="write the JSON here instead of stdout")
-    outputs.add_argument("--csv", metavar="FILE", help="write one row per face (box, score, landmarks, expression probabilities) here instead")
-    parser.add_argument("--draw", metavar="DIR", help="also write each image with boxes, landmarks and expression labels drawn, under DIR")
-    parser.add_argument("--modes", action="store_true", help="include the StRA mode maps of the expression model (JSON only)")
+    outputs.add_argument(
+        "--csv",
+        metavar="FILE",
+        help="write one row per face (box, score, landmarks, expression probabilities) here instead",
+    )
+    parser.add_argument(
+        "--draw",
+        metavar="DIR",
+        help="also write each image with boxes, landmarks and expression labels drawn, under DIR",
+    )
+    parser.add_argument(
+        "--modes", action="store_true", help="include the StRA mode maps of the expression model (JSON only)"
+    )
     parser.add_argument("--flip", action="store_true", default=None, help="also embed the mirrored faces")
-    parser.add_argument("--gallery", metavar="G", help="also name each face from this gallery (as `stra-face identify` does): `identity`")
+    parser.add_argument(
+        "--gallery",
+        metavar="G",
+        help="also name each face from this gallery (as `stra-face identify` does): `identity`",
+    )
     common.add_detection_options(parser)
     args = parser.parse_args(argv)
 
@@ -120,7 +169,10 @@ def main(argv: list[str] | None = None) -> None:
                 image = analyzer.load(path)
                 answer = analyzer.analyze(image, flip=args.flip, modes=args.modes, **common.detection_options(args))
                 if gallery is not None:
-                    name_faces(answer["faces"], gallery.identify(image, flip=args.flip, **common.detection_options(args))["faces"])
+                    name_faces(
+                        answer["faces"],
+                        gallery.identify(image, flip=args.flip, **common.detection_options(args))["faces"],
+                    )
                 if args.draw:
                     save_drawing(draw(image, answer["faces"]), Path(args.draw), name)
                 entries.append({"path": str(path)} | answer)

@@ -6,6 +6,7 @@ the verification threshold: two groups join only while their linkage distance is
 otherwise). With `complete` linkage every two faces of a cluster would verify as one person; the
 default `average` joins groups whose faces verify on average, which keeps more photos of one person
 together at the cost of an occasional wrong merge."""
+
 from __future__ import annotations
 
 from stra_face.commands import common
@@ -20,7 +21,9 @@ def cluster_labels(embeddings, distance_threshold: float, linkage: str):
 
     if len(embeddings) < 2:
         return np.zeros(len(embeddings), dtype=int)
-    model = AgglomerativeClustering(n_clusters=None, metric="cosine", linkage=linkage, distance_threshold=distance_threshold)
+    model = AgglomerativeClustering(
+        n_clusters=None, metric="cosine", linkage=linkage, distance_threshold=distance_threshold
+    )
     return model.fit_predict(embeddings)
 
 
@@ -35,11 +38,19 @@ def grouped(faces: list[dict], labels) -> tuple[list[dict], list[dict]]:
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = common.parser("cluster", __doc__.split("\n\n")[0].split(": ", 1)[1] + " Every face of every image (folders recursed) is one item; "
-                           "the JSON lists clusters (two or more faces) and singletons.")
+    parser = common.parser(
+        "cluster",
+        __doc__.split("\n\n")[0].split(": ", 1)[1] + " Every face of every image (folders recursed) is one item; "
+        "the JSON lists clusters (two or more faces) and singletons.",
+    )
     parser.add_argument("paths", nargs="+", metavar="DIR", help="folders (or files) of photos")
     parser.add_argument("--out", metavar="FILE", help="write the JSON here instead of stdout")
-    parser.add_argument("--linkage", choices=LINKAGES, default="average", help="how the distance of two groups is measured (default average)")
+    parser.add_argument(
+        "--linkage",
+        choices=LINKAGES,
+        default="average",
+        help="how the distance of two groups is measured (default average)",
+    )
     common.add_decision_options(parser)
     common.add_detection_options(parser)
     args = parser.parse_args(argv)
@@ -66,10 +77,19 @@ def main(argv: list[str] | None = None) -> None:
                 embeddings.append(result.embeddings)
         vectors = np.concatenate(embeddings) if embeddings else np.empty((0, analyzer.embedder.dim), np.float32)
         clusters, singletons = grouped(faces, cluster_labels(vectors, 1 - chosen.threshold, args.linkage))
-        common.write_json({
-            "threshold": chosen.threshold, "far": chosen.far, "distance_threshold": 1 - chosen.threshold, "linkage": args.linkage,
-            "images": len(files) - failed, "faces": len(faces), "clusters": clusters, "singletons": singletons,
-        }, args.out)
+        common.write_json(
+            {
+                "threshold": chosen.threshold,
+                "far": chosen.far,
+                "distance_threshold": 1 - chosen.threshold,
+                "linkage": args.linkage,
+                "images": len(files) - failed,
+                "faces": len(faces),
+                "clusters": clusters,
+                "singletons": singletons,
+            },
+            args.out,
+        )
         return 1 if failed else 0
 
     common.run("cluster", work)

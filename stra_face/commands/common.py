@@ -2,6 +2,7 @@
 
 Standard library only at import time: `stra-face <command> --help` answers before numpy, OpenCV or
 ONNX Runtime load; each command imports them in its `main`, once its arguments are parsed."""
+
 from __future__ import annotations
 
 import argparse
@@ -22,14 +23,22 @@ def parser(command: str, description: str) -> argparse.ArgumentParser:
 
 
 def add_detection_options(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--min-face-size", type=int, default=None, help="smallest face side in pixels (default: the service's)")
-    parser.add_argument("--detection-threshold", type=float, default=None, help="minimum detector score (default: the service's)")
+    parser.add_argument(
+        "--min-face-size", type=int, default=None, help="smallest face side in pixels (default: the service's)"
+    )
+    parser.add_argument(
+        "--detection-threshold", type=float, default=None, help="minimum detector score (default: the service's)"
+    )
 
 
 def add_decision_options(parser: argparse.ArgumentParser) -> None:
     group = parser.add_mutually_exclusive_group()
-    group.add_argument("--far", type=float, default=None, help="target false-accept rate (default: STRA_DEFAULT_FAR, 0.001)")
-    group.add_argument("--threshold", type=float, default=None, help="explicit cosine-similarity threshold (overrides --far)")
+    group.add_argument(
+        "--far", type=float, default=None, help="target false-accept rate (default: STRA_DEFAULT_FAR, 0.001)"
+    )
+    group.add_argument(
+        "--threshold", type=float, default=None, help="explicit cosine-similarity threshold (overrides --far)"
+    )
 
 
 def check_decision(analyzer, args: argparse.Namespace):
@@ -47,7 +56,11 @@ def image_files(paths: list[str]) -> list[tuple[Path, Path]]:
     found = []
     for given in map(Path, paths):
         if given.is_dir():
-            found += [(f, f.relative_to(given.parent)) for f in sorted(given.rglob("*")) if f.is_file() and f.suffix.lower() in IMAGE_SUFFIXES]
+            found += [
+                (f, f.relative_to(given.parent))
+                for f in sorted(given.rglob("*"))
+                if f.is_file() and f.suffix.lower() in IMAGE_SUFFIXES
+            ]
         elif given.is_file():
             found.append((given, Path(given.name)))
         else:

@@ -1,4 +1,5 @@
 """`stra-face subjects --gallery G`: the subjects of a gallery and their faces (GET /v1/subjects, every page)."""
+
 from __future__ import annotations
 
 from stra_face.commands import common

@@ -1,4 +1,5 @@
 """The 1:N gallery: subjects and their face embeddings, in SQLite (default) or PostgreSQL."""
+
 from __future__ import annotations
 
 from pathlib import Path

@@ -1,4 +1,5 @@
 """What every gallery backend provides."""
+
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
@@ -43,7 +44,9 @@ class Match:
     similarity: float
 
 
-def rank_subjects(matrix: np.ndarray, keys: list[tuple[str, str, str | None]], embedding: np.ndarray, top_k: int) -> list[Match]:
+def rank_subjects(
+    matrix: np.ndarray, keys: list[tuple[str, str, str | None]], embedding: np.ndarray, top_k: int
+) -> list[Match]:
     """Exact cosine search: rows of `matrix` are unit embeddings keyed (face_id, subject_id, name);
     the best face of each subject counts, subjects ranked by it."""
     if not keys:
@@ -87,7 +90,9 @@ class Gallery(ABC):
     def delete_subject(self, subject_id: str) -> None: ...
 
     @abstractmethod
-    def add_face(self, subject_id: str, face_id: str, embedding: np.ndarray, model_sha256: str, image: bytes | None) -> SubjectFace: ...
+    def add_face(
+        self, subject_id: str, face_id: str, embedding: np.ndarray, model_sha256: str, image: bytes | None
+    ) -> SubjectFace: ...
 
     @abstractmethod
     def delete_face(self, subject_id: str, face_id: str) -> None: ...
@@ -104,4 +109,5 @@ class Gallery(ABC):
     def ping(self) -> None: ...
 
     def close(self) -> None:
-        pass
+        """Release what the gallery holds; by default it holds nothing."""
+        return

@@ -10,6 +10,7 @@ holds `ann_min_faces` faces (the planner's row estimate), a search asks that ind
 `ann_candidates` faces and re-ranks them exactly in process, instead of keeping every embedding in
 each replica's memory. Without the extension the exact path is all there is.
 """
+
 from __future__ import annotations
 
 import json
@@ -19,10 +20,9 @@ from contextlib import contextmanager
 
 import numpy as np
 import psycopg
+from pgvector.psycopg import register_vector
 from psycopg import errors, sql
 from psycopg_pool import ConnectionPool, PoolTimeout
-
-from pgvector.psycopg import register_vector
 
 from stra_face.gallery.base import Gallery, GalleryError, Match, Subject, SubjectFace, rank_subjects, subject_not_found
 
@@ -69,15 +69,22 @@ def create_index(db, model_sha256: str, dimensions: int) -> None:
     a graph, and a search names its model as a literal so that the planner picks that index."""
     name = index_name(model_sha256, dimensions)
     if db.execute("SELECT to_regclass(%s)", (name,)).fetchone()[0] is None:
-        db.execute(sql.SQL(
-            "CREATE INDEX {} ON faces USING hnsw ((vector::vector({})) vector_cosine_ops) WHERE model_sha256 = {}"
-        ).format(sql.Identifier(name), sql.Literal(dimensions), sql.Literal(model_sha256)))
+        db.execute(
+            sql.SQL(
+                "CREATE INDEX {} ON faces USING hnsw ((vector::vector({})) vector_cosine_ops) WHERE model_sha256 = {}"
+            ).format(sql.Identifier(name), sql.Literal(dimensions), sql.Literal(model_sha256))
+        )
 
 
 class PostgresGallery(Gallery):
     def __init__(
-        self, dsn: str, max_connections: int = 8, timeout: float = 10,
-        use_pgvector: bool = True, ann_min_faces: int = 10_000, ann_candidates: int = 100,
+        self,
+        dsn: str,
+        max_connections: int = 8,
+        timeout: float = 10,
+        use_pgvector: bool = True,
+        ann_min_faces: int = 10_000,
+        ann_candidates: int = 100,
     ):
         try:
             with psycopg.connect(dsn, connect_timeout=max(1, round(timeout))) as db:
@@ -88,7 +95,9 @@ class PostgresGallery(Gallery):
             raise GalleryError("database_unavailable", f"PostgreSQL is unreachable: {error}", 503) from error
         self.kind = "postgresql+pgvector" if self.pgvector else "postgresql"
         self.ann_min_faces, self.ann_candidates = ann_min_faces, ann_candidates
-        self._pool = ConnectionPool(dsn, min_size=1, max_size=max_connections, open=True, timeout=timeout, configure=self._configure)
+        self._pool = ConnectionPool(
+            dsn, min_size=1, max_size=max_connections, open=True, timeout=timeout, configure=self._configure
+        )
         self._lock = threading.Lock()
         self._cache: dict[str, tuple[int, np.ndarray, list[tuple[str, str, str | None]]]] = {}
         self._indexed: set[tuple[str, int]] = set()  # (model, dimensions) whose HNSW index exists
@@ -110,8 +119,12 @@ class PostgresGallery(Gallery):
         # Faces enrolled while pgvector was absent or turned off get their vector now.
         rows = db.execute("SELECT id, embedding FROM faces WHERE vector IS NULL").fetchall()
         with db.cursor() as cursor:
-            cursor.executemany("UPDATE faces SET vector = %s WHERE id = %s", [(np.frombuffer(r[1], np.float32), r[0]) for r in rows])
-        for model_sha256, dimensions in db.execute("SELECT DISTINCT model_sha256, vector_dims(vector) FROM faces").fetchall():
+            cursor.executemany(
+                "UPDATE faces SET vector = %s WHERE id = %s", [(np.frombuffer(r[1], np.float32), r[0]) for r in rows]
+            )
+        for model_sha256, dimensions in db.execute(
+            "SELECT DISTINCT model_sha256, vector_dims(vector) FROM faces"
+        ).fetchall():
             create_index(db, model_sha256, dimensions)
         return True
 
@@ -164,7 +177,9 @@ class PostgresGallery(Gallery):
 
     def get_subject(self, subject_id: str) -> Subject:
         with self._connection() as db:
-            row = db.execute("SELECT id, name, metadata, created_at FROM subjects WHERE id = %s", (subject_id,)).fetchone()
+            row = db.execute(
+                "SELECT id, name, metadata, created_at FROM subjects WHERE id = %s", (subject_id,)
+            ).fetchone()
             if row is None:
                 raise subject_not_found(subject_id)
             return Subject(row[0], row[1], row[2], iso(row[3]), self._faces(db, [subject_id])[subject_id])
@@ -173,7 +188,8 @@ class PostgresGallery(Gallery):
         with self._connection() as db:
             total = db.execute("SELECT COUNT(*) FROM subjects").fetchone()[0]
             rows = db.execute(
-                "SELECT id, name, metadata, created_at FROM subjects ORDER BY created_at, id LIMIT %s OFFSET %s", (limit, offset)
+                "SELECT id, name, metadata, created_at FROM subjects ORDER BY created_at, id LIMIT %s OFFSET %s",
+                (limit, offset),
             ).fetchall()
             faces = self._faces(db, [r[0] for r in rows])
             return [Subject(r[0], r[1], r[2], iso(r[3]), faces[r[0]]) for r in rows], total
@@ -185,12 +201,20 @@ class PostgresGallery(Gallery):
 
         self._write(delete)
 
-    def add_face(self, subject_id: str, face_id: str, embedding: np.ndarray, model_sha256: str, image: bytes | None) -> SubjectFace:
+    def add_face(
+        self, subject_id: str, face_id: str, embedding: np.ndarray, model_sha256: str, image: bytes | None
+    ) -> SubjectFace:
         embedding = np.asarray(embedding, np.float32)
         if self.pgvector:
             self._ensure_index(model_sha256, embedding.size)
 
-        row = {"id": face_id, "subject_id": subject_id, "model_sha256": model_sha256, "embedding": embedding.tobytes(), "image": image}
+        row = {
+            "id": face_id,
+            "subject_id": subject_id,
+            "model_sha256": model_sha256,
+            "embedding": embedding.tobytes(),
+            "image": image,
+        }
         if self.pgvector:
             row["vector"] = embedding
         statement = sql.SQL("INSERT INTO faces({}) VALUES ({}) RETURNING created_at").format(
@@ -223,7 +247,8 @@ class PostgresGallery(Gallery):
     def _version(self, db) -> tuple[int, float]:
         """The gallery version and the planner's estimate of how many faces it holds (no table scan)."""
         return db.execute(
-            "SELECT version, (SELECT GREATEST(reltuples, 0) FROM pg_class WHERE oid = 'faces'::regclass) FROM gallery_version WHERE id = 1"
+            "SELECT version, (SELECT GREATEST(reltuples, 0) FROM pg_class WHERE oid = 'faces'::regclass) "
+            "FROM gallery_version WHERE id = 1"
         ).fetchone()
 
     def _matrix(self, db, version: int, model_sha256: str):
@@ -248,14 +273,19 @@ class PostgresGallery(Gallery):
         top_k subjects (many faces of one person can fill the candidates)."""
         query = sql.SQL(
             "SELECT f.id, f.subject_id, s.name, f.embedding FROM ("
-            " SELECT id, subject_id, embedding FROM faces WHERE model_sha256 = {} ORDER BY vector::vector({}) <=> %s LIMIT %s"
+            " SELECT id, subject_id, embedding FROM faces WHERE model_sha256 = {}"
+            " ORDER BY vector::vector({}) <=> %s LIMIT %s"
             ") f JOIN subjects s ON s.id = f.subject_id"
         ).format(sql.Literal(model_sha256), sql.Literal(embedding.size))
         limit = max(self.ann_candidates, 10 * top_k)
         while True:
             # An iterative scan goes on past ef_search, in relaxed order, which the re-ranking makes
             # exact. (On a small gallery the planner prefers an exact scan to the index: also right.)
-            db.execute(sql.SQL("SET LOCAL hnsw.iterative_scan = relaxed_order; SET LOCAL hnsw.ef_search = {}").format(sql.Literal(min(1000, limit))))
+            db.execute(
+                sql.SQL("SET LOCAL hnsw.iterative_scan = relaxed_order; SET LOCAL hnsw.ef_search = {}").format(
+                    sql.Literal(min(1000, limit))
+                )
+            )
             rows = db.execute(query, (embedding, limit)).fetchall()
             matches = rank_subjects(*ranked_rows(rows), embedding, top_k)
             if len(matches) == top_k or len(rows) < limit:

@@ -1,4 +1,5 @@
 """SQLite gallery: WAL journal, one transaction per write, exact cosine search over a cached matrix."""
+
 from __future__ import annotations
 
 import json
@@ -74,7 +75,10 @@ class SQLiteGallery(Gallery):
 
         def insert(db):
             try:
-                db.execute("INSERT INTO subjects(id, name, metadata, created_at) VALUES (?, ?, ?, ?)", (subject_id, name, json.dumps(metadata), created))
+                db.execute(
+                    "INSERT INTO subjects(id, name, metadata, created_at) VALUES (?, ?, ?, ?)",
+                    (subject_id, name, json.dumps(metadata), created),
+                )
             except sqlite3.IntegrityError:
                 raise GalleryError("subject_exists", f"subject {subject_id!r} already exists", 409) from None
 
@@ -83,13 +87,17 @@ class SQLiteGallery(Gallery):
 
     def _faces(self, subject_id: str) -> list[SubjectFace]:
         rows = self._db.execute(
-            "SELECT id, subject_id, model_sha256, created_at, image IS NOT NULL FROM faces WHERE subject_id = ? ORDER BY created_at, id", (subject_id,)
+            "SELECT id, subject_id, model_sha256, created_at, image IS NOT NULL FROM faces WHERE subject_id = ? "
+            "ORDER BY created_at, id",
+            (subject_id,),
         ).fetchall()
         return [SubjectFace(r[0], r[1], r[2], r[3], bool(r[4])) for r in rows]
 
     def get_subject(self, subject_id: str) -> Subject:
         with self._lock:
-            row = self._db.execute("SELECT id, name, metadata, created_at FROM subjects WHERE id = ?", (subject_id,)).fetchone()
+            row = self._db.execute(
+                "SELECT id, name, metadata, created_at FROM subjects WHERE id = ?", (subject_id,)
+            ).fetchone()
             if row is None:
                 raise subject_not_found(subject_id)
             return Subject(row[0], row[1], json.loads(row[2]), row[3], self._faces(subject_id))
@@ -97,7 +105,10 @@ class SQLiteGallery(Gallery):
     def list_subjects(self, limit: int, offset: int) -> tuple[list[Subject], int]:
         with self._lock:
             total = self._db.execute("SELECT COUNT(*) FROM subjects").fetchone()[0]
-            rows = self._db.execute("SELECT id, name, metadata, created_at FROM subjects ORDER BY created_at, id LIMIT ? OFFSET ?", (limit, offset)).fetchall()
+            rows = self._db.execute(
+                "SELECT id, name, metadata, created_at FROM subjects ORDER BY created_at, id LIMIT ? OFFSET ?",
+                (limit, offset),
+            ).fetchall()
             return [Subject(r[0], r[1], json.loads(r[2]), r[3], self._faces(r[0])) for r in rows], total
 
     def delete_subject(self, subject_id: str) -> None:
@@ -107,7 +118,9 @@ class SQLiteGallery(Gallery):
 
         self._write(delete)
 
-    def add_face(self, subject_id: str, face_id: str, embedding: np.ndarray, model_sha256: str, image: bytes | None) -> SubjectFace:
+    def add_face(
+        self, subject_id: str, face_id: str, embedding: np.ndarray, model_sha256: str, image: bytes | None
+    ) -> SubjectFace:
         created = now()
         blob = np.asarray(embedding, np.float32).tobytes()
 
@@ -115,7 +128,8 @@ class SQLiteGallery(Gallery):
             if db.execute("SELECT 1 FROM subjects WHERE id = ?", (subject_id,)).fetchone() is None:
                 raise subject_not_found(subject_id)
             db.execute(
-                "INSERT INTO faces(id, subject_id, model_sha256, embedding, image, created_at) VALUES (?, ?, ?, ?, ?, ?)",
+                "INSERT INTO faces(id, subject_id, model_sha256, embedding, image, created_at) "
+                "VALUES (?, ?, ?, ?, ?, ?)",
                 (face_id, subject_id, model_sha256, blob, image, created),
             )
 
@@ -138,10 +152,13 @@ class SQLiteGallery(Gallery):
                 self._data_version = version
             if model_sha256 not in self._cache:
                 rows = self._db.execute(
-                    "SELECT f.id, f.subject_id, s.name, f.embedding FROM faces f JOIN subjects s ON s.id = f.subject_id WHERE f.model_sha256 = ?",
+                    "SELECT f.id, f.subject_id, s.name, f.embedding "
+                    "FROM faces f JOIN subjects s ON s.id = f.subject_id WHERE f.model_sha256 = ?",
                     (model_sha256,),
                 ).fetchall()
-                matrix = np.stack([np.frombuffer(r[3], np.float32) for r in rows]) if rows else np.zeros((0, 0), np.float32)
+                matrix = (
+                    np.stack([np.frombuffer(r[3], np.float32) for r in rows]) if rows else np.zeros((0, 0), np.float32)
+                )
                 self._cache[model_sha256] = (matrix, [(r[0], r[1], r[2]) for r in rows])
             return self._cache[model_sha256]
 

@@ -3,6 +3,7 @@
 The names below load their submodule (and torch) on first use (PEP 562), so that a torch-free
 submodule such as the `stra-face flops` command line imports at once.
 """
+
 from __future__ import annotations
 
 import importlib

@@ -1,4 +1,5 @@
 """Attention layers of the paper's comparison baselines: SE, non-local, stand-alone local self-attention."""
+
 from __future__ import annotations
 
 import math

@@ -2,6 +2,7 @@
 
 Only argument parsing lives here (torch-free, so that --help answers at once); the counting is flops.py's.
 """
+
 from __future__ import annotations
 
 import argparse

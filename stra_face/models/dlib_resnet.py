@@ -16,6 +16,7 @@ to, but not exactly, unit length; dlib compares them by Euclidean distance, same
     from stra_face.models.dlib_resnet import load_dlib_resnet
     net = load_dlib_resnet()              # weights from the installed face_recognition_models
 """
+
 from __future__ import annotations
 
 import importlib.util
@@ -142,7 +143,7 @@ class _Reader:
         size = control & 0x0F
         if size == 0 or size > 8 or control & 0x70:
             raise DlibFormatError(f"bad integer control byte {control:#x} at offset {self.pos - 1}")
-        value = int.from_bytes(self.data[self.pos:self.pos + size], "little")
+        value = int.from_bytes(self.data[self.pos : self.pos + size], "little")
         self.pos += size
         return -value if control & 0x80 else value
 
@@ -161,7 +162,7 @@ class _Reader:
 
     def string(self) -> str:
         size = self.int()
-        text = self.data[self.pos:self.pos + size].decode("latin-1")
+        text = self.data[self.pos : self.pos + size].decode("latin-1")
         self.pos += size
         return text
 
@@ -205,7 +206,7 @@ def _anet_chain() -> list[str]:
 
     "layer" is an add_layer (has details), "tag"/"skip" are add_tag_layer/add_skip_layer."""
     chain = ["layer:fc", "layer:avg_pool_all"]
-    for out_channels, down, count in reversed(DLIB_LEVELS):
+    for _out_channels, down, count in reversed(DLIB_LEVELS):
         for index in reversed(range(count)):  # the outermost block of a level is its last
             block = ["layer:affine", "layer:con", "layer:relu", "layer:affine", "layer:con", "tag"]
             if down and index == 0:  # relu<add_prev2<avg_pool<skip1<tag2<block<tag1<...>>>>>>>
@@ -221,7 +222,7 @@ def _layer_details(reader: _Reader, kind: str) -> dict:
         version = reader.expect("con_4", "con_5", "con_6")
         params = reader.tensor()
         filters, nr, nc, stride_y, stride_x, pad_y, pad_x = (reader.int() for _ in range(7))
-        weight_shape, bias_shape = reader.alias_tensor(), reader.alias_tensor()
+        weight_shape, _bias_shape = reader.alias_tensor(), reader.alias_tensor()  # the bias is `filters` long
         for _ in range(4):  # learning-rate and weight-decay multipliers
             reader.float()
         use_bias = reader.bool() if version in ("con_5", "con_6") else True
@@ -231,8 +232,10 @@ def _layer_details(reader: _Reader, kind: str) -> dict:
         flat = params.reshape(-1)
         return {
             "weight": flat[:weight_size].reshape(weight_shape),
-            "bias": flat[weight_size:weight_size + filters] if use_bias else np.zeros(filters, np.float32),
-            "kernel": (nr, nc), "stride": (stride_y, stride_x), "padding": (pad_y, pad_x),
+            "bias": flat[weight_size : weight_size + filters] if use_bias else np.zeros(filters, np.float32),
+            "kernel": (nr, nc),
+            "stride": (stride_y, stride_x),
+            "padding": (pad_y, pad_x),
         }
     if kind == "affine":
         version = reader.expect("affine_", "affine_2", "bn_con2")
@@ -247,7 +250,7 @@ def _layer_details(reader: _Reader, kind: str) -> dict:
             eps = reader.float()
             size = int(np.prod(gamma_shape))
             weight = params[:size] / np.sqrt(running_variances + np.float32(eps))
-            return {"weight": weight, "bias": params[size:2 * size] - weight * running_means}
+            return {"weight": weight, "bias": params[size : 2 * size] - weight * running_means}
         params = reader.tensor().reshape(-1)
         gamma_shape, _ = reader.alias_tensor(), reader.alias_tensor()
         reader.int()  # mode (conv / fc)
@@ -255,7 +258,7 @@ def _layer_details(reader: _Reader, kind: str) -> dict:
         if disabled:
             raise DlibFormatError("a disabled affine layer is not part of anet_type")
         size = int(np.prod(gamma_shape))
-        return {"weight": params[:size], "bias": params[size:2 * size]}
+        return {"weight": params[:size], "bias": params[size : 2 * size]}
     if kind == "relu":
         if reader.expect("relu_", "relu_2") == "relu_2" and reader.bool():
             raise DlibFormatError("a disabled relu is not part of anet_type")
@@ -280,7 +283,7 @@ def _layer_details(reader: _Reader, kind: str) -> dict:
         if bias_mode != 1:  # FC_NO_BIAS
             raise DlibFormatError("anet_type ends in fc_no_bias")
         # dlib computes output = input (N x inputs) * W (inputs x outputs), W row-major.
-        return {"weight": params[:inputs * outputs].reshape(inputs, outputs).T.copy()}
+        return {"weight": params[: inputs * outputs].reshape(inputs, outputs).T.copy()}
     raise AssertionError(kind)
 
 

@@ -7,6 +7,7 @@ MACs are counted as the paper counts FLOPs: multiply-adds of convolutions, linea
 matrix products (attention included); normalisation, activations and additions are left out.
 The counter is PyTorch's own `torch.utils.flop_counter.FlopCounterMode` (2 FLOPs = 1 MAC).
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass

@@ -1,4 +1,5 @@
 """Network heads and the wrapper that joins a backbone to them."""
+
 from __future__ import annotations
 
 from typing import Literal
@@ -87,7 +88,9 @@ class Network(nn.Module):
                     backbone.train()
             self.embedding = EmbeddingHead(features, embedding_dim, dropout, embedding_pool, feature_size)
             features = embedding_dim
-        self.classifier = ClassifierHead(features, num_classes, dropout if not embedding_dim else 0.0) if num_classes else None
+        self.classifier = (
+            ClassifierHead(features, num_classes, dropout if not embedding_dim else 0.0) if num_classes else None
+        )
         self.num_features = features
 
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:

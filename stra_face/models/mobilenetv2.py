@@ -6,6 +6,7 @@ depthwise filter, so it replaces the depthwise conv one for one, where ResNet50-
 the last stage's 3x3 convs. The paper does not spell out the MobileNetV2 placement; this
 mirrors the ResNet one.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass

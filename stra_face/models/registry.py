@@ -1,8 +1,9 @@
 """Model registry: `create_model("resnet50_stra", num_classes=7, in_chans=1, ...)`, timm-style."""
+
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import fields
-from typing import Callable
 
 from torch import nn
 
@@ -110,7 +111,9 @@ def mobilenetv2_140_stra(stra: StRAConfig, **kwargs) -> MobileNetV2:
 
 
 @register_fixed_model
-def dlib_resnet_v1(pretrained: bool = False, num_classes: int = 0, embedding_dim: int = 0, in_chans: int = 3) -> DlibFaceResNet:
+def dlib_resnet_v1(
+    pretrained: bool = False, num_classes: int = 0, embedding_dim: int = 0, in_chans: int = 3
+) -> DlibFaceResNet:
     """dlib's face descriptor ResNet: (N, 3, 150, 150) RGB 0..255 -> (N, 128); pretrained: dlib's
     CC0 weights read from the installed face_recognition_models package (the `teacher` extra)."""
     if num_classes or embedding_dim not in (0, 128) or in_chans != 3:

@@ -3,10 +3,12 @@
 Layer names and shapes match torchvision's resnet50, so plain resnet50 has exactly its
 parameters and FLOPs.
 """
+
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Callable, Literal
+from typing import Literal
 
 import torch
 from torch import nn

@@ -18,6 +18,7 @@ Where this follows the authors' design and where it departs (see ../shared/stra-
 * The diversity regulariser (its exact form is not public) is the mean squared off-diagonal
   entry of the normalised Gram matrix of the modal vectors Z, per sample.
 """
+
 from __future__ import annotations
 
 import math
@@ -48,7 +49,7 @@ class StRAConfig:
     modal_vector: ModalVector = "mean"  # xi_g in eq. 1
     mode_interaction: bool = True  # rho: z'_g = sum_j softmax_j(<z_g, z_j>) z_j
 
-    def with_overrides(self, **overrides) -> "StRAConfig":
+    def with_overrides(self, **overrides) -> StRAConfig:
         return replace(self, **overrides)
 
 

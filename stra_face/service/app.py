@@ -1,4 +1,5 @@
 """The FastAPI application: `create_app(settings)`; `stra_face.service.app:app` for uvicorn."""
+
 from __future__ import annotations
 
 import logging
@@ -16,7 +17,13 @@ from stra_face.service.api.deps import admitted, require_api_key
 from stra_face.service.errors import install_error_handlers
 from stra_face.service.limits import body_limit
 from stra_face.service.metrics import Metrics, MetricsMiddleware
-from stra_face.service.middleware import ApiKeyMiddleware, HeadAsGetMiddleware, RelativeRedirectMiddleware, RequestGuardMiddleware, UnhandledErrorMiddleware
+from stra_face.service.middleware import (
+    ApiKeyMiddleware,
+    HeadAsGetMiddleware,
+    RelativeRedirectMiddleware,
+    RequestGuardMiddleware,
+    UnhandledErrorMiddleware,
+)
 from stra_face.service.openapi import install_openapi, needs_api_key
 from stra_face.service.settings import Settings
 from stra_face.service.state import ServiceState
@@ -27,7 +34,8 @@ STATIC = Path(__file__).resolve().parent / "static"
 # logo is on a CDN; the image simply does not show): they work offline and leak nothing.
 SAME_ORIGIN_ONLY = {
     "Content-Security-Policy": "default-src 'self'; img-src 'self' data: blob:; media-src 'self' blob:; "
-    "style-src 'self' 'unsafe-inline'; script-src 'self' 'unsafe-inline'; worker-src 'self' blob:; font-src 'self' data:",
+    "style-src 'self' 'unsafe-inline'; script-src 'self' 'unsafe-inline'; worker-src 'self' blob:; "
+    "font-src 'self' data:",
 }
 
 
@@ -40,7 +48,11 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         state = ServiceState.load(settings, metrics)
         await state.start()
         app.state.service = state
-        log.info("ready: embedding on %s, expression on %s", state.embedder.providers[0], state.expression.providers[0] if state.expression else "(no model)")
+        log.info(
+            "ready: embedding on %s, expression on %s",
+            state.embedder.providers[0],
+            state.expression.providers[0] if state.expression else "(no model)",
+        )
         try:
             yield
         finally:
@@ -49,7 +61,10 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app = FastAPI(
         title="StRA-Face",
         version=__version__,
-        description="Face detection, verification, identification and expression recognition with Structure-Regularized Attention networks.",
+        description=(
+            "Face detection, verification, identification and expression recognition with "
+            "Structure-Regularized Attention networks."
+        ),
         lifespan=lifespan,
         docs_url=None,  # served below from vendored assets: /docs and /redoc work offline
         redoc_url=None,
@@ -57,7 +72,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.metrics = metrics
     # Outermost last: unexpected errors -> JSON 500 (counted) around metrics around HEAD-as-GET
     # around the API key check around the body guard (which reads nothing until the route asks).
-    app.add_middleware(RequestGuardMiddleware, limit_for=body_limit(app, settings), body_timeout_s=settings.body_timeout_s)
+    app.add_middleware(
+        RequestGuardMiddleware, limit_for=body_limit(app, settings), body_timeout_s=settings.body_timeout_s
+    )
     app.add_middleware(RelativeRedirectMiddleware)
     app.add_middleware(ApiKeyMiddleware, keys=settings.api_keys, needs_key=needs_api_key(app))
     app.add_middleware(HeadAsGetMiddleware)
@@ -88,8 +105,10 @@ def serve_docs_offline(app: FastAPI) -> None:
     @app.get("/docs", include_in_schema=False)
     async def docs() -> HTMLResponse:
         page = get_swagger_ui_html(
-            openapi_url=app.openapi_url, title=f"{app.title} API",
-            swagger_js_url="/docs/assets/swagger-ui-bundle.js", swagger_css_url="/docs/assets/swagger-ui.css",
+            openapi_url=app.openapi_url,
+            title=f"{app.title} API",
+            swagger_js_url="/docs/assets/swagger-ui-bundle.js",
+            swagger_css_url="/docs/assets/swagger-ui.css",
             swagger_favicon_url=favicon,
             swagger_ui_parameters={"validatorUrl": None},  # else the page asks validator.swagger.io for a badge
         )
@@ -99,8 +118,11 @@ def serve_docs_offline(app: FastAPI) -> None:
     @app.get("/redoc", include_in_schema=False)
     async def redoc() -> HTMLResponse:
         page = get_redoc_html(
-            openapi_url=app.openapi_url, title=f"{app.title} API",
-            redoc_js_url="/redoc/assets/redoc.standalone.js", redoc_favicon_url=favicon, with_google_fonts=False,
+            openapi_url=app.openapi_url,
+            title=f"{app.title} API",
+            redoc_js_url="/redoc/assets/redoc.standalone.js",
+            redoc_favicon_url=favicon,
+            with_google_fonts=False,
         )
         page.headers.update(SAME_ORIGIN_ONLY)
         return page

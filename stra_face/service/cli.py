@@ -1,4 +1,5 @@
 """`stra-face serve`: uvicorn with the settings from the environment (STRA_*), flags override."""
+
 from __future__ import annotations
 
 import argparse
@@ -13,7 +14,9 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="stra-face serve", description="start the StRA-Face API")
     parser.add_argument("--host", default=settings.host)
     parser.add_argument("--port", type=int, default=settings.port)
-    parser.add_argument("--workers", type=int, default=settings.workers, help="uvicorn worker processes (each loads the models)")
+    parser.add_argument(
+        "--workers", type=int, default=settings.workers, help="uvicorn worker processes (each loads the models)"
+    )
     parser.add_argument("--log-level", default=os.environ.get("STRA_LOG_LEVEL", "info"))
     args = parser.parse_args(argv)
     import uvicorn  # after the arguments: `--help` answers without loading the server
@@ -28,12 +31,18 @@ def main(argv: list[str] | None = None) -> None:
     if not settings.embedding_model.exists():
         raise SystemExit(f"embedding model not found: {settings.embedding_model} (set STRA_EMBEDDING_MODEL)")
     uvicorn.run(
-        "stra_face.service.app:app_factory", factory=True, host=args.host, port=args.port, workers=args.workers, log_level=args.log_level,
+        "stra_face.service.app:app_factory",
+        factory=True,
+        host=args.host,
+        port=args.port,
+        workers=args.workers,
+        log_level=args.log_level,
         # Slow or stalled clients: headers within STRA_HEADER_TIMEOUT_S (TimedH11Protocol), bodies within
         # STRA_BODY_TIMEOUT_S (RequestGuardMiddleware, 408), idle keep-alive connections closed after
         # STRA_KEEP_ALIVE_TIMEOUT_S; TimedH11Protocol also refuses request heads over 16 KiB (431), targets over
         # 8 KiB (414), HTTP versions other than 1.x (505), and Content-Length with Transfer-Encoding (400).
-        http=TimedH11Protocol, timeout_keep_alive=settings.keep_alive_timeout_s,
+        http=TimedH11Protocol,
+        timeout_keep_alive=settings.keep_alive_timeout_s,
     )
 
 

@@ -1,4 +1,5 @@
 """One error shape for every failure: {"error": {"code": ..., "message": ...}}."""
+
 from __future__ import annotations
 
 from fastapi import FastAPI, Request
@@ -8,8 +9,9 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from stra_face.gallery import GalleryError
 from stra_face.service.openapi import operations_for
-from stra_face.vision.inference import Overloaded
 from stra_face.vision.decode import ImageError
+from stra_face.vision.inference import Overloaded
+
 
 class APIError(Exception):
     def __init__(self, status: int, code: str, message: str, headers: dict | None = None):
@@ -29,7 +31,16 @@ def _validation_message(error: RequestValidationError) -> str:
     return "; ".join(parts) or "invalid request"
 
 
-_STATUS_CODES = {400: "bad_request", 401: "unauthorized", 403: "forbidden", 404: "not_found", 405: "method_not_allowed", 408: "request_timeout", 413: "payload_too_large", 415: "unsupported_media_type"}
+_STATUS_CODES = {
+    400: "bad_request",
+    401: "unauthorized",
+    403: "forbidden",
+    404: "not_found",
+    405: "method_not_allowed",
+    408: "request_timeout",
+    413: "payload_too_large",
+    415: "unsupported_media_type",
+}
 
 
 def install_error_handlers(app: FastAPI) -> None:
@@ -65,8 +76,9 @@ def install_error_handlers(app: FastAPI) -> None:
         if operations:  # Starlette's Allow names one route's methods; a path may have several routes
             methods = set(operations) | ({"HEAD"} if "GET" in operations else set())
             headers = {**(headers or {}), "Allow": ", ".join(sorted(methods))}
-        code = getattr(error, "code", None) or _STATUS_CODES.get(error.status_code, "http_error")  # the body guard's refusals carry their code
+        code = getattr(error, "code", None) or _STATUS_CODES.get(
+            error.status_code, "http_error"
+        )  # the body guard's refusals carry their code
         return error_response(error.status_code, code, str(error.detail), headers)
 
     # Any other exception: `stra_face.service.middleware.UnhandledErrorMiddleware` answers a JSON 500.
-

@@ -1,4 +1,5 @@
 """Bounds on what one request may cost: body size per route, subject metadata, admission of image work."""
+
 from __future__ import annotations
 
 import json
@@ -24,7 +25,8 @@ def _multipart_fields(operation: dict) -> list[str]:
 
 
 def image_fields(operation: dict) -> int:
-    """How many images (or videos) an operation's body carries (from its documented multipart body), 0 for other operations."""
+    """How many images (or videos) an operation's body carries (from its documented multipart body), 0 for other
+    operations."""
     return len(_multipart_fields(operation))
 
 
@@ -34,7 +36,8 @@ def largest_body(settings: Settings) -> int:
 
 
 def body_limit(app: FastAPI, settings: Settings) -> Callable[[Scope], int]:
-    """limit_for(scope) -> bytes: image routes allow their images (base64 included), the video route its video, the rest a small JSON body."""
+    """limit_for(scope) -> bytes: image routes allow their images (base64 included), the video route its video, the
+    rest a small JSON body."""
 
     def limit_for(scope: Scope) -> int:
         operation = (operations_for(app, scope["path"]) or {}).get(scope["method"])
@@ -88,9 +91,17 @@ class Admission:
     def reserve(self, pixels: int) -> Iterator[None]:
         """Hold `pixels` of the budget for the block; 413 for what could never fit, 503 while others hold too much."""
         if pixels > self.max_pixels:
-            raise ImageError("image_too_large", f"detecting faces here needs {pixels} pixels of work (image + 4x P-Net's first pyramid level); this server takes at most {self.max_pixels} at once; a larger min_face_size needs less", status=413)
+            raise ImageError(
+                "image_too_large",
+                f"detecting faces here needs {pixels} pixels of work (image + 4x P-Net's first pyramid level); "
+                f"this server takes at most {self.max_pixels} at once; a larger min_face_size needs less",
+                status=413,
+            )
         if self.pixels + pixels > self.max_pixels:
-            raise Overloaded(f"{self.pixels} pixels of image work are in progress and this request needs {pixels}; the server takes {self.max_pixels} at once; retry later")
+            raise Overloaded(
+                f"{self.pixels} pixels of image work are in progress and this request needs {pixels}; "
+                f"the server takes {self.max_pixels} at once; retry later"
+            )
         self.pixels += pixels
         try:
             yield
@@ -99,7 +110,9 @@ class Admission:
 
     def enter(self) -> None:
         if self.active >= self.limit:
-            raise Overloaded(f"{self.active} image requests are in progress, the most this server takes at once; retry later")
+            raise Overloaded(
+                f"{self.active} image requests are in progress, the most this server takes at once; retry later"
+            )
         self.active += 1
 
     def leave(self) -> None:

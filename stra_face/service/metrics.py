@@ -1,11 +1,11 @@
 """Prometheus metrics on a registry of the app's own (several apps in one process stay apart)."""
+
 from __future__ import annotations
 
 import time
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 from starlette.types import ASGIApp, Receive, Scope, Send
-
 
 METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
 
@@ -18,15 +18,36 @@ def method_label(method: str) -> str:
 class Metrics:
     def __init__(self):
         self.registry = CollectorRegistry()
-        self.requests = Counter("stra_requests_total", "HTTP requests", ["route", "method", "status"], registry=self.registry)
+        self.requests = Counter(
+            "stra_requests_total", "HTTP requests", ["route", "method", "status"], registry=self.registry
+        )
         self.latency = Histogram(
-            "stra_request_seconds", "HTTP request latency", ["route", "method"], registry=self.registry,
+            "stra_request_seconds",
+            "HTTP request latency",
+            ["route", "method"],
+            registry=self.registry,
             buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30),
         )
-        self.batch_size = Histogram("stra_batch_faces", "faces per model call", ["model"], registry=self.registry, buckets=(1, 2, 4, 8, 16, 32, 64, 128))
+        self.batch_size = Histogram(
+            "stra_batch_faces",
+            "faces per model call",
+            ["model"],
+            registry=self.registry,
+            buckets=(1, 2, 4, 8, 16, 32, 64, 128),
+        )
         self.faces = Counter("stra_faces_detected_total", "faces detected", registry=self.registry)
-        self.unhandled = Counter("stra_unhandled_exceptions_total", "requests that raised an unexpected exception (answered 500)", ["route", "exception"], registry=self.registry)
-        self.provider = Gauge("stra_model_provider", "1 for the ONNX Runtime provider each model runs on", ["model", "provider"], registry=self.registry)
+        self.unhandled = Counter(
+            "stra_unhandled_exceptions_total",
+            "requests that raised an unexpected exception (answered 500)",
+            ["route", "exception"],
+            registry=self.registry,
+        )
+        self.provider = Gauge(
+            "stra_model_provider",
+            "1 for the ONNX Runtime provider each model runs on",
+            ["model", "provider"],
+            registry=self.registry,
+        )
 
     def count_unhandled(self, scope: Scope, error: BaseException) -> None:
         self.unhandled.labels(getattr(scope.get("route"), "path", "unmatched"), type(error).__name__).inc()

@@ -12,6 +12,7 @@
   traceback, is logged and counted, and is not re-raised, so the server keeps the connection
   (Starlette's own error middleware re-raises, and uvicorn then drops the keep-alive connection).
 """
+
 from __future__ import annotations
 
 import asyncio
@@ -69,7 +70,9 @@ def is_json(content_type: bytes) -> bool:
     """What FastAPI parses as JSON: no Content-Type, application/json or application/*+json (parsed
     as it parses them: latin-1 text, str.strip(), which also strips non-ASCII spaces)."""
     media = content_type.decode("latin-1").split(";")[0].strip().lower()
-    return media in ("", "application/json") or (media.startswith("application/") and media.endswith("+json") and media.count("/") == 1)
+    return media in ("", "application/json") or (
+        media.startswith("application/") and media.endswith("+json") and media.count("/") == 1
+    )
 
 
 def json_refusal(body: bytes, max_depth: int) -> tuple[int, str, str] | None:
@@ -90,7 +93,9 @@ def json_error(status: int, code: str, message: str, headers: dict[str, str] | N
     return {"type": "http.response.start", "status": status, "headers": raw}, body
 
 
-async def send_json_error(send: Send, status: int, code: str, message: str, headers: dict[str, str] | None = None) -> None:
+async def send_json_error(
+    send: Send, status: int, code: str, message: str, headers: dict[str, str] | None = None
+) -> None:
     start, body = json_error(status, code, message, headers)
     await send(start)
     await send({"type": "http.response.body", "body": body})
@@ -113,7 +118,13 @@ class RequestGuardMiddleware:
     (API key, admission) still do so before a byte of it is read (and before `100 Continue`).
     """
 
-    def __init__(self, app: ASGIApp, limit_for: Callable[[Scope], int], body_timeout_s: float, max_json_depth: int = MAX_JSON_DEPTH):
+    def __init__(
+        self,
+        app: ASGIApp,
+        limit_for: Callable[[Scope], int],
+        body_timeout_s: float,
+        max_json_depth: int = MAX_JSON_DEPTH,
+    ):
         self.app = app
         self.limit_for = limit_for
         self.body_timeout_s = body_timeout_s
@@ -126,7 +137,9 @@ class RequestGuardMiddleware:
         limit = self.limit_for(scope)
         content_types = [value for name, value in scope["headers"] if name == b"content-type"]
         if len(content_types) > 1:  # parsers disagree on which one counts: refuse rather than guess
-            await send_json_error(send, 400, "bad_request", "the request has more than one Content-Type header", {"Connection": "close"})
+            await send_json_error(
+                send, 400, "bad_request", "the request has more than one Content-Type header", {"Connection": "close"}
+            )
             return
         headers = dict(scope["headers"])
         try:
@@ -134,7 +147,13 @@ class RequestGuardMiddleware:
         except ValueError:
             declared = 0  # h11 refuses a malformed Content-Length before we get here
         if declared > limit:
-            await send_json_error(send, 413, "payload_too_large", f"the request body is {declared} bytes; this route accepts at most {limit}", {"Connection": "close"})
+            await send_json_error(
+                send,
+                413,
+                "payload_too_large",
+                f"the request body is {declared} bytes; this route accepts at most {limit}",
+                {"Connection": "close"},
+            )
             return
         deadline = time.monotonic() + self.body_timeout_s
         received = 0
@@ -147,11 +166,15 @@ class RequestGuardMiddleware:
             try:
                 message = await asyncio.wait_for(receive(), max(0.0, deadline - time.monotonic()))
             except asyncio.TimeoutError:
-                raise _BodyRefused(408, "request_timeout", f"the request body did not arrive within {self.body_timeout_s:g} s") from None
+                raise _BodyRefused(
+                    408, "request_timeout", f"the request body did not arrive within {self.body_timeout_s:g} s"
+                ) from None
             if message["type"] == "http.request":
                 received += len(message.get("body", b""))
                 if received > limit:
-                    raise _BodyRefused(413, "payload_too_large", f"the request body is over {limit} bytes, the most this route accepts")
+                    raise _BodyRefused(
+                        413, "payload_too_large", f"the request body is over {limit} bytes, the most this route accepts"
+                    )
                 complete = not message.get("more_body", False)
             return message
 
@@ -161,7 +184,11 @@ class RequestGuardMiddleware:
                 started = True
             await send(message)
 
-        app_receive = self._checked_json(guarded_receive) if is_json(content_types[0] if content_types else b"") else guarded_receive
+        app_receive = (
+            self._checked_json(guarded_receive)
+            if is_json(content_types[0] if content_types else b"")
+            else guarded_receive
+        )
         try:
             await self.app(scope, app_receive, tracking_send)
         except _BodyRefused as refused:
@@ -210,7 +237,13 @@ class ApiKeyMiddleware:
         if scope["type"] == "http" and self.keys and self.needs_key(scope):
             given = [value for name, value in scope["headers"] if name == b"x-api-key"]
             if not given:
-                await send_json_error(send, 401, "missing_api_key", "this server requires an API key in the x-api-key header", {"WWW-Authenticate": "x-api-key"})
+                await send_json_error(
+                    send,
+                    401,
+                    "missing_api_key",
+                    "this server requires an API key in the x-api-key header",
+                    {"WWW-Authenticate": "x-api-key"},
+                )
                 return
             if len(given) > 1 or not any(secrets.compare_digest(given[0], key) for key in self.keys):
                 await send_json_error(send, 403, "invalid_api_key", "the API key is not valid")
@@ -260,7 +293,10 @@ class RelativeRedirectMiddleware:
 
         async def relative_location(message: Message) -> None:
             if message["type"] == "http.response.start" and 300 <= message["status"] < 400:
-                headers = [(name, _path_only(value) if name == b"location" else value) for name, value in message.get("headers", [])]
+                headers = [
+                    (name, _path_only(value) if name == b"location" else value)
+                    for name, value in message.get("headers", [])
+                ]
                 message = {**message, "headers": headers}
             await send(message)
 
@@ -294,4 +330,3 @@ class UnhandledErrorMiddleware:
             if started:
                 raise  # half a response is out: only closing the connection tells the client
             await send_json_error(send, 500, "internal_error", "internal server error (logged on the server)")
-

@@ -1,5 +1,6 @@
 """StRA mode maps per face for the API: the r_ig grid of the expression model's last StRA block,
 and an optional PNG overlay of each map on the 48x48 crop the model saw."""
+
 from __future__ import annotations
 
 import base64
@@ -7,8 +8,8 @@ import base64
 import cv2
 import numpy as np
 
-from stra_face.vision.preprocess import EXPRESSION_SIZE
 from stra_face.service.schemas import ExpressionModes
+from stra_face.vision.preprocess import EXPRESSION_SIZE
 
 OVERLAY_SCALE = 2  # 48 px crops drawn at 96 px: readable, ~100 kB of base64 per face
 
@@ -35,6 +36,8 @@ def face_modes(maps: np.ndarray, crop: np.ndarray, overlay: bool) -> ExpressionM
         groups=groups,
         grid=(rows, cols),
         cell_pixels=(EXPRESSION_SIZE / rows, EXPRESSION_SIZE / cols),
-        maps=np.round(maps.astype(np.float64), 4).tolist(),  # float64 first: float32 values would print with noise digits
+        maps=np.round(
+            maps.astype(np.float64), 4
+        ).tolist(),  # float64 first: float32 values would print with noise digits
         overlay_png=base64.b64encode(overlay_png(crop, maps)).decode("ascii") if overlay else None,
     )

@@ -4,6 +4,7 @@ FastAPI documents what the routes declare; the guards that hold for every route 
 limits, API keys, admission, the one error shape) are added here from the routes' own features,
 so a new route is documented like the others without repeating the list.
 """
+
 from __future__ import annotations
 
 import re
@@ -53,8 +54,12 @@ def _errors_of(path: str, operation: dict) -> set[int]:
 
 
 def document_errors(schema: dict) -> dict:
-    schema.setdefault("components", {}).setdefault("schemas", {})["ErrorResponse"] = ErrorResponse.model_json_schema(ref_template="#/components/schemas/{model}")
-    schema["components"]["schemas"].update(ErrorResponse.model_json_schema(ref_template="#/components/schemas/{model}").pop("$defs", {}))
+    schema.setdefault("components", {}).setdefault("schemas", {})["ErrorResponse"] = ErrorResponse.model_json_schema(
+        ref_template="#/components/schemas/{model}"
+    )
+    schema["components"]["schemas"].update(
+        ErrorResponse.model_json_schema(ref_template="#/components/schemas/{model}").pop("$defs", {})
+    )
     for path, operations in schema.get("paths", {}).items():
         for operation in operations.values():
             responses = operation.setdefault("responses", {})
@@ -72,9 +77,14 @@ def document_errors(schema: dict) -> dict:
 def install_openapi(app: FastAPI) -> None:
     def openapi() -> dict:
         if app.openapi_schema is None:
-            app.openapi_schema = document_errors(get_openapi(
-                title=app.title, version=app.version, description=app.description, routes=app.routes,
-            ))
+            app.openapi_schema = document_errors(
+                get_openapi(
+                    title=app.title,
+                    version=app.version,
+                    description=app.description,
+                    routes=app.routes,
+                )
+            )
         return app.openapi_schema
 
     app.openapi = openapi
@@ -84,7 +94,10 @@ def documented_operations(app: FastAPI) -> list[tuple[re.Pattern, dict[str, dict
     """(path regex, {METHOD: operation}) for every documented path, from the app's own OpenAPI document."""
     cached = getattr(app.state, "documented_operations", None)
     if cached is None:
-        cached = [(compile_path(path)[0], {m.upper(): op for m, op in operations.items()}) for path, operations in app.openapi()["paths"].items()]
+        cached = [
+            (compile_path(path)[0], {m.upper(): op for m, op in operations.items()})
+            for path, operations in app.openapi()["paths"].items()
+        ]
         app.state.documented_operations = cached
     return cached
 

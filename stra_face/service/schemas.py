@@ -1,4 +1,5 @@
 """Request and response models of the API."""
+
 from __future__ import annotations
 
 import json
@@ -26,14 +27,23 @@ class Box(BaseModel):
 
 class FaceQuality(BaseModel):
     passed: bool = Field(description="the face passed the quality gate")
-    reasons: list[str] = Field(description="failed checks: low_detector_score, too_small, implausible_landmarks, blurry", examples=[["blurry"]])
-    measures: dict[str, float] = Field(description="what the checks measured: detector_score, eye_distance (px), nose_depth, nose_offset, eye_to_box, handedness, sharpness")
+    reasons: list[str] = Field(
+        description="failed checks: low_detector_score, too_small, implausible_landmarks, blurry", examples=[["blurry"]]
+    )
+    measures: dict[str, float] = Field(
+        description=(
+            "what the checks measured: detector_score, eye_distance (px), nose_depth, nose_offset, eye_to_box, "
+            "handedness, sharpness"
+        )
+    )
 
 
 class DetectedFace(BaseModel):
     box: Box
     score: float = Field(description="detector confidence")
-    landmarks: list[tuple[float, float]] = Field(description="left eye, right eye, nose, mouth left, mouth right (x, y)")
+    landmarks: list[tuple[float, float]] = Field(
+        description="left eye, right eye, nose, mouth left, mouth right (x, y)"
+    )
     quality: FaceQuality
 
 
@@ -45,13 +55,20 @@ class ImageSize(BaseModel):
 class FaceCount(BaseModel):
     faces_found: int = Field(description="faces the detector found; `faces` lists the largest STRA_MAX_FACES of them")
     truncated: bool = Field(description="true when STRA_MAX_FACES cut the list (faces_found > len(faces))")
-    low_quality: int = Field(description="faces the detector found below the quality gate, not counted in faces_found (keep_low_quality=true keeps them)")
+    low_quality: int = Field(
+        description=(
+            "faces the detector found below the quality gate, not counted in faces_found "
+            "(keep_low_quality=true keeps them)"
+        )
+    )
 
 
 class DetectResponse(FaceCount):
     image: ImageSize
     faces: list[DetectedFace]
-    rejected: list[DetectedFace] = Field(description="the faces below the quality gate, each with the reasons (empty with keep_low_quality=true)")
+    rejected: list[DetectedFace] = Field(
+        description="the faces below the quality gate, each with the reasons (empty with keep_low_quality=true)"
+    )
 
 
 class EmbeddedFace(DetectedFace):
@@ -73,10 +90,13 @@ class ExpressionModes(BaseModel):
     """What the expression model attended to: the StRA mode coefficients r_ig of its last StRA block."""
 
     groups: int = Field(description="G, the number of modes (8 for the shipped ResNet50-StRA)", examples=[8])
-    grid: tuple[int, int] = Field(description="rows, columns of each map (6 x 6 for the shipped model)", examples=[(6, 6)])
+    grid: tuple[int, int] = Field(
+        description="rows, columns of each map (6 x 6 for the shipped model)", examples=[(6, 6)]
+    )
     cell_pixels: tuple[float, float] = Field(
         description="height, width in pixels of the 48x48 expression crop that one grid cell covers: cell (i, j) "
-        "is centred on crop pixel ((j + 0.5) * width, (i + 0.5) * height); the crop is the face aligned on its landmarks",
+        "is centred on crop pixel ((j + 0.5) * width, (i + 0.5) * height); "
+        "the crop is the face aligned on its landmarks",
         examples=[(8.0, 8.0)],
     )
     maps: list[list[list[float]]] = Field(
@@ -85,7 +105,10 @@ class ExpressionModes(BaseModel):
     )
     overlay_png: str | None = Field(
         default=None,
-        description="base64 PNG, only with modes_overlay=true: the crop (2x) and each map over it (jet: blue 0 .. red 1), in one row",
+        description=(
+            "base64 PNG, only with modes_overlay=true: "
+            "the crop (2x) and each map over it (jet: blue 0 .. red 1), in one row"
+        ),
     )
 
 
@@ -124,20 +147,41 @@ class AnalyzeResponse(FaceCount):
 
 class Decision(BaseModel):
     threshold: float = Field(description="cosine similarity at or above which faces match")
-    far: float | None = Field(description="false-accept rate (per comparison) of the threshold on the calibration pairs; null for a caller-given threshold")
+    far: float | None = Field(
+        description=(
+            "false-accept rate (per comparison) of the threshold on the calibration pairs; "
+            "null for a caller-given threshold"
+        )
+    )
     requested_far: float | None = Field(default=None, description="the FAR asked for (1:N: FPIR / gallery_faces)")
-    clamped: bool = Field(default=False, description="the requested FAR / FPIR could not be met exactly: `far` / `fpir` say what is used instead")
+    clamped: bool = Field(
+        default=False,
+        description="the requested FAR / FPIR could not be met exactly: `far` / `fpir` say what is used instead",
+    )
     calibration: str | None = Field(description="where the threshold comes from")
-    fpir: float | None = Field(default=None, description="1:N only: false-positive identification rate of the threshold, ~ gallery_faces * far: how often someone not enrolled is matched to somebody")
+    fpir: float | None = Field(
+        default=None,
+        description=(
+            "1:N only: false-positive identification rate of the threshold, ~ gallery_faces * far: "
+            "how often someone not enrolled is matched to somebody"
+        ),
+    )
     requested_fpir: float | None = Field(default=None, description="1:N only: the FPIR asked for")
-    gallery_faces: int | None = Field(default=None, description="1:N only: gallery faces searched (enrolled with the current model)")
+    gallery_faces: int | None = Field(
+        default=None, description="1:N only: gallery faces searched (enrolled with the current model)"
+    )
 
 
 class VerifyPair(BaseModel):
     face1: int = Field(description="index into faces1")
     face2: int = Field(description="index into faces2")
     similarity: float
-    far_at_score: float | None = Field(description="share of the calibration's impostor pairs scoring this high or higher: the FAR of a threshold set at this similarity (null without a calibration)")
+    far_at_score: float | None = Field(
+        description=(
+            "share of the calibration's impostor pairs scoring this high or higher: "
+            "the FAR of a threshold set at this similarity (null without a calibration)"
+        )
+    )
     verified: bool
 
 
@@ -157,11 +201,17 @@ class VerifyResponse(BaseModel):
 
 class SubjectCreate(BaseModel):
     id: str | None = Field(
-        default=None, min_length=1, max_length=128, pattern=r"^[A-Za-z0-9_.:@-]+$",
+        default=None,
+        min_length=1,
+        max_length=128,
+        pattern=r"^[A-Za-z0-9_.:@-]+$",
         description="generated when absent; `.` and `..` are refused (they cannot be used in a URL path)",
     )
     name: str | None = Field(default=None, max_length=256)
-    metadata: dict = Field(default_factory=dict, description="free JSON object: at most 16 KiB as JSON and 8 levels deep (STRA_MAX_METADATA_*)")
+    metadata: dict = Field(
+        default_factory=dict,
+        description="free JSON object: at most 16 KiB as JSON and 8 levels deep (STRA_MAX_METADATA_*)",
+    )
 
     @field_validator("id")
     @classmethod
@@ -183,7 +233,9 @@ def _storable_json(value) -> None:
     try:
         json.dumps(value, ensure_ascii=False, allow_nan=False).encode("utf-8")
     except UnicodeEncodeError:
-        raise ValueError("holds a lone UTF-16 surrogate (an unpaired \\ud800-\\udfff escape), which is not Unicode text") from None
+        raise ValueError(
+            "holds a lone UTF-16 surrogate (an unpaired \\ud800-\\udfff escape), which is not Unicode text"
+        ) from None
     except ValueError:
         raise ValueError("holds NaN or an infinite number, which are not JSON") from None
 
@@ -193,7 +245,9 @@ class SubjectFaceOut(BaseModel):
     model_sha256: str
     created_at: str
     has_image: bool
-    current_model: bool = Field(description="enrolled with the embedding model now serving; other faces are not searched until re-enrolled")
+    current_model: bool = Field(
+        description="enrolled with the embedding model now serving; other faces are not searched until re-enrolled"
+    )
 
 
 class SubjectOut(BaseModel):
@@ -231,8 +285,18 @@ class IdentifyMatch(BaseModel):
 
 
 class IdentifiedFace(DetectedFace):
-    subject_id: str | None = Field(description="who this face is: the subject assigned to it, or null (unknown) when no candidate passes the open-set threshold")
-    unknown: bool = Field(description="no enrolled subject passes the threshold for this face (or the one that does is someone else's in this photo)")
+    subject_id: str | None = Field(
+        description=(
+            "who this face is: the subject assigned to it, "
+            "or null (unknown) when no candidate passes the open-set threshold"
+        )
+    )
+    unknown: bool = Field(
+        description=(
+            "no enrolled subject passes the threshold for this face "
+            "(or the one that does is someone else's in this photo)"
+        )
+    )
     matches: list[IdentifyMatch]
 
 

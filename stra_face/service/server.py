@@ -13,6 +13,7 @@ smuggling vector, RFC 9112 §6.1). Every refusal, h11's own included, answers th
 shape and closes the connection. A chunk that declares more bytes than any route accepts is
 refused (413) when its size line arrives, instead of waiting for the bytes.
 """
+
 from __future__ import annotations
 
 import asyncio
@@ -36,9 +37,19 @@ def vet_head(request: h11.Request) -> tuple[int, str, str] | None:
         return 505, "http_version_not_supported", f"HTTP/{request.http_version.decode()} is not supported; use HTTP/1.1"
     if len(request.target) > MAX_TARGET_BYTES:
         return 414, "uri_too_long", f"the request target is {len(request.target)} bytes; at most {MAX_TARGET_BYTES}"
-    size = len(request.method) + len(request.target) + 12 + sum(len(name) + len(value) + 4 for name, value in request.headers)
+    size = (
+        len(request.method)
+        + len(request.target)
+        + 12
+        + sum(len(name) + len(value) + 4 for name, value in request.headers)
+    )
     if len(request.headers) > MAX_HEADERS or size > MAX_HEAD_BYTES:
-        return 431, "headers_too_large", f"the request head has {len(request.headers)} headers, ~{size} bytes; at most {MAX_HEADERS} and {MAX_HEAD_BYTES}"
+        return (
+            431,
+            "headers_too_large",
+            f"the request head has {len(request.headers)} headers, ~{size} bytes; "
+            f"at most {MAX_HEADERS} and {MAX_HEAD_BYTES}",
+        )
     names = {name for name, _ in request.headers}
     if b"content-length" in names and b"transfer-encoding" in names:
         return 400, "bad_request", "the request has both Content-Length and Transfer-Encoding (RFC 9112 §6.1)"
@@ -54,7 +65,11 @@ class VettedConnection(h11.Connection):
         try:
             event = super().next_event()
         except h11.RemoteProtocolError as error:
-            self.refusal = (error.error_status_hint, "bad_request" if error.error_status_hint == 400 else "headers_too_large", f"invalid HTTP request: {error}")
+            self.refusal = (
+                error.error_status_hint,
+                "bad_request" if error.error_status_hint == 400 else "headers_too_large",
+                f"invalid HTTP request: {error}",
+            )
             raise
         if isinstance(event, h11.Request) and (refusal := vet_head(event)):
             self.refusal = refusal
@@ -79,7 +94,11 @@ class TimedH11Protocol(H11Protocol):
 
     def _refuse(self, status: int, code: str, message: str) -> None:
         start, body = json_error(status, code, message, {"Connection": "close"})
-        for event in (h11.Response(status_code=status, headers=start["headers"]), h11.Data(data=body), h11.EndOfMessage()):
+        for event in (
+            h11.Response(status_code=status, headers=start["headers"]),
+            h11.Data(data=body),
+            h11.EndOfMessage(),
+        ):
             self.transport.write(self.conn.send(event))
         self.transport.close()
 
@@ -103,10 +122,19 @@ class TimedH11Protocol(H11Protocol):
         if self._waiting_for_headers():
             self._arm_header_deadline()
         super().data_received(data)
-        if self._declared_chunk() > self.max_chunk_bytes and self.cycle and not self.cycle.response_started and not self.transport.is_closing():
+        if (
+            self._declared_chunk() > self.max_chunk_bytes
+            and self.cycle
+            and not self.cycle.response_started
+            and not self.transport.is_closing()
+        ):
             self.cycle.disconnected = True  # the app's receive() ends; anything it sends later is dropped
             self.cycle.message_event.set()
-            self._refuse(413, "payload_too_large", f"a chunk declares {self._declared_chunk()} bytes; no route accepts more than {self.max_chunk_bytes}")
+            self._refuse(
+                413,
+                "payload_too_large",
+                f"a chunk declares {self._declared_chunk()} bytes; no route accepts more than {self.max_chunk_bytes}",
+            )
             return
         if not self._waiting_for_headers():  # a request's headers are in: its body has its own deadline
             self._disarm_header_deadline()

@@ -1,6 +1,7 @@
 """Service settings, read from the environment (prefix STRA_) or a .env file.
 
 Model files and pipeline defaults are `PipelineSettings`, shared with the Python API and the CLI."""
+
 from __future__ import annotations
 
 from stra_face.config import ASSETS, PipelineSettings

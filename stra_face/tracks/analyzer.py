@@ -5,6 +5,7 @@ faces on it; `analyze_file` runs one over a video file. Per track only compact d
 index, box and 7 probabilities per observation in flat arrays, the best few gallery matches, one
 thumbnail), so memory does not depend on the resolution and grows by 48 bytes per face per detection step.
 """
+
 from __future__ import annotations
 
 import heapq
@@ -58,7 +59,9 @@ class Models:
     def of(cls, analyzer: FaceAnalyzer) -> Models:
         """The models an already loaded `FaceAnalyzer` holds (nothing is loaded twice)."""
         if analyzer.expression_model is None:
-            raise ValueError(f"no expression model at {analyzer.settings.expression_model}: video analysis reads expressions")
+            raise ValueError(
+                f"no expression model at {analyzer.settings.expression_model}: video analysis reads expressions"
+            )
         return cls(analyzer.detector, analyzer.embedder, analyzer.expression_model, analyzer.calibration)
 
     def tracker_config(self) -> TrackerConfig:
@@ -90,6 +93,7 @@ class Identifier:
 @dataclass
 class FrameMatch(Match):
     """The gallery's best subject for one detection, and whether it passed the threshold."""
+
     accepted: bool = False
 
 
@@ -109,6 +113,7 @@ class VideoOptions:
 @dataclass
 class Face:
     """One face on one frame: detected there, or (between detections) where its track is predicted."""
+
     track: int
     box: np.ndarray
     detected: bool
@@ -126,11 +131,14 @@ class FrameResult:
 @dataclass
 class TrackRecord:
     """What is kept of a track: compact per-observation arrays and the best few matches."""
+
     id: int
     frames: array = field(default_factory=lambda: array("i"))  # 4 bytes per observation
     boxes: array = field(default_factory=lambda: array("f"))  # 4 floats per observation
     probabilities: array = field(default_factory=lambda: array("f"))  # 7 floats per observation
-    best: list[tuple[float, int, FrameMatch | None]] = field(default_factory=list)  # min-heap of (quality, frame, match)
+    best: list[tuple[float, int, FrameMatch | None]] = field(
+        default_factory=list
+    )  # min-heap of (quality, frame, match)
     thumbnail: np.ndarray | None = None  # RGB crop of the best-quality detection
     thumbnail_quality: float = -1.0
 
@@ -168,8 +176,14 @@ def _quality(detection: Detection) -> float:
 class VideoSession:
     """Frames in, faces with track ids out; `result()` summarises the tracks so far."""
 
-    def __init__(self, models: Models, fps: float, identifier: Identifier | None = None,
-                 options: VideoOptions = VideoOptions(), tracker: TrackerConfig | None = None):
+    def __init__(
+        self,
+        models: Models,
+        fps: float,
+        identifier: Identifier | None = None,
+        options: VideoOptions = VideoOptions(),
+        tracker: TrackerConfig | None = None,
+    ):
         self.models, self.fps, self.identifier, self.options = models, fps, identifier, options
         self.tracker = Tracker(tracker or models.tracker_config())
         self.records: dict[int, TrackRecord] = {}
@@ -208,7 +222,9 @@ class VideoSession:
         ids = self.tracker.update(np.array([d.box for d in detections]), embeddings, time)
         faces = []
         for i, (detection, track_id) in enumerate(zip(detections, ids)):
-            face = Face(track_id, np.asarray(detection.box, np.float64), True, probabilities[i], self._match(embeddings[i]))
+            face = Face(
+                track_id, np.asarray(detection.box, np.float64), True, probabilities[i], self._match(embeddings[i])
+            )
             record = self.records.setdefault(track_id, TrackRecord(track_id))
             record.observe(index, face, _quality(detection), options.votes, lambda i=i: self._thumbnail(aligned[i]))
             self.last_expression[track_id] = probabilities[i]
@@ -221,7 +237,9 @@ class VideoSession:
         best = self.identifier.best(embedding)
         if best is None:
             return None
-        return FrameMatch(best.subject_id, best.name, best.face_id, best.similarity, best.similarity >= self.identifier.threshold)
+        return FrameMatch(
+            best.subject_id, best.name, best.face_id, best.similarity, best.similarity >= self.identifier.threshold
+        )
 
     def _thumbnail(self, aligned: np.ndarray) -> np.ndarray:
         size = self.options.thumbnail_size
@@ -231,7 +249,9 @@ class VideoSession:
         options = self.options
         frames_ = np.array(record.frames)
         times = frames_ / self.fps
-        smoothed = smooth(times, np.frombuffer(record.probabilities, np.float32).reshape(len(frames_), -1), options.smoothing_s)
+        smoothed = smooth(
+            times, np.frombuffer(record.probabilities, np.float32).reshape(len(frames_), -1), options.smoothing_s
+        )
         min_samples = max(1, round(options.min_segment_s * self.fps / options.detect_every))
         name, subject, similarity = record.identity()
         return {
@@ -239,13 +259,21 @@ class VideoSession:
             "identity": name,
             "subject_id": subject,
             "similarity": None if similarity is None else round(similarity, 4),
-            "start": round(float(times[0]), 3), "end": round(float(times[-1]), 3),
-            "start_frame": int(frames_[0]), "end_frame": int(frames_[-1]),
+            "start": round(float(times[0]), 3),
+            "end": round(float(times[-1]), 3),
+            "start_frame": int(frames_[0]),
+            "end_frame": int(frames_[-1]),
             "frames": frames_.tolist(),
             "boxes": np.round(np.frombuffer(record.boxes, np.float32).reshape(-1, 4).astype(np.float64), 1).tolist(),
             "expressions": np.round(smoothed.astype(np.float64), 3).tolist(),
             "dominant": [
-                {"expression": EXPRESSIONS[label], "start": round(a / self.fps, 3), "end": round(b / self.fps, 3), "start_frame": a, "end_frame": b}
+                {
+                    "expression": EXPRESSIONS[label],
+                    "start": round(a / self.fps, 3),
+                    "end": round(b / self.fps, 3),
+                    "start_frame": a,
+                    "end_frame": b,
+                }
                 for a, b, label in segments(frames_, smoothed.argmax(axis=1), min_samples)
             ],
             "best_frame": max(record.best)[1] if record.best else int(frames_[0]),
@@ -274,21 +302,39 @@ def frame_summary(result: FrameResult, session: VideoSession) -> dict:
     for face in result.faces:
         record = session.records.get(face.track)
         name, subject, similarity = record.identity() if record else (UNKNOWN, None, None)
-        faces.append({
-            "track": face.track, "detected": face.detected, "box": [round(float(v), 1) for v in face.box],
-            "identity": name, "subject_id": subject, "similarity": similarity,
-            "expression": None if face.probabilities is None else EXPRESSIONS[int(np.argmax(face.probabilities))],
-        })
+        faces.append(
+            {
+                "track": face.track,
+                "detected": face.detected,
+                "box": [round(float(v), 1) for v in face.box],
+                "identity": name,
+                "subject_id": subject,
+                "similarity": similarity,
+                "expression": None if face.probabilities is None else EXPRESSIONS[int(np.argmax(face.probabilities))],
+            }
+        )
     tracks = [
-        {"id": r.id, "identity": r.identity()[0], "start": round(r.frames[0] / session.fps, 3), "end": round(r.frames[-1] / session.fps, 3), "detections": len(r.frames)}
+        {
+            "id": r.id,
+            "identity": r.identity()[0],
+            "start": round(r.frames[0] / session.fps, 3),
+            "end": round(r.frames[-1] / session.fps, 3),
+            "detections": len(r.frames),
+        }
         for r in session.reported()
     ]
     return {"frame": result.index, "time": round(result.time, 3), "faces": faces, "tracks": tracks}
 
 
-def analyze_file(path: Path, models: Models, identifier: Identifier | None = None, options: VideoOptions = VideoOptions(),
-                 limits: VideoLimits | None = None, on_frame: Callable[[np.ndarray, FrameResult, VideoSession], None] | None = None,
-                 tracker: TrackerConfig | None = None) -> tuple[VideoSession, dict]:
+def analyze_file(
+    path: Path,
+    models: Models,
+    identifier: Identifier | None = None,
+    options: VideoOptions = VideoOptions(),
+    limits: VideoLimits | None = None,
+    on_frame: Callable[[np.ndarray, FrameResult, VideoSession], None] | None = None,
+    tracker: TrackerConfig | None = None,
+) -> tuple[VideoSession, dict]:
     """Run a session over a video file, frame by frame; `on_frame(image, result, session)` sees each frame."""
     limits = limits or VideoLimits()
     info = probe(Path(path), limits)
@@ -329,7 +375,9 @@ def enrol_photos(gallery: Gallery, models: Models, folder: Path) -> dict[str, in
             found = models.detector.detect(image)
             if not found:
                 continue
-            embedding = models.embedder.embed(align_face(image, found[0].landmarks, models.embedder.input_kind)[None])[0]
+            embedding = models.embedder.embed(align_face(image, found[0].landmarks, models.embedder.input_kind)[None])[
+                0
+            ]
             gallery.add_face(subject, f"{subject}-{enrolled[subject]}", embedding, models.embedder.sha256, None)
             enrolled[subject] += 1
     return enrolled

@@ -1,4 +1,5 @@
 """`sf.video(path, gallery=...)`: the Python API's video analysis, frame by frame."""
+
 from __future__ import annotations
 
 from collections.abc import Iterator
@@ -17,8 +18,17 @@ class VideoRun:
     """Iterate for one dict per frame (as the /v1/stream WebSocket answers); `result()` gives the
     tracks (as POST /v1/video), reading the rest of the video first if the iteration stopped early."""
 
-    def __init__(self, path: str | Path, analyzer: FaceAnalyzer, gallery: Gallery | None = None, *, far: float | None = None,
-                 threshold: float | None = None, detect_every: int = 3, max_seconds: float | None = None):
+    def __init__(
+        self,
+        path: str | Path,
+        analyzer: FaceAnalyzer,
+        gallery: Gallery | None = None,
+        *,
+        far: float | None = None,
+        threshold: float | None = None,
+        detect_every: int = 3,
+        max_seconds: float | None = None,
+    ):
         self.path, self.limits = Path(path), VideoLimits(truncate_seconds=max_seconds)
         self.info = probe(self.path, self.limits)  # a bad file fails here, before any model runs
         models = Models.of(analyzer)

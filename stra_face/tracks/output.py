@@ -1,4 +1,5 @@
 """What a video analysis writes: CSV rows, a video with boxes drawn, a timeline plot, thumbnails."""
+
 from __future__ import annotations
 
 import base64
@@ -10,7 +11,16 @@ import numpy as np
 
 from stra_face.vision.preprocess import EXPRESSIONS
 
-COLOURS = [(230, 25, 75), (60, 180, 75), (255, 225, 25), (0, 130, 200), (245, 130, 48), (145, 30, 180), (70, 240, 240), (240, 50, 230)]
+COLOURS = [
+    (230, 25, 75),
+    (60, 180, 75),
+    (255, 225, 25),
+    (0, 130, 200),
+    (245, 130, 48),
+    (145, 30, 180),
+    (70, 240, 240),
+    (240, 50, 230),
+]
 
 
 def colour(track: int) -> tuple[int, int, int]:
@@ -33,8 +43,17 @@ def write_csv(result: dict, path: Path) -> None:
         rows = []
         for track in result["tracks"]:
             for frame, box, probabilities in zip(track["frames"], track["boxes"], track["expressions"]):
-                rows.append([frame, round(frame / result["fps"], 3), track["id"], track["identity"], *box,
-                             EXPRESSIONS[int(np.argmax(probabilities))], *probabilities])
+                rows.append(
+                    [
+                        frame,
+                        round(frame / result["fps"], 3),
+                        track["id"],
+                        track["identity"],
+                        *box,
+                        EXPRESSIONS[int(np.argmax(probabilities))],
+                        *probabilities,
+                    ]
+                )
         writer.writerows(sorted(rows, key=lambda row: (row[0], row[2])))
 
 
@@ -47,7 +66,9 @@ class Drawer:
     def __call__(self, image: np.ndarray, result, session) -> None:
         frame = cv2.cvtColor(image, cv2.COLOR_RGB2BGR)
         if self.writer is None:
-            self.writer = cv2.VideoWriter(str(self.path), cv2.VideoWriter_fourcc(*"mp4v"), self.fps, (frame.shape[1], frame.shape[0]))
+            self.writer = cv2.VideoWriter(
+                str(self.path), cv2.VideoWriter_fourcc(*"mp4v"), self.fps, (frame.shape[1], frame.shape[0])
+            )
             if not self.writer.isOpened():
                 raise OSError(f"cannot write a video to {self.path}")
         for face in result.faces:
@@ -85,11 +106,17 @@ def plot_timeline(result: dict, path: Path, max_tracks: int = 8) -> None:
     for axis, track in zip(axes[:, 0], tracks):
         times = np.array(track["frames"]) / result["fps"]
         probabilities = np.array(track["expressions"]).T
-        axis.stackplot(times, probabilities, colors=[palette(i) for i in range(len(EXPRESSIONS))], labels=EXPRESSIONS, step="post")
+        axis.stackplot(
+            times, probabilities, colors=[palette(i) for i in range(len(EXPRESSIONS))], labels=EXPRESSIONS, step="post"
+        )
         axis.set_xlim(0, duration)
         axis.set_ylim(0, 1)
         similarity = "" if track["similarity"] is None else f" ({track['similarity']:.3f})"
-        axis.set_title(f"track {track['id']}: {track['identity']}{similarity}, {len(track['frames'])} detections", fontsize=9, loc="left")
+        axis.set_title(
+            f"track {track['id']}: {track['identity']}{similarity}, {len(track['frames'])} detections",
+            fontsize=9,
+            loc="left",
+        )
         axis.set_yticks([])
     axes[0, 0].legend(loc="upper left", bbox_to_anchor=(1.0, 1.0), fontsize=8)
     axes[-1, 0].set_xlabel("time (s)")

@@ -1,6 +1,7 @@
 """Video files -> RGB frames, one at a time (memory does not grow with the length), with limits
 checked from the container's header before any frame is decoded, and again while decoding
 (a header can lie about the frame count or the size)."""
+
 from __future__ import annotations
 
 from collections.abc import Iterator
@@ -53,7 +54,8 @@ def probe(path: Path, limits: VideoLimits = VideoLimits()) -> VideoInfo:
         fps = capture.get(cv2.CAP_PROP_FPS)
         info = VideoInfo(
             fps if 1 <= fps <= 1000 else DEFAULT_FPS,
-            int(capture.get(cv2.CAP_PROP_FRAME_WIDTH)), int(capture.get(cv2.CAP_PROP_FRAME_HEIGHT)),
+            int(capture.get(cv2.CAP_PROP_FRAME_WIDTH)),
+            int(capture.get(cv2.CAP_PROP_FRAME_HEIGHT)),
             max(0, int(capture.get(cv2.CAP_PROP_FRAME_COUNT))),
         )
     finally:
@@ -62,13 +64,21 @@ def probe(path: Path, limits: VideoLimits = VideoLimits()) -> VideoInfo:
     if info.width <= 0 or info.height <= 0:
         raise VideoError("invalid_video", "the video has no readable frame size")
     if limits.max_seconds is not None and info.seconds > limits.max_seconds:
-        raise VideoError("video_too_long", f"the video is {info.seconds:.1f} s long; at most {limits.max_seconds:g} s are accepted", 413)
+        raise VideoError(
+            "video_too_long",
+            f"the video is {info.seconds:.1f} s long; at most {limits.max_seconds:g} s are accepted",
+            413,
+        )
     return info
 
 
 def check_size(width: int, height: int, max_pixels: int) -> None:
     if width * height > max_pixels:
-        raise VideoError("video_too_large", f"frames are {width}x{height} = {width * height} pixels; at most {max_pixels} are accepted", 413)
+        raise VideoError(
+            "video_too_large",
+            f"frames are {width}x{height} = {width * height} pixels; at most {max_pixels} are accepted",
+            413,
+        )
 
 
 def frames(path: Path, info: VideoInfo, limits: VideoLimits = VideoLimits()) -> Iterator[np.ndarray]:
@@ -81,7 +91,9 @@ def frames(path: Path, info: VideoInfo, limits: VideoLimits = VideoLimits()) -> 
             if limits.truncate_seconds is not None and count >= limits.truncate_seconds * info.fps:
                 break
             if limits.max_seconds is not None and count > limits.max_seconds * info.fps:
-                raise VideoError("video_too_long", f"the video runs past {limits.max_seconds:g} s; at most that is accepted", 413)
+                raise VideoError(
+                    "video_too_long", f"the video runs past {limits.max_seconds:g} s; at most that is accepted", 413
+                )
             ok, frame = capture.read()
             if not ok or frame is None:
                 break

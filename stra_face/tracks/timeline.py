@@ -1,4 +1,5 @@
 """A track's expression timeline: per-frame probabilities, smoothed over time, cut into segments."""
+
 from __future__ import annotations
 
 import numpy as np

@@ -5,6 +5,7 @@ live tracks and the new detections. The cost mixes what each cue is good at: ove
 through fast motion of a face that barely changes, the embedding keeps it through a missed detection
 or a cut back to the same person (overlap is then zero, so only appearance can link it).
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass, field
@@ -33,7 +34,9 @@ class TrackerConfig:
     min_appearance: float = 0.5
     veto_appearance: float = 0.3  # below this cosine, even full overlap does not link
     appearance_weight: float = 0.5  # cost = 1 - (w * cosine + (1 - w) * IoU)
-    max_missed_s: float = 1.0  # after this long without a detection, a track's last box no longer links (only appearance does)
+    max_missed_s: float = (
+        1.0  # after this long without a detection, a track's last box no longer links (only appearance does)
+    )
     reid_s: float = 10.0  # ... but an unseen track can still be re-found by appearance for this long
     embedding_momentum: float = 0.8  # the track's appearance: running mean of its unit embeddings
 

@@ -1,4 +1,5 @@
 """Dataclass configs from TOML + command-line flags: torch-free, so that `--help` answers at once."""
+
 from __future__ import annotations
 
 import argparse

@@ -5,6 +5,7 @@ GPUs, gloo on CPUs) or run directly as a single process. Provides: dataclass con
 TOML + command-line overrides, seeding, optimiser and warmup-cosine schedule, mixed precision,
 an epoch loop with progress bars, atomic checkpoints with resume, and a CSV log.
 """
+
 from __future__ import annotations
 
 import csv
@@ -14,9 +15,10 @@ import math
 import os
 import random
 import time
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Iterable
+from typing import Any
 
 import numpy as np
 import torch
@@ -87,11 +89,15 @@ def worker_seed(worker_id: int) -> None:
     random.seed(seed)
 
 
-def make_loader(dataset: Dataset, batch_size: int, runtime: Runtime, *, train: bool, workers: int, seed: int) -> DataLoader:
+def make_loader(
+    dataset: Dataset, batch_size: int, runtime: Runtime, *, train: bool, workers: int, seed: int
+) -> DataLoader:
     """Per-rank loader; with DDP each rank sees its own shard (DistributedSampler)."""
     sampler = None
     if runtime.distributed:
-        sampler = DistributedSampler(dataset, runtime.world_size, runtime.rank, shuffle=train, seed=seed, drop_last=train)
+        sampler = DistributedSampler(
+            dataset, runtime.world_size, runtime.rank, shuffle=train, seed=seed, drop_last=train
+        )
     generator = torch.Generator().manual_seed(seed + runtime.rank)
     return DataLoader(
         dataset,
@@ -130,7 +136,9 @@ def unwrap(model: nn.Module) -> nn.Module:
 # --------------------------------------------------------------------------- optimisation
 
 
-def build_optimizer(named_modules: Iterable[nn.Module], name: str, lr: float, weight_decay: float, momentum: float = 0.9) -> torch.optim.Optimizer:
+def build_optimizer(
+    named_modules: Iterable[nn.Module], name: str, lr: float, weight_decay: float, momentum: float = 0.9
+) -> torch.optim.Optimizer:
     """SGD (Nesterov) or AdamW; no weight decay on norms and biases (they only rescale)."""
     decay, no_decay = [], []
     for module in named_modules:
@@ -148,7 +156,9 @@ def build_optimizer(named_modules: Iterable[nn.Module], name: str, lr: float, we
     raise ValueError(f"unknown optimizer {name!r} (sgd, adamw)")
 
 
-def warmup_cosine(optimizer: torch.optim.Optimizer, total_steps: int, warmup_steps: int, final_ratio: float = 0.0) -> torch.optim.lr_scheduler.LambdaLR:
+def warmup_cosine(
+    optimizer: torch.optim.Optimizer, total_steps: int, warmup_steps: int, final_ratio: float = 0.0
+) -> torch.optim.lr_scheduler.LambdaLR:
     """Linear warmup then cosine decay to final_ratio * lr, stepped per iteration."""
 
     def factor(step: int) -> float:
@@ -169,7 +179,8 @@ def autocast(runtime: Runtime, enabled: bool):
 
 
 class Checkpointer:
-    """`last.pt` after every epoch (atomic rename, so a killed run never leaves half a file), `best.pt` on improvement."""
+    """`last.pt` after every epoch (atomic rename, so a killed run never leaves half a file), `best.pt` on
+    improvement."""
 
     def __init__(self, directory: Path, runtime: Runtime):
         self.directory = directory
@@ -275,10 +286,19 @@ def train_one_epoch(
             nn.utils.clip_grad_norm_(model.parameters(), grad_clip)
         optimizer.step()
         scheduler.step()
-        totals += torch.stack([loss.detach().double() * count, diversity.detach().double().to(totals.device) * count, correct.double(), totals.new_tensor(count)])
+        totals += torch.stack(
+            [
+                loss.detach().double() * count,
+                diversity.detach().double().to(totals.device) * count,
+                correct.double(),
+                totals.new_tensor(count),
+            ]
+        )
         if step % log_every == 0:
             host = totals.cpu()
-            bar.set_postfix(loss=f"{host[0] / host[3]:.3f}", acc=f"{host[2] / host[3]:.3f}", lr=f"{scheduler.get_last_lr()[0]:.2e}")
+            bar.set_postfix(
+                loss=f"{host[0] / host[3]:.3f}", acc=f"{host[2] / host[3]:.3f}", lr=f"{scheduler.get_last_lr()[0]:.2e}"
+            )
     if runtime.distributed:
         dist.all_reduce(totals)
     totals = totals.cpu()  # waits for the last step, so the timing below is the real one

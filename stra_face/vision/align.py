@@ -1,4 +1,5 @@
 """5-point similarity alignment: one function for the service, the benchmark and face training."""
+
 from __future__ import annotations
 
 import cv2
@@ -14,7 +15,8 @@ ARCFACE_TEMPLATE = np.array(
 # dlib's 150x150 face chip (shape_predictor_5 + get_face_chip, padding 0.25) in MTCNN's terms: where the
 # service's detector puts its 5 landmarks on chips cut by dlib itself, median over 104 faces (LFW
 # raw_sample and CFP frontal 001-005; the median, as dlib's predictor slips on some poor images):
-# python -m stra_face.training.face.chip_template measure --images ../shared/data/lfw/raw_sample ../shared/data/cfp/raw_sample/00[1-5]/frontal --out runs/template/faces.npz
+# python -m stra_face.training.face.chip_template measure --images ../shared/data/lfw/raw_sample \
+#     ../shared/data/cfp/raw_sample/00[1-5]/frontal --out runs/template/faces.npz
 DLIB_CHIP_TEMPLATE = np.array(
     [[46.4984, 44.9822], [102.48, 44.7332], [73.396, 74.7156], [49.5112, 103.4296], [98.3861, 103.1501]],
     dtype=np.float32,
@@ -29,7 +31,9 @@ FER2013_TEMPLATE = np.array(
 )
 
 
-def similarity_transform(landmarks: np.ndarray, size: int | None = None, zoom: float = 1.0, kind: FaceInput = ARCFACE_112) -> np.ndarray:
+def similarity_transform(
+    landmarks: np.ndarray, size: int | None = None, zoom: float = 1.0, kind: FaceInput = ARCFACE_112
+) -> np.ndarray:
     """2x3 matrix mapping the 5 landmarks onto `kind`'s template scaled to `size` (default: the
     kind's own size; rotation + uniform scale + translation, fitted robustly)."""
     template = (TEMPLATES[kind.name] - kind.size / 2) * zoom + kind.size / 2
@@ -48,10 +52,14 @@ def align_face(image: np.ndarray, landmarks: np.ndarray, kind: FaceInput = ARCFA
         # Shrink by area averaging to about twice the chip's resolution first: bilinear sampling alone aliases.
         shrink = 2 * scale
         height, width = image.shape[:2]
-        small = cv2.resize(image, (max(1, round(width * shrink)), max(1, round(height * shrink))), interpolation=cv2.INTER_AREA)
+        small = cv2.resize(
+            image, (max(1, round(width * shrink)), max(1, round(height * shrink))), interpolation=cv2.INTER_AREA
+        )
         shrink_x, shrink_y = small.shape[1] / width, small.shape[0] / height
         # pixel centres: original x = (small x + 0.5) / shrink_x - 0.5
-        matrix = matrix @ np.array([[1 / shrink_x, 0, 0.5 / shrink_x - 0.5], [0, 1 / shrink_y, 0.5 / shrink_y - 0.5], [0, 0, 1]])
+        matrix = matrix @ np.array(
+            [[1 / shrink_x, 0, 0.5 / shrink_x - 0.5], [0, 1 / shrink_y, 0.5 / shrink_y - 0.5], [0, 0, 1]]
+        )
         image = small
     return cv2.warpAffine(image, matrix, (kind.size, kind.size), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_CONSTANT)
 

@@ -6,6 +6,7 @@ share `mtcnn.card.json`). Training writes it once, when the file is exported, an
 code relies on; what a card says beyond them (a recipe's notes, a parity report) rides along in
 `extra` and is written back unchanged, so reading and writing a card keeps its JSON keys.
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -76,7 +77,9 @@ class ModelCard:
                 accepted = float | int | None  # JSON writes 0.0 back as 0 in some writers
             if not isinstance(value, accepted):
                 raise ValueError(f"model card field {key!r}: {type(value).__name__} where {accepted} is expected")
-        return cls(**{k: v for k, v in data.items() if k in known}, extra={k: v for k, v in data.items() if k not in known})
+        return cls(
+            **{k: v for k, v in data.items() if k in known}, extra={k: v for k, v in data.items() if k not in known}
+        )
 
     def to_dict(self) -> dict:
         """The JSON object: the fields this card has (None ones left out), then its extra keys."""

@@ -13,6 +13,7 @@ What the models see, whatever the file holds:
 - transparency (RGBA, LA, palette + tRNS) composited onto white, so a fully transparent image is
   a blank white image (no face), not the pixels hidden under alpha 0.
 """
+
 from __future__ import annotations
 
 import io
@@ -96,7 +97,10 @@ def jpeg_scans(data: bytes) -> int:
 def _check_work(image: Image.Image, data: bytes) -> None:
     """Refuse what would cost far more to decode than its pixels say (the pixel limit bounds memory, not time)."""
     if image.format in ("JPEG", "MPO") and (scans := jpeg_scans(data)) > MAX_JPEG_SCANS:
-        raise ImageError("corrupt_image", f"the JPEG has {scans} scans; at most {MAX_JPEG_SCANS} are decoded (progressive photos have about 10)")
+        raise ImageError(
+            "corrupt_image",
+            f"the JPEG has {scans} scans; at most {MAX_JPEG_SCANS} are decoded (progressive photos have about 10)",
+        )
 
 
 def _open(data: bytes, max_pixels: int) -> Image.Image:
@@ -105,16 +109,24 @@ def _open(data: bytes, max_pixels: int) -> Image.Image:
             warnings.simplefilter("error", Image.DecompressionBombWarning)
             image = Image.open(io.BytesIO(data))
     except UnidentifiedImageError:
-        raise ImageError("invalid_image", "the data is not an image in a supported format (JPEG, PNG, WebP, BMP)", status=415) from None
+        raise ImageError(
+            "invalid_image", "the data is not an image in a supported format (JPEG, PNG, WebP, BMP)", status=415
+        ) from None
     except (Image.DecompressionBombError, Image.DecompressionBombWarning):
         raise ImageError("image_too_large", "the image has too many pixels", status=413) from None
     if image.format not in SUPPORTED_FORMATS:
-        raise ImageError("unsupported_image_format", f"{image.format} images are not supported (JPEG, PNG, WebP, BMP)", status=415)
+        raise ImageError(
+            "unsupported_image_format", f"{image.format} images are not supported (JPEG, PNG, WebP, BMP)", status=415
+        )
     width, height = image.size
     if width < 1 or height < 1:
         raise ImageError("corrupt_image", f"the image header gives an empty size ({width}x{height})")
     if width * height > max_pixels:
-        raise ImageError("image_too_large", f"the image is {width}x{height} = {width * height} pixels; the limit is {max_pixels}", status=413)
+        raise ImageError(
+            "image_too_large",
+            f"the image is {width}x{height} = {width * height} pixels; the limit is {max_pixels}",
+            status=413,
+        )
     _check_work(image, data)
     return image
 
@@ -123,7 +135,11 @@ def from_pil(image: Image.Image, max_pixels: int = 40_000_000) -> np.ndarray:
     """An already opened PIL image -> what `decode_image` gives for its file: (H, W, 3) uint8 RGB, upright."""
     width, height = image.size
     if width * height > max_pixels:
-        raise ImageError("image_too_large", f"the image is {width}x{height} = {width * height} pixels; the limit is {max_pixels}", status=413)
+        raise ImageError(
+            "image_too_large",
+            f"the image is {width}x{height} = {width * height} pixels; the limit is {max_pixels}",
+            status=413,
+        )
     if width < 1 or height < 1:
         raise ImageError("corrupt_image", f"the image is empty ({width}x{height})")
     return np.asarray(_to_rgb(ImageOps.exif_transpose(image)), dtype=np.uint8)
@@ -140,7 +156,9 @@ def open_image(data: bytes, max_bytes: int = 10 * 2**20, max_pixels: int = 40_00
     except ImageError:
         raise
     except Exception as error:  # noqa: BLE001 - see to_array
-        raise ImageError("corrupt_image", f"the image cannot be read: {type(error).__name__}: {str(error)[:200]}") from None
+        raise ImageError(
+            "corrupt_image", f"the image cannot be read: {type(error).__name__}: {str(error)[:200]}"
+        ) from None
 
 
 def decode_image(data: bytes, max_bytes: int = 10 * 2**20, max_pixels: int = 40_000_000) -> np.ndarray:
@@ -158,6 +176,10 @@ def to_array(image: Image.Image) -> np.ndarray:
     except ImageError:
         raise
     except MemoryError:
-        raise ImageError("image_too_large", "the image does not fit in the memory set aside for decoding", status=413) from None
+        raise ImageError(
+            "image_too_large", "the image does not fit in the memory set aside for decoding", status=413
+        ) from None
     except Exception as error:  # noqa: BLE001 - a decoder failing on untrusted bytes is the client's bad input, whatever it raises
-        raise ImageError("corrupt_image", f"the image cannot be decoded: {type(error).__name__}: {str(error)[:200]}") from None
+        raise ImageError(
+            "corrupt_image", f"the image cannot be decoded: {type(error).__name__}: {str(error)[:200]}"
+        ) from None

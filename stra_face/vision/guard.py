@@ -6,6 +6,7 @@ that image), or below the smallest window, holds no detectable face. Such images
 no-face behaviour (an empty face list; a 422 `no_face` on routes that need a face) instead of
 reaching the detector.
 """
+
 from __future__ import annotations
 
 SMALLEST_WINDOW = 12  # pixels: MTCNN's P-Net window, and no useful face is smaller

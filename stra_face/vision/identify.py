@@ -1,4 +1,5 @@
 """Which enrolled subject each face of one photo is: one person appears once in a photo."""
+
 from __future__ import annotations
 
 import numpy as np

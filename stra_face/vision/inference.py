@@ -1,4 +1,5 @@
 """ONNX Runtime sessions for the shipped models, and micro-batching of concurrent requests."""
+
 from __future__ import annotations
 
 import asyncio
@@ -106,11 +107,14 @@ class EmbeddingModel(OnnxModel):
         self.input_kind = FACE_INPUTS[kind]
         self.name = (card and card.name) or path.stem
         if isinstance(self.input_shape[-1], int) and self.input_shape[-1] != self.input_kind.size:
-            raise ValueError(f"{path.name}: input {self.input_shape} does not read {kind} faces ({self.input_kind.size}px)")
+            raise ValueError(
+                f"{path.name}: input {self.input_shape} does not read {kind} faces ({self.input_kind.size}px)"
+            )
         self.dim = int(self.session.get_outputs()[0].shape[-1])
 
     def embed(self, faces: np.ndarray, flip: bool = False) -> np.ndarray:
-        """(N, S, S, 3) RGB faces aligned for `input_kind` -> (N, D) L2-normalised embeddings (image + mirror summed when flip)."""
+        """(N, S, S, 3) RGB faces aligned for `input_kind` -> (N, D) L2-normalised embeddings (image + mirror summed
+        when flip)."""
         batch = to_face_input(faces, self.input_kind)
         features = self.run(batch)
         if flip:
@@ -143,13 +147,18 @@ class ExpressionModel(OnnxModel):
         """
         return self.predict(crops, flip)[0]
 
-    def predict(self, crops: np.ndarray, flip: bool = False, modes: bool = False) -> tuple[np.ndarray, np.ndarray | None]:
+    def predict(
+        self, crops: np.ndarray, flip: bool = False, modes: bool = False
+    ) -> tuple[np.ndarray, np.ndarray | None]:
         """(probabilities (N, 7), mode maps (N, G, h, w) of the crops as given, or None unless `modes`).
 
         The maps come from the same model call as the probabilities (the graph computes them
         anyway); with flip they are those of the unmirrored crops, so they stay aligned with them."""
         if modes and not self.has_modes:
-            raise ModesUnavailable(f"the expression model {self.path.name} (sha256 {self.sha256[:12]}) has no '{self.MODES}' output; mode maps need an StRA model exported by `python -m stra_face.training.fer ship`")
+            raise ModesUnavailable(
+                f"the expression model {self.path.name} (sha256 {self.sha256[:12]}) has no '{self.MODES}' output; "
+                "mode maps need an StRA model exported by `python -m stra_face.training.fer ship`"
+            )
         batch = to_expression_input(crops)
         inputs = np.concatenate([batch, batch[..., ::-1]]) if flip else batch  # crops and mirrors in one call
         names = [self.session.get_outputs()[0].name] + ([self.MODES] if modes else [])
@@ -185,7 +194,9 @@ class MicroBatcher:
     """
 
     def __init__(self, function, max_size: int, max_wait_ms: float, queue_size: int, observe_batch=None):
-        self.function = function  # (items, *options) -> outputs (an array, or a tuple of arrays / None), row-aligned with items
+        self.function = (
+            function  # (items, *options) -> outputs (an array, or a tuple of arrays / None), row-aligned with items
+        )
         self.max_size = max_size
         self.max_wait = max_wait_ms / 1000
         self.queue_size = queue_size
@@ -228,7 +239,9 @@ class MicroBatcher:
             while size < self.max_size:
                 timeout = deadline - time.perf_counter()
                 try:
-                    pending = self._queue.get_nowait() if timeout <= 0 else await asyncio.wait_for(self._queue.get(), timeout)
+                    pending = (
+                        self._queue.get_nowait() if timeout <= 0 else await asyncio.wait_for(self._queue.get(), timeout)
+                    )
                 except (asyncio.QueueEmpty, asyncio.TimeoutError):
                     break
                 if pending.options != first.options or size + len(pending.items) > self.max_size:
@@ -239,7 +252,9 @@ class MicroBatcher:
             self._queued_items -= size
             self.observe_batch(size)
             try:
-                outputs = await loop.run_in_executor(None, self.function, np.concatenate([p.items for p in group]), *first.options)
+                outputs = await loop.run_in_executor(
+                    None, self.function, np.concatenate([p.items for p in group]), *first.options
+                )
             except Exception as error:  # the batch failed: every request in it gets the error
                 for pending in group:
                     if not pending.future.done():

@@ -9,6 +9,7 @@ drives it decides how the networks run:
 Both run the same steps on the same crops, so they give the same numbers (up to the float noise
 of a batch of different size).
 """
+
 from __future__ import annotations
 
 from collections.abc import Callable, Generator
@@ -36,7 +37,9 @@ class AnalyzedImage:
     embeddings: np.ndarray | None = None  # (F, D)
     expressions: np.ndarray | None = None  # (F, 7)
     modes: np.ndarray | None = None  # (F, G, h, w) StRA mode maps, when asked for
-    expression_crops: np.ndarray | None = None  # (F, 48, 48) the crops the expression model saw, when modes are asked for
+    expression_crops: np.ndarray | None = (
+        None  # (F, 48, 48) the crops the expression model saw, when modes are asked for
+    )
 
     @property
     def truncated(self) -> bool:
@@ -69,8 +72,13 @@ class ModelCall:
 
 
 def analysis(
-    image: np.ndarray, detector: FaceDetector, face_input: FaceInput, max_faces: int,
-    options: DetectionOptions = DetectionOptions(), request: Request = Request(), gate: QualityGate | None = None,
+    image: np.ndarray,
+    detector: FaceDetector,
+    face_input: FaceInput,
+    max_faces: int,
+    options: DetectionOptions = DetectionOptions(),
+    request: Request = Request(),
+    gate: QualityGate | None = None,
 ) -> Generator[ModelCall, object, AnalyzedImage]:
     height, width = image.shape[:2]
     found: list[Detection] = []
@@ -84,7 +92,12 @@ def analysis(
     accepted = [(d, q) for d, q in zip(found, qualities) if q.passed or options.keep_low_quality]
     rejected = [(d, q) for d, q in zip(found, qualities) if not (q.passed or options.keep_low_quality)]
     result = AnalyzedImage(
-        width, height, [d for d, _ in accepted[:max_faces]], len(accepted), [q for _, q in accepted[:max_faces]], rejected,
+        width,
+        height,
+        [d for d, _ in accepted[:max_faces]],
+        len(accepted),
+        [q for _, q in accepted[:max_faces]],
+        rejected,
     )
     if not result.detections:
         return result
@@ -104,7 +117,10 @@ def low_quality_note(result: AnalyzedImage) -> str:
     if not result.rejected:
         return ""
     reasons = sorted({reason for _, quality in result.rejected for reason in quality.reasons})
-    return f" that passes the quality gate ({len(result.rejected)} dropped: {', '.join(reasons)}; keep_low_quality=true keeps them)"
+    return (
+        f" that passes the quality gate ({len(result.rejected)} dropped: {', '.join(reasons)}; "
+        "keep_low_quality=true keeps them)"
+    )
 
 
 def advance(steps: Generator[ModelCall, object, AnalyzedImage], output: object = None) -> ModelCall | AnalyzedImage:

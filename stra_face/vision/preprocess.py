@@ -1,4 +1,5 @@
 """Model-input normalisation: the one definition shared by the service, training and benchmarks."""
+
 from __future__ import annotations
 
 from dataclasses import dataclass

@@ -4,6 +4,7 @@ onnxruntime-gpu lists CUDAExecutionProvider as available whether or not the mach
 and a session asked for it on a machine without one prints errors about libcuda.so.1 before it
 falls back to the CPU. So CUDA is asked for only when the CUDA driver loads and sees a device.
 """
+
 from __future__ import annotations
 
 import ctypes

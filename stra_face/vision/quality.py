@@ -12,6 +12,7 @@ landmarks, one 112x112 crop) and names itself in `reasons` when it fails:
 - `blurry`: variance of the Laplacian of the aligned grey crop under `min_sharpness`.
 Thresholds measured on ../shared/data (docs/decisions.md, `python benchmarks/quality_gate.py`).
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass, field
@@ -48,7 +49,13 @@ def landmark_measures(landmarks: np.ndarray, box: np.ndarray) -> dict[str, float
     down = mouth_mid - eyes_mid
     face_height = float(np.hypot(*down))
     if eye_distance < 1e-6 or face_height < 1e-6:
-        return {"eye_distance": eye_distance, "nose_depth": float("nan"), "nose_offset": float("inf"), "eye_to_box": 0.0, "handedness": 0.0}
+        return {
+            "eye_distance": eye_distance,
+            "nose_depth": float("nan"),
+            "nose_offset": float("inf"),
+            "eye_to_box": 0.0,
+            "handedness": 0.0,
+        }
     across = eye_vector / eye_distance
     # cross > 0: the eye line points right of "down" in image coordinates (y down): left eye on the image left
     handedness = float(np.sign(across[0] * down[1] - across[1] * down[0]))
@@ -69,7 +76,11 @@ def sharpness(image: np.ndarray, landmarks: np.ndarray) -> float:
 
 def assess(image: np.ndarray, detection: Detection, gate: QualityGate = QualityGate()) -> Quality:
     geometry = landmark_measures(detection.landmarks, detection.box)
-    measures = {"detector_score": float(detection.score), **geometry, "sharpness": sharpness(image, detection.landmarks)}
+    measures = {
+        "detector_score": float(detection.score),
+        **geometry,
+        "sharpness": sharpness(image, detection.landmarks),
+    }
     reasons = []
     if detection.score < gate.min_score:
         reasons.append("low_detector_score")
@@ -77,8 +88,10 @@ def assess(image: np.ndarray, detection: Detection, gate: QualityGate = QualityG
         reasons.append("too_small")
     low, high = gate.eye_to_box
     plausible = (
-        geometry["handedness"] > 0 and 0.0 < geometry["nose_depth"] < 1.0
-        and low <= geometry["eye_to_box"] <= high and geometry["nose_offset"] <= gate.max_nose_offset
+        geometry["handedness"] > 0
+        and 0.0 < geometry["nose_depth"] < 1.0
+        and low <= geometry["eye_to_box"] <= high
+        and geometry["nose_offset"] <= gate.max_nose_offset
     )
     if not plausible:
         reasons.append("implausible_landmarks")

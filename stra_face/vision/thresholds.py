@@ -9,6 +9,7 @@ FAR keys are decimal strings; values are cosine-similarity thresholds (similarit
 `far_table` holds, at log-spaced ranks of the calibration's impostor scores, the score and the share
 of impostor pairs at or above it: what `far_at_score` reads.
 """
+
 from __future__ import annotations
 
 import json
@@ -59,7 +60,9 @@ class Calibration:
         the floor when no impostor passes it). None without a table."""
         if not self.far_table or not self.far_floor:
             return None
-        threshold, table_far = [(t, f) for t, f in self.far_table if f <= far][-1]  # the first point (FAR 0) always qualifies
+        threshold, table_far = [(t, f) for t, f in self.far_table if f <= far][
+            -1
+        ]  # the first point (FAR 0) always qualifies
         return threshold, max(table_far, self.far_floor)
 
 
@@ -69,10 +72,14 @@ def load_calibration(path: Path, model_sha256: str) -> Calibration | None:
     entry = json.loads(path.read_text()).get(model_sha256)
     if not entry:
         return None
-    details = {key: entry[key] for key in ("model", "pairs", "genuine_pairs", "impostor_pairs", "tar_at_far") if key in entry}
+    details = {
+        key: entry[key] for key in ("model", "pairs", "genuine_pairs", "impostor_pairs", "tar_at_far") if key in entry
+    }
     return Calibration(
-        {float(far): float(t) for far, t in entry["thresholds"].items()}, entry.get("dataset", str(path)),
-        tuple((float(s), float(f)) for s, f in entry.get("far_table", [])), {"file": str(path), **details},
+        {float(far): float(t) for far, t in entry["thresholds"].items()},
+        entry.get("dataset", str(path)),
+        tuple((float(s), float(f)) for s, f in entry.get("far_table", [])),
+        {"file": str(path), **details},
     )
 
 
@@ -106,7 +113,9 @@ def far_table(similarities: np.ndarray, issame: np.ndarray, points: int = FAR_TA
     as `threshold_at_far` does. From FAR 0 (above every impostor) to (n - 1) / n."""
     impostors = np.sort(similarities[~issame])[::-1]
     ranks = np.round(np.logspace(0, np.log10(len(impostors)), points)).astype(int)
-    exact = [int(np.floor(far * len(impostors))) + 1 for far in CALIBRATION_FARS if far * len(impostors) >= 1]  # threshold_at_far's ranks
+    exact = [
+        int(np.floor(far * len(impostors))) + 1 for far in CALIBRATION_FARS if far * len(impostors) >= 1
+    ]  # threshold_at_far's ranks
     ranks = np.unique(np.r_[ranks, exact])
     return [[float(np.nextafter(impostors[rank - 1], np.inf)), float((rank - 1) / len(impostors))] for rank in ranks]
 
@@ -120,7 +129,8 @@ def calibration_entry(similarities: np.ndarray, issame: np.ndarray, fars=CALIBRA
         "thresholds": thresholds,
         "tar_at_far": {far: float(np.mean(similarities[issame] >= t)) for far, t in thresholds.items()},
         "far_table": far_table(similarities, issame),
-        "genuine_pairs": int(issame.sum()), "impostor_pairs": int((~issame).sum()),
+        "genuine_pairs": int(issame.sum()),
+        "impostor_pairs": int((~issame).sum()),
     }
 
 
@@ -153,8 +163,14 @@ class Choice:
 
 
 def choose_threshold(
-    calibration: Calibration | None, default_far: float, far: float | None = None, threshold: float | None = None,
-    *, model: str = "", source: str = "", override: str = "pass threshold=",
+    calibration: Calibration | None,
+    default_far: float,
+    far: float | None = None,
+    threshold: float | None = None,
+    *,
+    model: str = "",
+    source: str = "",
+    override: str = "pass threshold=",
 ) -> Choice:
     """The accept threshold of a verify / identify: the caller's, else the calibrated one for `far`
     (`default_far` when None). `model`, `source` (sha256, thresholds file) and `override` (how the
@@ -162,7 +178,11 @@ def choose_threshold(
     if threshold is not None:
         return Choice(threshold, None, "request")
     if calibration is None:
-        raise ThresholdError("model_not_calibrated", f"no calibrated thresholds for embedding model {model[:12]} in {source}; {override}", 503)
+        raise ThresholdError(
+            "model_not_calibrated",
+            f"no calibrated thresholds for embedding model {model[:12]} in {source}; {override}",
+            503,
+        )
     supported = min(calibration.thresholds)
     if far is not None and far < supported:
         raise ThresholdError(
@@ -173,12 +193,20 @@ def choose_threshold(
         )
     requested = far if far is not None else default_far
     value, calibrated_far = calibration.threshold_for(requested)
-    return Choice(value, calibrated_far, calibration.source, requested, not math.isclose(requested, calibrated_far, rel_tol=1e-6))
+    return Choice(
+        value, calibrated_far, calibration.source, requested, not math.isclose(requested, calibrated_far, rel_tol=1e-6)
+    )
 
 
 def choose_open_set_threshold(
-    calibration: Calibration | None, fpir: float, gallery_faces: int, threshold: float | None = None,
-    *, model: str = "", source: str = "", override: str = "pass threshold=",
+    calibration: Calibration | None,
+    fpir: float,
+    gallery_faces: int,
+    threshold: float | None = None,
+    *,
+    model: str = "",
+    source: str = "",
+    override: str = "pass threshold=",
 ) -> Choice:
     """The threshold at which a probe of someone not enrolled matches any of the N gallery faces with
     probability FPIR: each comparison at FAR = FPIR / N (the union bound, 1 - (1 - FAR)^N <= N * FAR,
@@ -188,11 +216,23 @@ def choose_open_set_threshold(
     if threshold is not None:
         return Choice(threshold, None, "request", gallery_faces=gallery_faces)
     if calibration is None:
-        raise ThresholdError("model_not_calibrated", f"no calibrated thresholds for embedding model {model[:12]} in {source}; {override}", 503)
+        raise ThresholdError(
+            "model_not_calibrated",
+            f"no calibrated thresholds for embedding model {model[:12]} in {source}; {override}",
+            503,
+        )
     per_comparison = fpir / max(1, gallery_faces)
     at_table = calibration.threshold_at_far(per_comparison)
-    value, far = at_table if at_table is not None else calibration.threshold_for(per_comparison)  # no table: its discrete FARs
+    value, far = (
+        at_table if at_table is not None else calibration.threshold_for(per_comparison)
+    )  # no table: its discrete FARs
     return Choice(
-        value, far, calibration.source, per_comparison, far > per_comparison * (1 + 1e-6),
-        min(1.0, far * max(1, gallery_faces)), fpir, gallery_faces,
+        value,
+        far,
+        calibration.source,
+        per_comparison,
+        far > per_comparison * (1 + 1e-6),
+        min(1.0, far * max(1, gallery_faces)),
+        fpir,
+        gallery_faces,
     )

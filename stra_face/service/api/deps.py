@@ -1,4 +1,5 @@
 """Dependencies shared by the routers: the service state, API keys, images from multipart or base64 JSON."""
+
 from __future__ import annotations
 
 import base64
@@ -24,7 +25,11 @@ def get_state(request: Request) -> ServiceState:
 State = Annotated[ServiceState, Depends(get_state)]
 
 
-api_key_header = APIKeyHeader(name="x-api-key", auto_error=False, description="required on /v1 routes when the server has API keys configured (STRA_API_KEYS)")
+api_key_header = APIKeyHeader(
+    name="x-api-key",
+    auto_error=False,
+    description="required on /v1 routes when the server has API keys configured (STRA_API_KEYS)",
+)
 
 
 def require_api_key(x_api_key: Annotated[str | None, Security(api_key_header)] = None) -> None:
@@ -42,9 +47,22 @@ async def admitted(state: State):
 
 
 def detection_options(
-    min_face_size: Annotated[int | None, Query(ge=8, le=4096, description="smallest face side in original pixels (absent: the server default, raised on large images to what its detection size sees)")] = None,
+    min_face_size: Annotated[
+        int | None,
+        Query(
+            ge=8,
+            le=4096,
+            description=(
+                "smallest face side in original pixels (absent: the server default, "
+                "raised on large images to what its detection size sees)"
+            ),
+        ),
+    ] = None,
     detection_threshold: Annotated[float | None, Query(ge=0.0, le=1.0, description="minimum detector score")] = None,
-    keep_low_quality: Annotated[bool, Query(description="keep faces below the quality gate (dropped by default; each face's `quality` says why)")] = False,
+    keep_low_quality: Annotated[
+        bool,
+        Query(description="keep faces below the quality gate (dropped by default; each face's `quality` says why)"),
+    ] = False,
 ) -> DetectionOptions:
     return DetectionOptions(min_face_size, detection_threshold, keep_low_quality)
 
@@ -82,7 +100,9 @@ async def read_images(request: Request, fields: tuple[str, ...], max_bytes: int)
     images: dict[str, bytes] = {}
     if content_type == "multipart/form-data":
         # A part may hold a whole image as base64 text (Starlette's default part limit is 1 MiB).
-        form = await request.form(max_files=len(fields) + 2, max_fields=32, max_part_size=int(max_bytes * BASE64_FACTOR) + 1024)
+        form = await request.form(
+            max_files=len(fields) + 2, max_fields=32, max_part_size=int(max_bytes * BASE64_FACTOR) + 1024
+        )
         for field in fields:
             value = form.get(field)
             if value is None:
@@ -94,13 +114,23 @@ async def read_images(request: Request, fields: tuple[str, ...], max_bytes: int)
         except ValueError:  # not JSON, or a number of over 4300 digits
             raise APIError(400, "invalid_json", "the body is not valid JSON") from None
         if not isinstance(body, dict):
-            raise APIError(422, "validation_error", "the JSON body must be an object like {" + ", ".join(f'"{f}": "<base64>"' for f in fields) + "}")
+            raise APIError(
+                422,
+                "validation_error",
+                "the JSON body must be an object like {" + ", ".join(f'"{f}": "<base64>"' for f in fields) + "}",
+            )
         for field in fields:
             if field not in body:
-                raise APIError(422, "missing_image", f"JSON field {field!r} is missing (expected a base64-encoded image)")
+                raise APIError(
+                    422, "missing_image", f"JSON field {field!r} is missing (expected a base64-encoded image)"
+                )
             images[field] = _decode_base64(body[field], field)
     else:
-        raise APIError(415, "unsupported_media_type", "send multipart/form-data with image file(s), or application/json with base64 image(s)")
+        raise APIError(
+            415,
+            "unsupported_media_type",
+            "send multipart/form-data with image file(s), or application/json with base64 image(s)",
+        )
     return images
 
 
@@ -111,10 +141,25 @@ def image_body(*fields: str) -> dict:
             "required": True,
             "content": {
                 "multipart/form-data": {
-                    "schema": {"type": "object", "required": list(fields), "properties": {f: {"type": "string", "format": "binary"} for f in fields}}
+                    "schema": {
+                        "type": "object",
+                        "required": list(fields),
+                        "properties": {f: {"type": "string", "format": "binary"} for f in fields},
+                    }
                 },
                 "application/json": {
-                    "schema": {"type": "object", "required": list(fields), "properties": {f: {"type": "string", "format": "byte", "description": "base64 image (a data: URL is accepted)"} for f in fields}}
+                    "schema": {
+                        "type": "object",
+                        "required": list(fields),
+                        "properties": {
+                            f: {
+                                "type": "string",
+                                "format": "byte",
+                                "description": "base64 image (a data: URL is accepted)",
+                            }
+                            for f in fields
+                        },
+                    }
                 },
             },
         }

@@ -1,10 +1,11 @@
 """Liveness, readiness, metrics and build information."""
+
 from __future__ import annotations
 
 from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse, PlainTextResponse, Response
-from pydantic import BaseModel, Field
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from pydantic import BaseModel, Field
 
 from stra_face.service.api.deps import State
 
@@ -26,7 +27,9 @@ async def health() -> Health:
 
 
 @router.get(
-    "/ready", response_model=Readiness, summary="readiness: models loaded and the gallery reachable (open without an API key)",
+    "/ready",
+    response_model=Readiness,
+    summary="readiness: models loaded and the gallery reachable (open without an API key)",
     responses={503: {"model": Readiness, "description": "not ready: `checks` says what is missing"}},
 )
 async def ready(request: Request) -> JSONResponse:
@@ -45,8 +48,12 @@ async def ready(request: Request) -> JSONResponse:
 
 
 @router.get(
-    "/metrics", summary="Prometheus metrics (open without an API key: scrapers send none; counts and latencies only)",
-    response_class=PlainTextResponse, responses={200: {"content": {"text/plain": {"schema": {"type": "string"}}}, "description": "Prometheus text format"}},
+    "/metrics",
+    summary="Prometheus metrics (open without an API key: scrapers send none; counts and latencies only)",
+    response_class=PlainTextResponse,
+    responses={
+        200: {"content": {"text/plain": {"schema": {"type": "string"}}}, "description": "Prometheus text format"}
+    },
 )
 async def metrics(request: Request) -> Response:
     return Response(generate_latest(request.app.state.metrics.registry), media_type=CONTENT_TYPE_LATEST)

@@ -1,5 +1,6 @@
 """Video: `POST /v1/video` (a file: each person a track, named, with an expression timeline) and the
 `/v1/stream` WebSocket (JPEG frames in, the faces of each frame and the tracks so far out)."""
+
 from __future__ import annotations
 
 import secrets
@@ -27,7 +28,9 @@ from stra_face.vision.inference import Overloaded
 router = APIRouter(prefix="/v1", tags=["video"])
 stream_router = APIRouter(prefix="/v1")
 ERRORS = {code: {"model": ErrorResponse} for code in (401, 403, 413, 415, 422, 503)}
-DetectEvery = Annotated[int, Query(ge=1, le=300, description="detect faces on every N-th frame and track them in between")]
+DetectEvery = Annotated[
+    int, Query(ge=1, le=300, description="detect faces on every N-th frame and track them in between")
+]
 
 
 class Segment(BaseModel):
@@ -42,14 +45,18 @@ class VideoTrack(BaseModel):
     id: int
     identity: str = Field(description="the gallery subject's name (its id when it has none), or `unknown`")
     subject_id: str | None
-    similarity: float | None = Field(description="median cosine of the accepted frames; for unknown, the best seen to anyone")
+    similarity: float | None = Field(
+        description="median cosine of the accepted frames; for unknown, the best seen to anyone"
+    )
     start: float
     end: float
     start_frame: int
     end_frame: int
     frames: list[int] = Field(description="frames where the face was detected (the timeline's samples)")
     boxes: list[list[float]]
-    expressions: list[list[float]] = Field(description="per sample, smoothed probabilities in `expression_labels` order")
+    expressions: list[list[float]] = Field(
+        description="per sample, smoothed probabilities in `expression_labels` order"
+    )
     dominant: list[Segment]
     best_frame: int
     thumbnail: str | None = Field(description="base64 JPEG of the best detection, aligned")
@@ -64,25 +71,44 @@ class VideoResponse(BaseModel):
 
 
 def video_body() -> dict:
-    return {"requestBody": {"required": True, "content": {"multipart/form-data": {
-        "schema": {"type": "object", "required": ["video"], "properties": {"video": {"type": "string", "format": "binary"}}},
-    }}}}
+    return {
+        "requestBody": {
+            "required": True,
+            "content": {
+                "multipart/form-data": {
+                    "schema": {
+                        "type": "object",
+                        "required": ["video"],
+                        "properties": {"video": {"type": "string", "format": "binary"}},
+                    },
+                }
+            },
+        }
+    }
 
 
 def models_of(state: ServiceState) -> Models:
     if state.expression is None:
-        raise APIError(503, "model_unavailable", f"no expression model is installed (expected at {state.settings.expression_model})")
+        raise APIError(
+            503,
+            "model_unavailable",
+            f"no expression model is installed (expected at {state.settings.expression_model})",
+        )
     return Models(state.detector, state.embedder, state.expression, state.calibration)
 
 
 def options_of(state: ServiceState, detect_every: int) -> VideoOptions:
-    return VideoOptions(detect_every=detect_every, max_faces=state.settings.max_faces, flip_expressions=state.settings.flip_expressions)
+    return VideoOptions(
+        detect_every=detect_every, max_faces=state.settings.max_faces, flip_expressions=state.settings.flip_expressions
+    )
 
 
 async def _spool(request: Request, spooled) -> None:
     """The uploaded video into a named temporary file (OpenCV reads from a path)."""
     if request.headers.get("content-type", "").split(";")[0].strip().lower() != "multipart/form-data":
-        raise APIError(415, "unsupported_media_type", "send multipart/form-data with the video file in the field 'video'")
+        raise APIError(
+            415, "unsupported_media_type", "send multipart/form-data with the video file in the field 'video'"
+        )
     form = await request.form(max_files=1, max_fields=8)
     upload = form.get("video")
     if not isinstance(upload, UploadFile):
@@ -91,9 +117,16 @@ async def _spool(request: Request, spooled) -> None:
     spooled.flush()
 
 
-@router.post("/video", response_model=VideoResponse, responses=ERRORS, openapi_extra=video_body(),
-             summary="each person in a video as a track: named from the gallery, with an expression timeline")
-async def video(request: Request, state: State, threshold: Annotated[Decision, Depends(decision)], detect_every: DetectEvery = 3) -> VideoResponse:
+@router.post(
+    "/video",
+    response_model=VideoResponse,
+    responses=ERRORS,
+    openapi_extra=video_body(),
+    summary="each person in a video as a track: named from the gallery, with an expression timeline",
+)
+async def video(
+    request: Request, state: State, threshold: Annotated[Decision, Depends(decision)], detect_every: DetectEvery = 3
+) -> VideoResponse:
     models = models_of(state)
     settings = state.settings
     limits = VideoLimits(max_pixels=settings.max_video_pixels, max_seconds=settings.max_video_seconds)
@@ -103,7 +136,9 @@ async def video(request: Request, state: State, threshold: Annotated[Decision, D
         info = await run_in_threadpool(probe, Path(spooled.name), limits)
         # One frame is decoded and detected at a time: that is what the video holds of the pixel budget.
         with state.admission.reserve(state.detector.work_pixels(info.height, info.width)):
-            _, result = await run_in_threadpool(analyze_file, spooled.name, models, identifier, options_of(state, detect_every), limits)
+            _, result = await run_in_threadpool(
+                analyze_file, spooled.name, models, identifier, options_of(state, detect_every), limits
+            )
     return VideoResponse(**result)
 
 
@@ -121,8 +156,13 @@ def _key_error(state: ServiceState, websocket: WebSocket) -> str | None:
 
 
 @stream_router.websocket("/stream")
-async def stream(websocket: WebSocket, fps: Annotated[float, Query(gt=0, le=240)] = 10.0, detect_every: DetectEvery = 1,
-                 far: Annotated[float | None, Query(gt=0, lt=1)] = None, threshold: Annotated[float | None, Query(ge=-1, le=1)] = None) -> None:
+async def stream(
+    websocket: WebSocket,
+    fps: Annotated[float, Query(gt=0, le=240)] = 10.0,
+    detect_every: DetectEvery = 1,
+    far: Annotated[float | None, Query(gt=0, lt=1)] = None,
+    threshold: Annotated[float | None, Query(ge=-1, le=1)] = None,
+) -> None:
     """Binary messages: JPEG (or PNG) frames, in order, `fps` per second. Each is answered with
     {"frame", "time", "faces": [...], "tracks": [...]}, or {"error": {...}} for a frame that cannot
     be read (the stream goes on). The text message "end" is answered with the full result
@@ -159,9 +199,16 @@ async def stream(websocket: WebSocket, fps: Annotated[float, Query(gt=0, le=240)
 
 async def _answer(state: ServiceState, session: VideoSession, data: bytes | None) -> dict:
     if data is None:
-        return {"error": {"code": "expected_frame", "message": "send frames as binary messages (JPEG or PNG), or the text 'end'"}}
+        return {
+            "error": {
+                "code": "expected_frame",
+                "message": "send frames as binary messages (JPEG or PNG), or the text 'end'",
+            }
+        }
     try:
-        image = await run_in_threadpool(decode_image, data, state.settings.max_image_bytes, state.settings.max_image_pixels)
+        image = await run_in_threadpool(
+            decode_image, data, state.settings.max_image_bytes, state.settings.max_image_pixels
+        )
         return frame_summary(await run_in_threadpool(session.feed, image), session)
     except (ImageError, GalleryError) as error:
         return {"error": {"code": error.code, "message": error.message}}

@@ -3,6 +3,7 @@ ROC and threshold calibration of an exported model, a checkpoint or the teacher.
 
 Only argument parsing lives here (torch-free, so that --help answers at once); the work is verification.py's.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -21,8 +22,12 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--cfp-protocols", nargs="+", default=["FF", "FP"], choices=["FF", "FP"])
     parser.add_argument("--lfw-pairs", type=Path)
     parser.add_argument("--lfw-root", type=Path, help="LFW image folder or face pack (default: beside --lfw-pairs)")
-    parser.add_argument("--lfw-exclude", type=Path, help="people (one name a line) also left out in a second LFW row, "
-                        "`lfw_no_overlap`: those found in the training data (python -m stra_face.training.face.overlap)")
+    parser.add_argument(
+        "--lfw-exclude",
+        type=Path,
+        help="people (one name a line) also left out in a second LFW row, "
+        "`lfw_no_overlap`: those found in the training data (python -m stra_face.training.face.overlap)",
+    )
     parser.add_argument("--batch-size", type=int, default=64)
     parser.add_argument("--out", type=Path, default=Path("runs/bench/latest"), help="results.json and roc.png go here")
     parser.add_argument("--name", help="model name in the table row")

@@ -1,13 +1,15 @@
 """Face embedders for benchmarks and training: an ONNX file, a PyTorch checkpoint or dlib's own
 pipeline, each with the aligned face it reads (`FaceInput`); and the image -> aligned face step.
 
-Shared by `stra_face.training.eval.verification` and `stra_face.training.face.trainer` (neither imports the other for these).
+Shared by `stra_face.training.eval.verification` and `stra_face.training.face.trainer` (neither imports the other
+for these).
 """
+
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
 
 import cv2
 import numpy as np
@@ -59,33 +61,45 @@ class FacePreparer:
         height, width = image.shape[:2]
         side = min(height, width)
         top, left = (height - side) // 2, (width - side) // 2
-        return cv2.resize(image[top:top + side, left:left + side], (self.kind.size, self.kind.size), interpolation=cv2.INTER_AREA)
+        return cv2.resize(
+            image[top : top + side, left : left + side], (self.kind.size, self.kind.size), interpolation=cv2.INTER_AREA
+        )
 
 
 def load_rgb(source) -> np.ndarray:
     """An image file, encoded bytes or a face in a pack -> (H, W, 3) uint8 RGB."""
     if isinstance(source, PackedImage):
         source = source.encoded()
-    data = np.frombuffer(source, np.uint8) if isinstance(source, (bytes, bytearray)) else np.fromfile(str(source), np.uint8)
+    data = (
+        np.frombuffer(source, np.uint8)
+        if isinstance(source, (bytes, bytearray))
+        else np.fromfile(str(source), np.uint8)
+    )
     image = cv2.imdecode(data, cv2.IMREAD_COLOR)
     if image is None:
         raise ValueError(f"cannot decode {source if not isinstance(source, bytes) else 'image bytes'}")
     return cv2.cvtColor(image, cv2.COLOR_BGR2RGB)
 
 
-def embed_images(embedder: Callable[[np.ndarray], np.ndarray], images: list, batch_size: int = 64, preparer: FacePreparer | None = None) -> tuple[np.ndarray, np.ndarray]:
+def embed_images(
+    embedder: Callable[[np.ndarray], np.ndarray],
+    images: list,
+    batch_size: int = 64,
+    preparer: FacePreparer | None = None,
+) -> tuple[np.ndarray, np.ndarray]:
     """(features of the images, features of their mirrors), both raw. A plain callable reads ArcFace crops."""
     preparer = preparer or FacePreparer(getattr(embedder, "kind", ARCFACE_112))
     plain, mirrored = [], []
     for start in tqdm(range(0, len(images), batch_size), desc="embed", leave=False):
-        batch = np.stack([preparer(load_rgb(source)) for source in images[start:start + batch_size]])
+        batch = np.stack([preparer(load_rgb(source)) for source in images[start : start + batch_size]])
         plain.append(embedder(batch))
         mirrored.append(embedder(np.ascontiguousarray(batch[:, :, ::-1])))
     return np.concatenate(plain), np.concatenate(mirrored)
 
 
 def onnx_embedder(path: str | Path, providers: list[str] | None = None, card: ModelCard | None = None) -> Embedder:
-    """An exported embedding model; its card (the file's own, or `card` before that is written) says which aligned face it reads."""
+    """An exported embedding model; its card (the file's own, or `card` before that is written) says which aligned
+    face it reads."""
     from stra_face.vision.inference import EmbeddingModel
 
     model = EmbeddingModel(Path(path), providers or ["CUDAExecutionProvider", "CPUExecutionProvider"], card=card)
@@ -111,7 +125,8 @@ def teacher_embedder() -> Embedder:
 
 
 def load_checkpoint_model(path: str | Path) -> tuple[torch.nn.Module, dict]:
-    """A model saved by `stra_face.training.face.trainer` (registry name + kwargs + state_dict), in eval mode, and its checkpoint."""
+    """A model saved by `stra_face.training.face.trainer` (registry name + kwargs + state_dict), in eval mode, and its
+    checkpoint."""
     from stra_face import models
 
     checkpoint = torch.load(path, map_location="cpu", weights_only=False)

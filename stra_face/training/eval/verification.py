@@ -6,7 +6,8 @@
     python -m stra_face.training.eval --teacher dlib --cfp ../shared/data/cfp          # the distillation teacher
     python -m stra_face.training.eval --onnx m.onnx --lfw-pairs pairs.txt --lfw-root lfw/   # LFW image folder
     python -m stra_face.training.eval --onnx m.onnx --lfw-pairs lfw/pairs.txt --lfw-root lfw/aligned112.npz \
-        --lfw-exclude stra_face/training/data/lfw_training_overlap.txt   # a face pack; LFW also without people seen in training
+        --lfw-exclude stra_face/training/data/lfw_training_overlap.txt   # a face pack; LFW also without people
+                                                                         # seen in training
 
 Protocol (InsightFace `verification.py`): inputs in [-1, 1]; embedding = f(image) + f(mirror),
 L2-normalised; distance = squared L2; thresholds 0..4 step 0.01; 10 folds in order (no
@@ -15,6 +16,7 @@ TAR@FAR is measured over all pairs where there are enough impostor pairs (>= 1/F
 Image folders can also be face packs (`python -m stra_face.training.face.data pack`, 112x112), which is how
 the benchmark sets travel to a GPU machine.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -70,7 +72,9 @@ def image_locator(root: str | Path) -> Callable[[str], Path | PackedImage]:
         return lambda relative: root / relative
     pack = FacePack(root)
     if pack.size != FACE_SIZE:
-        raise ValueError(f"{root}: benchmark packs hold {FACE_SIZE}x{FACE_SIZE} faces, this one {pack.size}x{pack.size}")
+        raise ValueError(
+            f"{root}: benchmark packs hold {FACE_SIZE}x{FACE_SIZE} faces, this one {pack.size}x{pack.size}"
+        )
     return lambda relative: PackedImage(pack, relative)
 
 
@@ -87,7 +91,9 @@ def without_people(pairset: PairSet, people: set[str], name: str) -> PairSet:
 
 def contiguous_folds(count: int, n_folds: int = 10) -> np.ndarray:
     """sklearn KFold(n_splits, shuffle=False) as InsightFace uses it: the first count % n folds get one extra."""
-    return np.concatenate([np.full(len(chunk), fold) for fold, chunk in enumerate(np.array_split(np.arange(count), n_folds))])
+    return np.concatenate(
+        [np.full(len(chunk), fold) for fold, chunk in enumerate(np.array_split(np.arange(count), n_folds))]
+    )
 
 
 def read_bin(path: str | Path) -> PairSet:
@@ -160,7 +166,9 @@ def read_cfp(cfp_root: str | Path, protocol: str, images_dir: str = "aligned112"
 
     for fold in range(10):
         for kind in ("same", "diff"):
-            for line in (root / "Protocol" / "Split" / protocol / f"{fold + 1:02d}" / f"{kind}.txt").read_text().split():
+            for line in (
+                (root / "Protocol" / "Split" / protocol / f"{fold + 1:02d}" / f"{kind}.txt").read_text().split()
+            ):
                 i, j = (int(v) for v in line.split(","))
                 pairs.append((image_id(first[i]), image_id(second[j])))
                 issame.append(kind == "same")
@@ -217,11 +225,21 @@ def evaluate_pairs(pairset: PairSet, plain: np.ndarray, mirrored: np.ndarray, fa
     tar_at_far = {}
     for target in FARS:
         threshold = threshold_at_far(similarities, pairset.issame, target)
-        tar_at_far[f"{target:g}"] = None if threshold is None else float(np.mean(similarities[pairset.issame] >= threshold))
+        tar_at_far[f"{target:g}"] = (
+            None if threshold is None else float(np.mean(similarities[pairset.issame] >= threshold))
+        )
     auc = float(np.trapezoid(np.r_[0, tar], np.r_[0, far]))
     return VerificationResult(
-        pairset.name, len(pairset.issame), float(np.mean(accuracies)), float(np.std(accuracies)), accuracies, thresholds,
-        tar_at_far, auc, fallbacks, {"far": far.tolist(), "tar": tar.tolist()},
+        pairset.name,
+        len(pairset.issame),
+        float(np.mean(accuracies)),
+        float(np.std(accuracies)),
+        accuracies,
+        thresholds,
+        tar_at_far,
+        auc,
+        fallbacks,
+        {"far": far.tolist(), "tar": tar.tolist()},
     )
 
 
@@ -264,7 +282,10 @@ def plot_roc(results: list[VerificationResult], path: Path, title: str) -> None:
 def table_row(model: str, results: dict[str, VerificationResult]) -> str:
     """The paper's Table 2 layout: one row, a column per benchmark (accuracy %)."""
     columns = ["lfw", "lfw_no_overlap", "cfp_ff", "cfp_fp", "agedb_30", "calfw", "cplfw"]
-    cells = [f"{results[c].accuracy_mean * 100:.2f} ± {results[c].accuracy_std * 100:.2f}" if c in results else "–" for c in columns]
+    cells = [
+        f"{results[c].accuracy_mean * 100:.2f} ± {results[c].accuracy_std * 100:.2f}" if c in results else "–"
+        for c in columns
+    ]
     header = "| model | LFW | LFW (people not in training) | CFP-FF | CFP-FP | AgeDB-30 | CALFW | CPLFW |"
     return header + "\n" + "| --- " * (len(columns) + 1) + "|\n" + f"| {model} | " + " | ".join(cells) + " |"
 
@@ -285,7 +306,9 @@ class PairSources:
     lfw_exclude: Path | None = None  # people (one a line) also left out in a second LFW row, `lfw_no_overlap`
 
     @classmethod
-    def from_roots(cls, cfp: Path | None = None, lfw: Path | None = None, lfw_exclude: Path | None = None) -> PairSources:
+    def from_roots(
+        cls, cfp: Path | None = None, lfw: Path | None = None, lfw_exclude: Path | None = None
+    ) -> PairSources:
         """The shared-data layout: CFP's root, LFW's root holding pairs.txt and aligned112/ (or aligned112.npz)."""
         if lfw is None:
             return cls(cfp=cfp)
@@ -298,7 +321,9 @@ class PairSources:
         if self.lfw_pairs:
             pairsets.append(read_lfw_pairs(self.lfw_pairs, self.lfw_root or self.lfw_pairs.parent))
             if self.lfw_exclude:
-                pairsets.append(without_people(pairsets[-1], set(self.lfw_exclude.read_text().split()), "lfw_no_overlap"))
+                pairsets.append(
+                    without_people(pairsets[-1], set(self.lfw_exclude.read_text().split()), "lfw_no_overlap")
+                )
         if not pairsets:
             raise ValueError("no benchmark given: at least one of .bin files, CFP, LFW pairs")
         return pairsets
@@ -340,40 +365,69 @@ def embeddings_per_pairset(embedder: Embedder, pairsets: list[PairSet], batch_si
             plain, mirrored = embed_images(embedder, [pairset.images[i] for i in missing], batch_size, preparer)
             for k, i in enumerate(missing):
                 cache[keys[i]] = (plain[k], mirrored[k])
-        yield pairset, np.stack([cache[key][0] for key in keys]), np.stack([cache[key][1] for key in keys]), preparer.fallbacks
+        yield (
+            pairset,
+            np.stack([cache[key][0] for key in keys]),
+            np.stack([cache[key][1] for key in keys]),
+            preparer.fallbacks,
+        )
 
 
-def benchmark(embedder: Embedder, name: str, pairsets: list[PairSet], out: Path, batch_size: int = 64,
-              calibration: Calibration | None = None) -> dict[str, VerificationResult]:
+def benchmark(
+    embedder: Embedder,
+    name: str,
+    pairsets: list[PairSet],
+    out: Path,
+    batch_size: int = 64,
+    calibration: Calibration | None = None,
+) -> dict[str, VerificationResult]:
     """Runs the protocol on every pair set, writes results.json and roc.png into `out`, and with a
     calibration, the thresholds of that file; returns the results by benchmark name."""
     if calibration and calibration.on not in {pairset.name for pairset in pairsets}:
-        raise ValueError(f"cannot calibrate on {calibration.on!r}: not among the benchmarks {[p.name for p in pairsets]}")
+        raise ValueError(
+            f"cannot calibrate on {calibration.on!r}: not among the benchmarks {[p.name for p in pairsets]}"
+        )
     results: dict[str, VerificationResult] = {}
     for pairset, plain, mirrored, fallbacks in embeddings_per_pairset(embedder, pairsets, batch_size):
         result = results[pairset.name] = evaluate_pairs(pairset, plain, mirrored, fallbacks)
-        tars = ", ".join(f"TAR@FAR={far}: {'n/a' if tar is None else f'{tar:.4f}'}" for far, tar in result.tar_at_far.items())
-        print(f"{pairset.name:<10} {result.pairs} pairs  accuracy {result.accuracy_mean:.4f} ± {result.accuracy_std:.4f}  AUC {result.auc:.4f}  {tars}  (no face found: {result.fallbacks})")
+        tars = ", ".join(
+            f"TAR@FAR={far}: {'n/a' if tar is None else f'{tar:.4f}'}" for far, tar in result.tar_at_far.items()
+        )
+        print(
+            f"{pairset.name:<10} {result.pairs} pairs  "
+            f"accuracy {result.accuracy_mean:.4f} ± {result.accuracy_std:.4f}  "
+            f"AUC {result.auc:.4f}  {tars}  (no face found: {result.fallbacks})"
+        )
         if calibration and calibration.on == pairset.name:
             similarities = pair_similarities(pairset, plain)
             entry = calibration_entry(similarities, pairset.issame)
-            write_thresholds(calibration.thresholds_file, sha256_file(calibration.onnx), {
-                "model": calibration.onnx.name, "dataset": f"{pairset.name} ({result.pairs} pairs, single embedding, no mirror)",
-                "pairs": result.pairs, **entry,
-            })
+            write_thresholds(
+                calibration.thresholds_file,
+                sha256_file(calibration.onnx),
+                {
+                    "model": calibration.onnx.name,
+                    "dataset": f"{pairset.name} ({result.pairs} pairs, single embedding, no mirror)",
+                    "pairs": result.pairs,
+                    **entry,
+                },
+            )
             # the scores behind the calibration, for its histogram (docs/figures/score_histograms.png)
             out.mkdir(parents=True, exist_ok=True)
             np.savez(out / f"scores_{pairset.name}.npz", similarities=similarities, issame=pairset.issame)
             print(f"calibrated on {pairset.name}: {entry['thresholds']} -> {calibration.thresholds_file}")
     out.mkdir(parents=True, exist_ok=True)
-    (out / "results.json").write_text(json.dumps({k: {f: v for f, v in asdict(r).items() if f != "roc"} for k, r in results.items()}, indent=2))
+    (out / "results.json").write_text(
+        json.dumps({k: {f: v for f, v in asdict(r).items() if f != "roc"} for k, r in results.items()}, indent=2)
+    )
     plot_roc(list(results.values()), out / "roc.png", f"ROC: {name}")
     print(table_row(name, results))
     print(f"results and ROC plot in {out}")
     return results
 
 
-def reproduce_command(onnx: Path, sources: PairSources, out: Path, calibration: Calibration | None = None, name: str | None = None) -> str:
+def reproduce_command(
+    onnx: Path, sources: PairSources, out: Path, calibration: Calibration | None = None, name: str | None = None
+) -> str:
     """The command line that benchmarks (and calibrates) an exported file as `benchmark` just did."""
     argv = ["--onnx", str(onnx), *sources.argv(), "--out", str(out)] + (["--name", name] if name else [])
     return "python -m stra_face.training.eval " + shlex.join([*argv, *(calibration.argv() if calibration else [])])
@@ -384,7 +438,9 @@ def reproduce_command(onnx: Path, sources: PairSources, out: Path, calibration: 
 
 def run(args: argparse.Namespace, error: Callable[[str], None]) -> dict[str, VerificationResult]:
     """The benchmark of cli.py's parsed arguments; `error` reports a bad combination of them (exits)."""
-    sources = PairSources(args.bin, args.cfp, args.cfp_images, tuple(args.cfp_protocols), args.lfw_pairs, args.lfw_root, args.lfw_exclude)
+    sources = PairSources(
+        args.bin, args.cfp, args.cfp_images, tuple(args.cfp_protocols), args.lfw_pairs, args.lfw_root, args.lfw_exclude
+    )
     if not (args.bin or args.cfp or args.lfw_pairs):
         error("give at least one of --bin, --cfp, --lfw-pairs")
     if args.calibrate and not args.onnx:
@@ -392,7 +448,10 @@ def run(args: argparse.Namespace, error: Callable[[str], None]) -> dict[str, Ver
     if args.onnx:
         embedder, name = onnx_embedder(args.onnx), args.name or args.onnx.stem
     elif args.checkpoint:
-        embedder, name = torch_embedder(load_checkpoint_model(args.checkpoint)[0]), args.name or args.checkpoint.parent.name
+        embedder, name = (
+            torch_embedder(load_checkpoint_model(args.checkpoint)[0]),
+            args.name or args.checkpoint.parent.name,
+        )
     else:
         embedder, name = teacher_embedder(), args.name or "dlib_resnet_v1 (teacher)"
     calibration = Calibration(args.calibrate, args.onnx, args.thresholds_file) if args.calibrate else None
@@ -400,4 +459,3 @@ def run(args: argparse.Namespace, error: Callable[[str], None]) -> dict[str, Ver
     if calibration and calibration.on not in {pairset.name for pairset in pairsets}:
         error(f"--calibrate {calibration.on}: not among the benchmarks given ({', '.join(p.name for p in pairsets)})")
     return benchmark(embedder, name, pairsets, args.out, args.batch_size, calibration)
-

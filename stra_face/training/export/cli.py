@@ -2,6 +2,7 @@
 
 Only argument parsing lives here (torch-free, so that --help answers at once); the work is onnx_export.py's.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -19,7 +20,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--num-classes", type=int, default=0)
     parser.add_argument("--embedding-dim", type=int, default=0)
     parser.add_argument("--in-chans", type=int, default=None, help="default: C of --input-shape")
-    parser.add_argument("--model-kwargs", type=json.loads, default={}, help='JSON, e.g. \'{"stem_stride": 2}\'')
+    parser.add_argument("--model-kwargs", type=json.loads, default={}, help="JSON, e.g. '{\"stem_stride\": 2}'")
     parser.add_argument("--weights", type=Path, help="a state_dict (.pt) to load; random weights otherwise")
     parser.add_argument("--fp16", action="store_true", help="fp16 weights and compute, float32 inputs/outputs")
     parser.add_argument("--opset", type=int, default=DEFAULT_OPSET)
@@ -49,7 +50,9 @@ def main(argv: list[str] | None = None) -> None:
     path = export_onnx(model, args.out, input_shape, fp16=args.fp16, opset=args.opset)
     error = check_parity(model, path, input_shape, fp16=args.fp16)
     size_mb = path.stat().st_size / 2**20
-    print(f"{path}: {size_mb:.1f} MiB, opset {args.opset}, {'fp16' if args.fp16 else 'fp32'}, max abs error {error:.2e}")
+    print(
+        f"{path}: {size_mb:.1f} MiB, opset {args.opset}, {'fp16' if args.fp16 else 'fp32'}, max abs error {error:.2e}"
+    )
 
 
 if __name__ == "__main__":

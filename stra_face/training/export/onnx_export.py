@@ -6,10 +6,11 @@
 
 The file has one input "input" (N, C, H, W) float32 with a dynamic batch axis and one output
 "output" (a model returning a tuple, such as models.WithModes, gets one output per element,
-named by `output_names`: "output", "modes"). fp16 files keep float32 inputs and outputs (casts inside the graph), so callers
-never change. Parity runs the file in onnxruntime on random inputs and fails loudly when the
+named by `output_names`: "output", "modes"). fp16 files keep float32 inputs and outputs (casts inside the graph), so
+callers never change. Parity runs the file in onnxruntime on random inputs and fails loudly when the
 max abs error passes the tolerance: 1e-4 for fp32, and for fp16 1e-2 of the output's range.
 """
+
 from __future__ import annotations
 
 import warnings
@@ -48,7 +49,10 @@ def export_onnx(
     batch = torch.export.Dim("batch", min=1, max=4096)
     axes = {0: batch}
     if dynamic_spatial:
-        axes |= {2: torch.export.Dim("height", min=input_shape[1], max=8192), 3: torch.export.Dim("width", min=input_shape[2], max=8192)}
+        axes |= {
+            2: torch.export.Dim("height", min=input_shape[1], max=8192),
+            3: torch.export.Dim("width", min=input_shape[2], max=8192),
+        }
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # torch.export's notes on unbacked shapes are noise here
         program = torch.onnx.export(

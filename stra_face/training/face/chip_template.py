@@ -14,8 +14,10 @@ ours (MTCNN landmarks + DLIB_CHIP_TEMPLATE + the exported port), and reports how
 descriptors of each face are and how well each way separates same-person pairs from different-person
 pairs among those faces (identity = the image's folder; the person folder in CFP's layout).
 
-    python -m stra_face.training.face.chip_template compare --faces runs/template/faces.npz --onnx stra_face/assets/models/dlib_resnet_v1.onnx
+    python -m stra_face.training.face.chip_template compare --faces runs/template/faces.npz \\
+        --onnx stra_face/assets/models/dlib_resnet_v1.onnx
 """
+
 from __future__ import annotations
 
 import argparse
@@ -96,8 +98,13 @@ def separation(descriptors: np.ndarray, identities: list[str]) -> dict:
     same = labels[first] == labels[second]
     auc = float(np.mean(distances[same][:, None] < distances[~same][None]))
     accuracies = [np.mean((distances < t) == same) for t in np.arange(0.2, 1.2, 0.005)]
-    return {"pairs": int(len(same)), "same_pairs": int(same.sum()), "auc": auc, "best_accuracy": float(max(accuracies)),
-            "accuracy_at_0.6": float(np.mean((distances < 0.6) == same))}
+    return {
+        "pairs": int(len(same)),
+        "same_pairs": int(same.sum()),
+        "auc": auc,
+        "best_accuracy": float(max(accuracies)),
+        "accuracy_at_0.6": float(np.mean((distances < 0.6) == same)),
+    }
 
 
 def compare(faces: dict[str, np.ndarray], onnx: Path) -> dict:
@@ -115,8 +122,13 @@ def compare(faces: dict[str, np.ndarray], onnx: Path) -> dict:
     gap = np.linalg.norm(theirs - ours, axis=1)
     identities = [identity(str(p)) for p in faces["paths"]]
     return {
-        "faces": len(ours), "people": len(set(identities)),
-        "descriptor_distance_dlib_vs_ours": {"mean": float(gap.mean()), "median": float(np.median(gap)), "max": float(gap.max())},
+        "faces": len(ours),
+        "people": len(set(identities)),
+        "descriptor_distance_dlib_vs_ours": {
+            "mean": float(gap.mean()),
+            "median": float(np.median(gap)),
+            "max": float(gap.max()),
+        },
         "dlib_pipeline": separation(theirs, identities),
         "mtcnn_template_port": separation(ours, identities),
     }
@@ -129,7 +141,9 @@ def to_input(chip: np.ndarray, model) -> np.ndarray:
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(prog="python -m stra_face.training.face.chip_template", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(
+        prog="python -m stra_face.training.face.chip_template", description=__doc__.splitlines()[0]
+    )
     commands = parser.add_subparsers(dest="command", required=True)
     measuring = commands.add_parser("measure", help="detect both ways, print the template")
     measuring.add_argument("--images", type=Path, nargs="+", required=True, help="folders of raw (unaligned) photos")

@@ -2,6 +2,7 @@
 
 Only argument parsing lives here (torch-free, so that --help answers at once); the work is done by trainer.py.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -16,21 +17,34 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m stra_face.training.face", description="face-embedding training")
     commands = parser.add_subparsers(dest="command", required=True)
     commands.add_parser("train", help="train (options: python -m stra_face.training.face train --help)")
-    commands.add_parser("pipeline", help="train, benchmark, export, calibrate and card the StRA model and its baseline "
-                        "(options: python -m stra_face.training.face pipeline --help)")
+    commands.add_parser(
+        "pipeline",
+        help="train, benchmark, export, calibrate and card the StRA model and its baseline "
+        "(options: python -m stra_face.training.face pipeline --help)",
+    )
     prep = commands.add_parser("prepare", help="raw photos in identity folders -> aligned 112x112 faces")
     prep.add_argument("--src", type=Path, required=True)
     prep.add_argument("--dst", type=Path, required=True)
     prep.add_argument("--min-face-size", type=int, default=40)
-    shipping = commands.add_parser("ship", help="export a checkpoint, benchmark it on CFP and LFW, calibrate, write the card")
+    shipping = commands.add_parser(
+        "ship", help="export a checkpoint, benchmark it on CFP and LFW, calibrate, write the card"
+    )
     shipping.add_argument("--checkpoint", type=Path, required=True)
-    shipping.add_argument("--out", type=Path, help="the ONNX file (default: <run folder>.onnx beside the checkpoint's run folder, "
-                          "as `pipeline` lays it out; copy it into stra_face/assets/models to serve it)")
+    shipping.add_argument(
+        "--out",
+        type=Path,
+        help="the ONNX file (default: <run folder>.onnx beside the checkpoint's run folder, "
+        "as `pipeline` lays it out; copy it into stra_face/assets/models to serve it)",
+    )
     shipping.add_argument("--cfp", type=Path, default=Path("../shared/data/cfp"))
     shipping.add_argument("--lfw", type=Path, help="LFW root: pairs.txt and aligned112/ (or aligned112.npz)")
-    shipping.add_argument("--lfw-exclude", type=Path, help="LFW people seen in training (python -m stra_face.training.face.overlap)")
+    shipping.add_argument(
+        "--lfw-exclude", type=Path, help="LFW people seen in training (python -m stra_face.training.face.overlap)"
+    )
     shipping.add_argument("--report", type=Path, help="benchmark results and ROC (default: bench/<model> beside --out)")
-    shipping.add_argument("--thresholds-file", type=Path, help="calibrated thresholds, added to (default: thresholds.json beside --out)")
+    shipping.add_argument(
+        "--thresholds-file", type=Path, help="calibrated thresholds, added to (default: thresholds.json beside --out)"
+    )
     shipping.add_argument("--fp16", action="store_true")
     return parser
 
@@ -46,7 +60,9 @@ def parse_pipeline(argv: list[str]) -> tuple[argparse.Namespace, FaceConfig]:
     parser.add_argument("--lfw-exclude", type=Path, default=Path("stra_face/training/data/lfw_training_overlap.txt"))
     parser.add_argument("--fp32", action="store_true", help="export fp32 (default: fp16)")
     own, rest = parser.parse_known_args(argv)
-    base = parse_config(FaceConfig, rest, "recipe shared by every model (python -m stra_face.training.face train --help)")
+    base = parse_config(
+        FaceConfig, rest, "recipe shared by every model (python -m stra_face.training.face train --help)"
+    )
     return own, base
 
 
@@ -72,8 +88,14 @@ def main(argv: list[str] | None = None) -> None:
         prepare(args)
     else:
         out = args.out or args.checkpoint.parent.parent / f"{args.checkpoint.parent.name}.onnx"
-        ship(args.checkpoint, out, PairSources.from_roots(args.cfp, args.lfw, args.lfw_exclude), args.report or out.parent / "bench" / out.stem,
-             args.thresholds_file or out.parent / "thresholds.json", args.fp16)
+        ship(
+            args.checkpoint,
+            out,
+            PairSources.from_roots(args.cfp, args.lfw, args.lfw_exclude),
+            args.report or out.parent / "bench" / out.stem,
+            args.thresholds_file or out.parent / "thresholds.json",
+            args.fp16,
+        )
 
 
 if __name__ == "__main__":

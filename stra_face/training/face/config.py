@@ -1,4 +1,5 @@
 """The face trainer's settings, torch-free: the command line parses them without loading torch."""
+
 from __future__ import annotations
 
 from dataclasses import dataclass, field

@@ -1,6 +1,7 @@
 """Face-recognition training data: aligned 112x112 faces per identity, from folders or one compact pack.
 
-    python -m stra_face.training.face.data pack ../shared/data/celeba299/aligned112 ../shared/data/celeba10k/aligned112 \
+    python -m stra_face.training.face.data pack ../shared/data/celeba299/aligned112 \
+        ../shared/data/celeba10k/aligned112 \
         --out runs/data/celeba_faces.npz
     python -m stra_face.training.face.data pack ../shared/data/lfw/aligned112 --out .carry/lfw/aligned112.npz
 
@@ -19,6 +20,7 @@ pose and flip. The student's view is then degraded (random down-scaling, blur, J
 learns CelebA's soft faces and real photos; the teacher keeps the sharp view by default, so
 its targets stay the descriptors of the clean face.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -54,7 +56,7 @@ def _sos_end(data: bytes) -> int:
     while position < len(data):
         if data[position] != 0xFF:
             raise ValueError("not a baseline JPEG")
-        marker, length = data[position + 1], int.from_bytes(data[position + 2:position + 4], "big")
+        marker, length = data[position + 1], int.from_bytes(data[position + 2 : position + 4], "big")
         position += 2 + length
         if marker == 0xDA:
             return position
@@ -80,7 +82,7 @@ class FacePack:
         return len(self.paths)
 
     def encoded(self, index: int) -> bytes:
-        return self._header + self._payload[self._offsets[index]:self._offsets[index + 1]].tobytes()
+        return self._header + self._payload[self._offsets[index] : self._offsets[index + 1]].tobytes()
 
     def index_of(self, relative_path: str) -> int:
         if relative_path not in self._index:
@@ -154,7 +156,11 @@ def pack_faces(sources: list[Path], out: Path, quality: int = 90, size: int = FA
 
     files: dict[str, Path] = {}
     for source in sources:
-        for relative in sorted(p.relative_to(source).as_posix() for p in source.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES and p.parent != source):
+        for relative in sorted(
+            p.relative_to(source).as_posix()
+            for p in source.rglob("*")
+            if p.suffix.lower() in IMAGE_SUFFIXES and p.parent != source
+        ):
             files.setdefault(relative, source / relative)  # the first source's copy wins
     if not files:
         raise ValueError(f"no <identity>/<image> files under {', '.join(map(str, sources))}")
@@ -180,14 +186,24 @@ def pack_faces(sources: list[Path], out: Path, quality: int = 90, size: int = FA
     offsets[1:] = np.cumsum([len(p) for p in payloads])
     out.parent.mkdir(parents=True, exist_ok=True)
     np.savez(
-        out, jpg_header=np.frombuffer(header, np.uint8), jpg_payload=np.concatenate(payloads), jpg_offsets=offsets,
-        paths=np.array(paths), labels=np.array([label_of[p.split("/")[0]] for p in paths], np.int64),
-        identities=np.array(identities), size=np.int64(size), quality=np.int64(quality),
+        out,
+        jpg_header=np.frombuffer(header, np.uint8),
+        jpg_payload=np.concatenate(payloads),
+        jpg_offsets=offsets,
+        paths=np.array(paths),
+        labels=np.array([label_of[p.split("/")[0]] for p in paths], np.int64),
+        identities=np.array(identities),
+        size=np.int64(size),
+        quality=np.int64(quality),
     )
     counts = np.bincount([label_of[p.split("/")[0]] for p in paths])
     return {
-        "faces": len(paths), "identities": len(identities), "identities_with_2_or_more": int((counts >= 2).sum()),
-        "bytes": out.stat().st_size, "size": size, "quality": quality,
+        "faces": len(paths),
+        "identities": len(identities),
+        "identities_with_2_or_more": int((counts >= 2).sum()),
+        "bytes": out.stat().st_size,
+        "size": size,
+        "quality": quality,
     }
 
 
@@ -241,7 +257,9 @@ class FaceAugment:
         if rng.random() < self.downscale:
             side = max(8, int(round(FACE_SIZE * rng.uniform(*self.downscale_range))))
             small = cv2.resize(image, (side, side), interpolation=cv2.INTER_AREA)
-            image = cv2.resize(small, (FACE_SIZE, FACE_SIZE), interpolation=cv2.INTER_LINEAR if rng.random() < 0.5 else cv2.INTER_CUBIC)
+            image = cv2.resize(
+                small, (FACE_SIZE, FACE_SIZE), interpolation=cv2.INTER_LINEAR if rng.random() < 0.5 else cv2.INTER_CUBIC
+            )
         if rng.random() < self.blur:
             image = cv2.GaussianBlur(image, (0, 0), rng.uniform(0.5, 1.6))
         if rng.random() < self.jpeg:
@@ -262,8 +280,14 @@ class FaceDataset(Dataset):
     Random views draw from numpy's global generator, which `engine.worker_seed` seeds per worker.
     """
 
-    def __init__(self, faces: FacePack | FaceFolder, indices: np.ndarray, labels: np.ndarray,
-                 augment: FaceAugment | None = None, teacher_sees_degraded: bool = False):
+    def __init__(
+        self,
+        faces: FacePack | FaceFolder,
+        indices: np.ndarray,
+        labels: np.ndarray,
+        augment: FaceAugment | None = None,
+        teacher_sees_degraded: bool = False,
+    ):
         self.faces, self.indices, self.labels = faces, np.asarray(indices), np.asarray(labels, np.int64)
         self.augment = augment
         self.teacher_sees_degraded = teacher_sees_degraded
@@ -302,8 +326,10 @@ def main(argv: list[str] | None = None) -> None:
     pack.add_argument("--size", type=int, default=FACE_SIZE, help="stored side in pixels (read back at 112)")
     args = parser.parse_args(argv)
     summary = pack_faces(args.sources, args.out, args.quality, args.size)
-    print(f"{args.out}: {summary['faces']} faces of {summary['identities']} identities "
-          f"({summary['identities_with_2_or_more']} with two or more), {summary['bytes'] / 2**20:.1f} MiB")
+    print(
+        f"{args.out}: {summary['faces']} faces of {summary['identities']} identities "
+        f"({summary['identities_with_2_or_more']} with two or more), {summary['bytes'] / 2**20:.1f} MiB"
+    )
 
 
 if __name__ == "__main__":

@@ -7,6 +7,7 @@ file (CFP-FF/FP, LFW), calibrate its thresholds on CFP-FP and write its card.
 
 Needs the `teacher` extra (dlib-bin for the real-chip check, face_recognition_models for the weights).
 """
+
 from __future__ import annotations
 
 import argparse
@@ -57,14 +58,22 @@ def parity_with_dlib(onnx_path: Path, images: list[Path]) -> dict:
         return np.linalg.norm(d[:, None] - d[None], axis=2)
 
     return {
-        "chips": len(chips), "source": f"dlib chips of the first {len(images)} LFW aligned112 images (sorted paths)",
+        "chips": len(chips),
+        "source": f"dlib chips of the first {len(images)} LFW aligned112 images (sorted paths)",
         "max_abs_error": float(np.abs(got - expected).max()),
         "max_pairwise_distance_change": float(np.abs(distances(got) - distances(expected)).max()),
     }
 
 
-def port(out: Path, sources: PairSources, report: Path, thresholds_file: Path, fp16: bool = True,
-         parity_images: list[Path] | None = None, calibrate_on: str = "cfp_fp") -> ModelCard:
+def port(
+    out: Path,
+    sources: PairSources,
+    report: Path,
+    thresholds_file: Path,
+    fp16: bool = True,
+    parity_images: list[Path] | None = None,
+    calibrate_on: str = "cfp_fp",
+) -> ModelCard:
     """Export the port, check it (random inputs; dlib itself on `parity_images`), benchmark the
     exported file, calibrate its thresholds on `calibrate_on`'s pairs and write its card beside it, once."""
     from stra_face.training.export.onnx_export import check_parity, export_onnx
@@ -72,9 +81,12 @@ def port(out: Path, sources: PairSources, report: Path, thresholds_file: Path, f
     model = create_model("dlib_resnet_v1", pretrained=True)
     export_onnx(model, out, INPUT_SHAPE, fp16=fp16)
     card = ModelCard(
-        name="dlib_resnet_v1", input_kind="dlib_chip_150", embedding_dim=128,
+        name="dlib_resnet_v1",
+        input_kind="dlib_chip_150",
+        embedding_dim=128,
         task="face embedding (128-d, L2-normalise; cosine similarity)",
-        **file_facts(out), precision="fp16" if fp16 else "fp32",
+        **file_facts(out),
+        precision="fp16" if fp16 else "fp32",
         input="(N, 3, 150, 150) float32 RGB 0..255 of dlib's face chip (padding 0.25), cut from the 5 MTCNN "
         "landmarks through stra_face.vision.align.DLIB_CHIP_TEMPLATE; the graph applies dlib's (x - mean) / 256",
         output="(N, 128) dlib face descriptor (not normalised)",
@@ -83,11 +95,19 @@ def port(out: Path, sources: PairSources, report: Path, thresholds_file: Path, f
     )
     print(f"parity: random inputs {card.parity_max_abs_error:.2e}; against dlib {card.extra['parity_with_dlib']}")
     calibration = Calibration(calibrate_on, out, thresholds_file)
-    results = benchmark(onnx_embedder(out, ["CPUExecutionProvider"], card=card), "dlib_resnet_v1 (port, ONNX)",
-                        sources.load(), report, calibration=calibration)
+    results = benchmark(
+        onnx_embedder(out, ["CPUExecutionProvider"], card=card),
+        "dlib_resnet_v1 (port, ONNX)",
+        sources.load(),
+        report,
+        calibration=calibration,
+    )
     card.model = {"name": "dlib_resnet_v1", "module": "stra_face.models.dlib_resnet.DlibFaceResNet"}
-    card.recipe = (f"dlib's published weights ({DLIB_RESNET_FILE} from the face_recognition_models package), CC0, "
-                   "ported by stra_face.models.dlib_resnet (weights read by its own reader of dlib's serialization); no training here")
+    card.recipe = (
+        f"dlib's published weights ({DLIB_RESNET_FILE} from the face_recognition_models package), CC0, "
+        "ported by stra_face.models.dlib_resnet (weights read by its own reader of dlib's serialization); "
+        "no training here"
+    )
     card.data = {
         "trained_on": "by Davis King (dlib), on about 3 million faces (FaceScrub, the VGG face dataset and images "
         "scraped from the web, per the dlib-models README); not trained or tuned here",
@@ -96,21 +116,32 @@ def port(out: Path, sources: PairSources, report: Path, thresholds_file: Path, f
     card.code_revision = code_revision()
     card.hardware = f"exported and benchmarked on CPU ({platform.machine()}, onnxruntime CPU provider)"
     card.metrics = {name: {k: v for k, v in dataclasses.asdict(r).items() if k != "roc"} for name, r in results.items()}
-    card.thresholds = f"{thresholds_file.name}, calibrated on {calibrate_on.upper().replace('_', '-')} impostor pairs (single embedding, no mirror)"
+    card.thresholds = (
+        f"{thresholds_file.name}, calibrated on {calibrate_on.upper().replace('_', '-')} impostor pairs "
+        "(single embedding, no mirror)"
+    )
     card.limitations = (
         "chips are cut from MTCNN's 5 landmarks through one fixed template, where dlib's own pipeline re-locates its "
         "landmarks per face (cost: `python -m stra_face.training.face.chip_template compare`); the benchmark crops "
         "(112x112) hold less context than the chip wants (black borders); thresholds calibrated on CFP-FP impostors "
-        "(frontal vs profile) are strict for frontal photos; no fairness audit has been run")
-    card.reproduce = (f"python -m stra_face.training.face.dlib_port --out {out}" + (" --fp16" if fp16 else "") + f" --cfp {sources.cfp}"
-                      + (f" --lfw {sources.lfw_pairs.parent}" if sources.lfw_pairs else "") + f" --report {report} --thresholds-file {thresholds_file}")
+        "(frontal vs profile) are strict for frontal photos; no fairness audit has been run"
+    )
+    card.reproduce = (
+        f"python -m stra_face.training.face.dlib_port --out {out}"
+        + (" --fp16" if fp16 else "")
+        + f" --cfp {sources.cfp}"
+        + (f" --lfw {sources.lfw_pairs.parent}" if sources.lfw_pairs else "")
+        + f" --report {report} --thresholds-file {thresholds_file}"
+    )
     card.write(out)
     print(f"{out}: {card.size_bytes / 2**20:.1f} MiB, sha256 {card.sha256}")
     return card
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(prog="python -m stra_face.training.face.dlib_port", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(
+        prog="python -m stra_face.training.face.dlib_port", description=__doc__.splitlines()[0]
+    )
     parser.add_argument("--out", type=Path, required=True)
     parser.add_argument("--fp16", action="store_true", help="fp16 weights (float32 inputs/outputs)")
     parser.add_argument("--cfp", type=Path, required=True, help="CFP root (Protocol/, aligned112/)")
@@ -120,7 +151,9 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--parity-chips", type=int, default=100, help="LFW images checked against dlib itself")
     args = parser.parse_args(argv)
 
-    lfw_images = sorted((args.lfw or args.cfp.parent / "lfw").joinpath("aligned112").glob("*/*.jpg"))[: args.parity_chips]
+    lfw_images = sorted((args.lfw or args.cfp.parent / "lfw").joinpath("aligned112").glob("*/*.jpg"))[
+        : args.parity_chips
+    ]
     port(args.out, PairSources.from_roots(args.cfp, args.lfw), args.report, args.thresholds_file, args.fp16, lfw_images)
 
 

@@ -3,6 +3,7 @@
 Each head maps (embeddings, labels) to logits for cross-entropy; at test time only the
 backbone's embedding is used. Samples labelled -1 (distillation-only faces) get no margin.
 """
+
 from __future__ import annotations
 
 import math

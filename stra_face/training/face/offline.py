@@ -1,9 +1,11 @@
 """The CPU route to a StRA face model: distil the teacher offline, from cached descriptors.
 
-    python -m stra_face.training.face.offline cache ../shared/data/celeba299/aligned112 ../shared/data/celeba10k/aligned112 \
+    python -m stra_face.training.face.offline cache ../shared/data/celeba299/aligned112 \
+        ../shared/data/celeba10k/aligned112 \
         ../shared/data/utkface/utkface_aligned80.npz --views 4 --out runs/face/teacher_cache.npz
     python -m stra_face.training.face.offline train --cache runs/face/teacher_cache.npz --out runs/face/cpu_mnv2_stra
-    python -m stra_face.training.face.offline train --cache runs/face/teacher_cache.npz --out runs/face/cpu_mnv2 --model mobilenetv2_100
+    python -m stra_face.training.face.offline train --cache runs/face/teacher_cache.npz --out runs/face/cpu_mnv2 \
+        --model mobilenetv2_100
 
 On a GPU the teacher runs inside the training loop (`stra_face.training.face.trainer`); on two CPU cores
 it would cost as much as the student, so here it runs once: `cache` renders a fixed set of views of
@@ -17,6 +19,7 @@ faces count as much as CelebA's; CelebA's last `val_identities` identities with 
 held out for model selection. Black borders (where a source photo ended before the aligned frame
 did) are inpainted before either network sees the face, so neither learns from them.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -142,8 +145,16 @@ class FaceSources:
 # --------------------------------------------------------------------------- the teacher's cache
 
 
-def build_cache(sources: list[str], out: Path, views: int = 4, seed: int = 0, teacher: Path = DEFAULT_TEACHER,
-                threads: int = 2, batch_size: int = 64, limit: int = 0) -> dict:
+def build_cache(
+    sources: list[str],
+    out: Path,
+    views: int = 4,
+    seed: int = 0,
+    teacher: Path = DEFAULT_TEACHER,
+    threads: int = 2,
+    batch_size: int = 64,
+    limit: int = 0,
+) -> dict:
     """Teacher descriptors of every view of every face -> one .npz (see the module docstring)."""
     from tqdm import tqdm
 
@@ -154,19 +165,33 @@ def build_cache(sources: list[str], out: Path, views: int = 4, seed: int = 0, te
     matrices = view_matrices(count, views, seed)
     model = EmbeddingModel(teacher, ["CPUExecutionProvider"], threads)
     if model.input_kind.size != TEACHER_CHIP:
-        raise ValueError(f"{teacher.name} reads {model.input_kind.name} faces; the cache cuts dlib's {TEACHER_CHIP}px chip")
+        raise ValueError(
+            f"{teacher.name} reads {model.input_kind.name} faces; the cache cuts dlib's {TEACHER_CHIP}px chip"
+        )
     chip = np.vstack([teacher_chip_matrix(), [0, 0, 1]])
     descriptors = np.empty((count, views, model.dim), np.float16)
     for start in tqdm(range(0, count, batch_size), desc="teacher", unit="batch"):
         stop = min(count, start + batch_size)
-        chips = np.stack([render(faces.image(face), chip @ matrices[face, view], TEACHER_CHIP)
-                          for face in range(start, stop) for view in range(views)])
+        chips = np.stack(
+            [
+                render(faces.image(face), chip @ matrices[face, view], TEACHER_CHIP)
+                for face in range(start, stop)
+                for view in range(views)
+            ]
+        )
         descriptors[start:stop] = model.embed(chips).reshape(stop - start, views, -1)
     out.parent.mkdir(parents=True, exist_ok=True)
     np.savez(
-        out, sources=np.array(faces.sources), source_of=faces.source_of[:count], index_in_source=faces.index_in_source[:count],
-        identity=faces.identity[:count], matrices=matrices.astype(np.float32), descriptors=descriptors,
-        teacher=np.array(teacher.name), teacher_sha256=np.array(model.sha256), seed=np.int64(seed),
+        out,
+        sources=np.array(faces.sources),
+        source_of=faces.source_of[:count],
+        index_in_source=faces.index_in_source[:count],
+        identity=faces.identity[:count],
+        matrices=matrices.astype(np.float32),
+        descriptors=descriptors,
+        teacher=np.array(teacher.name),
+        teacher_sha256=np.array(model.sha256),
+        seed=np.int64(seed),
     )
     return {"faces": count, "views": views, "teacher": teacher.name, "bytes": out.stat().st_size}
 
@@ -204,15 +229,24 @@ def occlude(image: np.ndarray, rng: np.random.Generator) -> np.ndarray:
     h, w = (rng.uniform(0.15, 0.4, 2) * side).astype(int)
     y, x = rng.integers(0, side - h), rng.integers(0, side - w)
     image = image.copy()
-    image[y:y + h, x:x + w] = rng.integers(0, 256, (h, w, 3), dtype=np.uint8) if rng.random() < 0.5 else int(rng.integers(0, 256))
+    image[y : y + h, x : x + w] = (
+        rng.integers(0, 256, (h, w, 3), dtype=np.uint8) if rng.random() < 0.5 else int(rng.integers(0, 256))
+    )
     return image
 
 
 class CachedViews(Dataset):
     """(student input (3,112,112) in [-1, 1], the teacher's centred unit descriptor of the same view)."""
 
-    def __init__(self, faces: FaceSources, matrices: np.ndarray, targets: np.ndarray, indices: np.ndarray,
-                 augment: FaceAugment | None, occlusion: float):
+    def __init__(
+        self,
+        faces: FaceSources,
+        matrices: np.ndarray,
+        targets: np.ndarray,
+        indices: np.ndarray,
+        augment: FaceAugment | None,
+        occlusion: float,
+    ):
         self.faces, self.matrices, self.targets, self.indices = faces, matrices, targets, indices
         self.augment, self.occlusion = augment, occlusion
 
@@ -245,7 +279,7 @@ def held_out(identity: np.ndarray, count: int) -> np.ndarray:
     """Faces of the last `count` identities (sorted by name) with two or more faces: model selection only."""
     names, inverse, counts = np.unique(identity, return_inverse=True, return_counts=True)
     paired = np.flatnonzero(counts >= 2)
-    chosen = set(paired[len(paired) - count:].tolist()) if count else set()
+    chosen = set(paired[len(paired) - count :].tolist()) if count else set()
     return np.array([label in chosen for label in inverse], bool)
 
 
@@ -272,9 +306,16 @@ def train(config: OfflineConfig) -> Path:
     matrices = cache["matrices"][:count]
     augment = FaceAugment(**config.augment)
     dataset = CachedViews(faces, matrices, targets, train_indices, augment, config.occlusion)
-    loader = DataLoader(dataset, batch_size=config.batch_size, shuffle=True, drop_last=True, num_workers=config.workers,
-                        persistent_workers=config.workers > 0, worker_init_fn=engine.worker_seed,
-                        generator=torch.Generator().manual_seed(config.seed))
+    loader = DataLoader(
+        dataset,
+        batch_size=config.batch_size,
+        shuffle=True,
+        drop_last=True,
+        num_workers=config.workers,
+        persistent_workers=config.workers > 0,
+        worker_init_fn=engine.worker_seed,
+        generator=torch.Generator().manual_seed(config.seed),
+    )
     validation, val_faces = None, None
     if len(val_indices):
         val_faces = np.stack([render(faces.image(int(i)), np.eye(3), FACE_SIZE) for i in val_indices])
@@ -285,7 +326,9 @@ def train(config: OfflineConfig) -> Path:
     model = models.create_model(config.model, **kwargs)
     optimizer = engine.build_optimizer([model], "adamw", config.lr * config.batch_size / 64, config.weight_decay)
     steps_per_epoch = min(len(loader), config.max_steps) if config.max_steps else len(loader)
-    scheduler = engine.warmup_cosine(optimizer, config.epochs * steps_per_epoch, max(1, int(config.warmup_epochs * steps_per_epoch)))
+    scheduler = engine.warmup_cosine(
+        optimizer, config.epochs * steps_per_epoch, max(1, int(config.warmup_epochs * steps_per_epoch))
+    )
     out = Path(config.out)
     runtime = engine.setup_runtime("cpu")
     checkpointer, log = engine.Checkpointer(out, runtime), engine.CSVLog(out / "log.csv", runtime)
@@ -297,9 +340,15 @@ def train(config: OfflineConfig) -> Path:
         start_epoch, best, minutes = state["epoch"] + 1, state["best_metric"], state.get("training_minutes", 0.0)
         print(f"resumed from {checkpointer.last} at epoch {start_epoch}")
     engine.save_config(config, out / "config.json")
-    summary = {"faces": count, "training_faces": int(len(train_indices)), "validation_faces": int(len(val_indices)),
-               "views": int(matrices.shape[1]), "sources": cache["sources"].tolist(), "teacher": str(cache["teacher"]),
-               "teacher_sha256": str(cache["teacher_sha256"])}
+    summary = {
+        "faces": count,
+        "training_faces": int(len(train_indices)),
+        "validation_faces": int(len(val_indices)),
+        "views": int(matrices.shape[1]),
+        "sources": cache["sources"].tolist(),
+        "teacher": str(cache["teacher"]),
+        "teacher_sha256": str(cache["teacher_sha256"]),
+    }
     for epoch in range(start_epoch, config.epochs):
         model.train()
         started, total, seen = time.perf_counter(), 0.0, 0
@@ -320,20 +369,39 @@ def train(config: OfflineConfig) -> Path:
         if validation is not None:
             plain, mirrored = embed_faces(model, torch.device("cpu"), val_faces)
             val_accuracy = evaluate_pairs(validation, plain, mirrored).accuracy_mean
-            val_cosine = float(np.mean(np.sum(F.normalize(torch.from_numpy(plain)).numpy() * targets[val_indices, 0], axis=1)))
+            val_cosine = float(
+                np.mean(np.sum(F.normalize(torch.from_numpy(plain)).numpy() * targets[val_indices, 0], axis=1))
+            )
         minutes += (time.perf_counter() - started) / 60  # across resumes: the card's training time
         is_best = not np.isfinite(val_accuracy) or val_accuracy > best
         best = max(best, val_accuracy) if np.isfinite(val_accuracy) else best
-        checkpointer.save({
-            "model": {"name": config.model, "kwargs": kwargs}, "state_dict": model.state_dict(),
-            "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(), "epoch": epoch,
-            "best_metric": best, "val_accuracy": val_accuracy, "teacher_mean": torch.from_numpy(teacher_mean),
-            "config": dataclasses.asdict(config), "data_summary": summary, "hardware": hardware(),
-            "code_revision": code_revision(), "training_minutes": round(minutes, 1),
-        }, is_best)
-        row = {"epoch": epoch, "train_loss": round(total / max(seen, 1), 5), "val_verification_accuracy": round(val_accuracy, 5),
-               "val_cosine_to_teacher": round(val_cosine, 5), "lr": scheduler.get_last_lr()[0],
-               "images_per_second": round(rate, 1), "seconds": round(time.perf_counter() - started, 1)}
+        checkpointer.save(
+            {
+                "model": {"name": config.model, "kwargs": kwargs},
+                "state_dict": model.state_dict(),
+                "optimizer": optimizer.state_dict(),
+                "scheduler": scheduler.state_dict(),
+                "epoch": epoch,
+                "best_metric": best,
+                "val_accuracy": val_accuracy,
+                "teacher_mean": torch.from_numpy(teacher_mean),
+                "config": dataclasses.asdict(config),
+                "data_summary": summary,
+                "hardware": hardware(),
+                "code_revision": code_revision(),
+                "training_minutes": round(minutes, 1),
+            },
+            is_best,
+        )
+        row = {
+            "epoch": epoch,
+            "train_loss": round(total / max(seen, 1), 5),
+            "val_verification_accuracy": round(val_accuracy, 5),
+            "val_cosine_to_teacher": round(val_cosine, 5),
+            "lr": scheduler.get_last_lr()[0],
+            "images_per_second": round(rate, 1),
+            "seconds": round(time.perf_counter() - started, 1),
+        }
         log.write(row)
         print(json.dumps(row), flush=True)
     return checkpointer.best
@@ -346,7 +414,9 @@ def main(argv: list[str] | None = None) -> None:
     if argv and argv[0] == "train":
         print(train(engine.parse_config(OfflineConfig, argv[1:], "distil the teacher into a student from the cache")))
         return
-    parser = argparse.ArgumentParser(prog="python -m stra_face.training.face.offline", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(
+        prog="python -m stra_face.training.face.offline", description=__doc__.splitlines()[0]
+    )
     commands = parser.add_subparsers(dest="command", required=True)
     commands.add_parser("train", help="train a student from the cache (options: ... train --help)")
     cache = commands.add_parser("cache", help="teacher descriptors of a fixed set of views of every face")
@@ -354,11 +424,17 @@ def main(argv: list[str] | None = None) -> None:
     cache.add_argument("--out", type=Path, required=True)
     cache.add_argument("--views", type=int, default=4)
     cache.add_argument("--seed", type=int, default=0)
-    cache.add_argument("--teacher", type=Path, default=DEFAULT_TEACHER, help="the teacher's ONNX file (dlib's 150 px chip)")
+    cache.add_argument(
+        "--teacher", type=Path, default=DEFAULT_TEACHER, help="the teacher's ONNX file (dlib's 150 px chip)"
+    )
     cache.add_argument("--threads", type=int, default=2)
     cache.add_argument("--limit", type=int, default=0, help="only the first N faces (smoke runs)")
     args = parser.parse_args(argv)
-    print(json.dumps(build_cache(args.sources, args.out, args.views, args.seed, args.teacher, args.threads, limit=args.limit)))
+    print(
+        json.dumps(
+            build_cache(args.sources, args.out, args.views, args.seed, args.teacher, args.threads, limit=args.limit)
+        )
+    )
 
 
 if __name__ == "__main__":

@@ -1,7 +1,8 @@
 """Which LFW people are also in the training data? Teacher-embedding centroids, matched at a strict threshold.
 
-    python -m stra_face.training.face.overlap --train ../shared/data/celeba299/aligned112 ../shared/data/celeba10k/aligned112 \
-        --lfw ../shared/data/lfw --train-per-identity 1 --out runs/overlap --list stra_face/training/data/lfw_training_overlap.txt
+    python -m stra_face.training.face.overlap --train ../shared/data/celeba299/aligned112 \
+        ../shared/data/celeba10k/aligned112 --lfw ../shared/data/lfw --train-per-identity 1 --out runs/overlap \
+        --list stra_face/training/data/lfw_training_overlap.txt
 
 CelebA folders are numeric identities (no names), so names cannot be compared. Each person's
 centroid is the mean of the teacher's unit descriptors of their faces (dlib's ResNet in PyTorch,
@@ -14,6 +15,7 @@ different person, so any LFW-LFW match below it is a false match) and by a posit
 prints all three per threshold.
 The list it writes is what `stra_face.training.eval.verification --lfw-exclude` leaves out.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -56,7 +58,10 @@ def centroids(people: dict[str, list[Path]], teacher, desc: str, batch_size: int
     files = [path for images in people.values() for path in images]
     vectors = []
     for start in tqdm(range(0, len(files), batch_size), desc=desc, unit="batch"):
-        chips = [render(cv2.cvtColor(cv2.imread(str(path)), cv2.COLOR_BGR2RGB), chip, TEACHER_CHIP) for path in files[start:start + batch_size]]
+        chips = [
+            render(cv2.cvtColor(cv2.imread(str(path)), cv2.COLOR_BGR2RGB), chip, TEACHER_CHIP)
+            for path in files[start : start + batch_size]
+        ]
         with torch.inference_mode():
             batch = teacher(torch.from_numpy(np.stack(chips)).permute(0, 3, 1, 2).float()).numpy()
         vectors.append(batch / np.linalg.norm(batch, axis=1, keepdims=True))
@@ -72,7 +77,9 @@ def unit(vectors: np.ndarray) -> np.ndarray:
     return vectors / np.linalg.norm(vectors, axis=1, keepdims=True)
 
 
-def positive_control(args, train_names: list[str], train_vectors: np.ndarray, mean: np.ndarray, train_per_identity: int):
+def positive_control(
+    args, train_names: list[str], train_vectors: np.ndarray, mean: np.ndarray, train_per_identity: int
+):
     """(distance to the nearest training vector, whether it is the right identity) for people known to
     be in the training data: identities present in two sources, searched with a centroid of faces of the
     second source only (like an LFW person's), against the training vectors (the first source's face)."""
@@ -83,8 +90,11 @@ def positive_control(args, train_names: list[str], train_vectors: np.ndarray, me
         from stra_face.models.dlib_resnet import load_dlib_resnet
 
         first = identity_images(args.train[0], train_per_identity)
-        people = {name: [p for p in images if p.name not in {q.name for q in first[name]}]
-                  for name, images in identity_images(args.train[1], args.per_identity).items() if name in first}
+        people = {
+            name: [p for p in images if p.name not in {q.name for q in first[name]}]
+            for name, images in identity_images(args.train[1], args.per_identity).items()
+            if name in first
+        }
         names, vectors = centroids({n: i for n, i in people.items() if i}, load_dlib_resnet().eval(), "control faces")
         np.savez(cache, names=np.array(names), vectors=vectors)
     stored = np.load(cache)
@@ -119,14 +129,26 @@ def lfw_people(lfw: Path, per_identity: int) -> dict[str, list[Path]]:
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(prog="python -m stra_face.training.face.overlap", description=__doc__.splitlines()[0])
-    parser.add_argument("--train", type=Path, nargs="+", required=True, help="<identity>/<face> folders, merged by identity name")
+    parser = argparse.ArgumentParser(
+        prog="python -m stra_face.training.face.overlap", description=__doc__.splitlines()[0]
+    )
+    parser.add_argument(
+        "--train", type=Path, nargs="+", required=True, help="<identity>/<face> folders, merged by identity name"
+    )
     parser.add_argument("--lfw", type=Path, required=True, help="LFW root with pairs.txt and aligned112/")
     parser.add_argument("--per-identity", type=int, default=4, help="faces per person in a centroid")
-    parser.add_argument("--train-per-identity", type=int, default=0,
-                        help="faces per training identity, if other than --per-identity (most have one or two)")
-    parser.add_argument("--side", choices=["both", "train", "lfw"], default="both",
-                        help="compute (and cache) one side's centroids only, e.g. in two parallel processes")
+    parser.add_argument(
+        "--train-per-identity",
+        type=int,
+        default=0,
+        help="faces per training identity, if other than --per-identity (most have one or two)",
+    )
+    parser.add_argument(
+        "--side",
+        choices=["both", "train", "lfw"],
+        default="both",
+        help="compute (and cache) one side's centroids only, e.g. in two parallel processes",
+    )
     parser.add_argument("--threshold", type=float, default=DEFAULT_THRESHOLD)
     parser.add_argument("--out", type=Path, default=Path("runs/overlap"))
     parser.add_argument("--list", type=Path, help="write the matched LFW names here (one a line)")
@@ -134,8 +156,10 @@ def main(argv: list[str] | None = None) -> None:
 
     args.out.mkdir(parents=True, exist_ok=True)
     train_per_identity = args.train_per_identity or args.per_identity
-    sides = {"train": lambda: training_people(args.train, train_per_identity),
-             "lfw": lambda: lfw_people(args.lfw, args.per_identity)}
+    sides = {
+        "train": lambda: training_people(args.train, train_per_identity),
+        "lfw": lambda: lfw_people(args.lfw, args.per_identity),
+    }
     centres = {}
     for side in ("train", "lfw") if args.side == "both" else (args.side,):
         cache = args.out / f"centroids_{side}.npz"  # resumable, and the two sides can run as two processes
@@ -158,18 +182,29 @@ def main(argv: list[str] | None = None) -> None:
     control = positive_control(args, train_names, train_vectors, mean, train_per_identity)
     table = []
     for threshold in sorted({*THRESHOLDS, args.threshold}):
-        table.append({
-            "threshold": threshold,
-            "lfw_people_matched_in_training": int((distance < threshold).sum()),
-            "lfw_people_with_another_lfw_person_within (false matches)": int((impostor < threshold).sum()),
-            "known_same_person_found (of the control)": int(((control[0] < threshold) & control[1]).sum()) if control else None,
-        })
-    matched = sorted((lfw_names[i], train_names[match[i]], float(distance[i])) for i in np.flatnonzero(distance < args.threshold))
+        table.append(
+            {
+                "threshold": threshold,
+                "lfw_people_matched_in_training": int((distance < threshold).sum()),
+                "lfw_people_with_another_lfw_person_within (false matches)": int((impostor < threshold).sum()),
+                "known_same_person_found (of the control)": int(((control[0] < threshold) & control[1]).sum())
+                if control
+                else None,
+            }
+        )
+    matched = sorted(
+        (lfw_names[i], train_names[match[i]], float(distance[i])) for i in np.flatnonzero(distance < args.threshold)
+    )
     report = {
-        "lfw_pair_people": len(lfw_names), "training_identities": len(train_names), "per_identity": {"lfw": args.per_identity, "train": train_per_identity},
-        "threshold": args.threshold, "matched": len(matched), "by_threshold": table,
+        "lfw_pair_people": len(lfw_names),
+        "training_identities": len(train_names),
+        "per_identity": {"lfw": args.per_identity, "train": train_per_identity},
+        "threshold": args.threshold,
+        "matched": len(matched),
+        "by_threshold": table,
         "control": "identities in two --train sources: centroid of the second source's faces searched among all "
-        "training vectors (the identity's own is from the first source): found = nearest is the right one and below the threshold",
+        "training vectors (the identity's own is from the first source): "
+        "found = nearest is the right one and below the threshold",
         "control_identities": 0 if not control else len(control[0]),
         "method": "dlib_resnet_v1 descriptors (chip cut as training cuts it), per-person unit means, centred on the "
         "mean of all, Euclidean distance of unit vectors",
@@ -183,8 +218,10 @@ def main(argv: list[str] | None = None) -> None:
         args.list.write_text("".join(f"{name}\n" for name, _, _ in matched))
     for row in table:
         print(json.dumps(row))
-    print(f"{len(matched)} of {len(lfw_names)} LFW pair people match a training identity at distance < {args.threshold} "
-          f"({args.out / 'matches.tsv'})")
+    print(
+        f"{len(matched)} of {len(lfw_names)} LFW pair people match a training identity at distance < {args.threshold} "
+        f"({args.out / 'matches.tsv'})"
+    )
 
 
 if __name__ == "__main__":

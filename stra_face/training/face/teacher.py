@@ -3,9 +3,10 @@
 A training-time extra only (`pip install -e '.[teacher]'`: dlib-bin + face_recognition_models),
 never a service dependency. The teacher sees faces the way it was trained: its own 5-point
 landmark model on our aligned crop, then `get_face_chip` (150x150, padding 0.25).
-`stra_face.training.eval.verification --teacher dlib` and `stra_face.training.face.overlap` use it as dlib ships it; training runs
-the PyTorch port (`stra_face.models.dlib_resnet`) inside the loop instead.
+`stra_face.training.eval.verification --teacher dlib` and `stra_face.training.face.overlap` use it as dlib ships it;
+training runs the PyTorch port (`stra_face.models.dlib_resnet`) inside the loop instead.
 """
+
 from __future__ import annotations
 
 from pathlib import Path

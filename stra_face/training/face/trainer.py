@@ -1,11 +1,14 @@
 """Face-embedding training: margin softmax on labelled identities + on-the-fly distillation from a teacher.
 
-    python -m stra_face.training.face.data pack ../shared/data/celeba299/aligned112 ../shared/data/celeba10k/aligned112 --out runs/data/celeba_faces.npz
+    python -m stra_face.training.face.data pack ../shared/data/celeba299/aligned112 \\
+        ../shared/data/celeba10k/aligned112 --out runs/data/celeba_faces.npz
     python -m stra_face.training.face train --config stra_face/training/configs/face_cpu_stra.toml
-    torchrun --nproc_per_node 8 -m stra_face.training.face train --config ...           # DDP, same script
-    python -m stra_face.training.face ship --checkpoint runs/face/cpu_stra/best.pt --cfp ../shared/data/cfp --lfw ../shared/data/lfw   # -> runs/face/cpu_stra.onnx
-    python -m stra_face.training.face pipeline --config stra_face/training/configs/face_gpu_celeba_distill.toml --out runs/face/gpu   # both models, end to end
-    python -m stra_face.training.face prepare --src raw_photos/ --dst aligned/          # <identity>/<photo> -> aligned 112x112
+    torchrun --nproc_per_node 8 -m stra_face.training.face train --config ...    # DDP, same script
+    python -m stra_face.training.face ship --checkpoint runs/face/cpu_stra/best.pt \\
+        --cfp ../shared/data/cfp --lfw ../shared/data/lfw                        # -> runs/face/cpu_stra.onnx
+    python -m stra_face.training.face pipeline --config stra_face/training/configs/face_gpu_celeba_distill.toml \\
+        --out runs/face/gpu                                                      # both models, end to end
+    python -m stra_face.training.face prepare --src raw_photos/ --dst aligned/   # <identity>/<photo> -> aligned 112x112
 
 The teacher (dlib's ResNet, `stra_face.models.dlib_resnet`) runs inside the training loop on the same
 random view as the student, rendered into its own 150x150 chip (`stra_face.training.face.data`), so
@@ -14,6 +17,7 @@ faces; distillation covers every face. Model selection uses held-out training id
 (never a benchmark): the last `val_identities` identities with two or more faces are kept out
 of training and scored with the benchmark's 10-fold protocol every epoch.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -69,12 +73,14 @@ def teacher_descriptors(teacher: nn.Module, chips: torch.Tensor) -> torch.Tensor
         return teacher(chips.permute(0, 3, 1, 2).float()).float()
 
 
-def split_identities(labels: np.ndarray, min_faces: int, val_identities: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def split_identities(
+    labels: np.ndarray, min_faces: int, val_identities: int
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """(training face indices, their margin labels: a class per identity with >= min_faces faces, else -1,
     validation face indices: every face of the last `val_identities` identities with two or more faces)."""
     counts = np.bincount(labels)
     paired = np.flatnonzero(counts >= 2)
-    held_out = set(paired[len(paired) - val_identities:].tolist()) if val_identities else set()
+    held_out = set(paired[len(paired) - val_identities :].tolist()) if val_identities else set()
     in_validation = np.array([label in held_out for label in labels], bool)
     train = np.flatnonzero(~in_validation)
     classes = [label for label in np.flatnonzero(counts >= min_faces) if label not in held_out]
@@ -89,9 +95,9 @@ def validation_pairs(labels: np.ndarray, seed: int, max_pairs: int = 1000) -> Pa
     rng = np.random.default_rng(seed)
     genuine = [(i, j) for i in range(len(labels)) for j in range(i + 1, len(labels)) if labels[i] == labels[j]]
     counts = np.bincount(np.unique(labels, return_inverse=True)[1])
-    possible_impostors = (len(labels) ** 2 - int((counts ** 2).sum())) // 2
+    possible_impostors = (len(labels) ** 2 - int((counts**2).sum())) // 2
     # equal numbers of each: never more genuine pairs than there are impostor pairs to draw
-    genuine = [genuine[k] for k in rng.permutation(len(genuine))[:min(max_pairs, possible_impostors)]]
+    genuine = [genuine[k] for k in rng.permutation(len(genuine))[: min(max_pairs, possible_impostors)]]
     impostor = set()
     while len(impostor) < len(genuine):
         i, j = rng.integers(0, len(labels), 2)
@@ -103,11 +109,15 @@ def validation_pairs(labels: np.ndarray, seed: int, max_pairs: int = 1000) -> Pa
     return PairSet("val", list(range(len(labels))), pairs[order], issame[order], contiguous_folds(len(pairs)))
 
 
-def embed_faces(model: nn.Module, device: torch.device, faces: np.ndarray, batch_size: int = 128) -> tuple[np.ndarray, np.ndarray]:
+def embed_faces(
+    model: nn.Module, device: torch.device, faces: np.ndarray, batch_size: int = 128
+) -> tuple[np.ndarray, np.ndarray]:
     """(embeddings, embeddings of the mirrors) of (N, 112, 112, 3) uint8 aligned faces."""
     embed = torch_embedder(model, device)
-    plain = np.concatenate([embed(faces[i:i + batch_size]) for i in range(0, len(faces), batch_size)])
-    mirrored = np.concatenate([embed(np.ascontiguousarray(faces[i:i + batch_size, :, ::-1])) for i in range(0, len(faces), batch_size)])
+    plain = np.concatenate([embed(faces[i : i + batch_size]) for i in range(0, len(faces), batch_size)])
+    mirrored = np.concatenate(
+        [embed(np.ascontiguousarray(faces[i : i + batch_size, :, ::-1])) for i in range(0, len(faces), batch_size)]
+    )
     return plain, mirrored
 
 
@@ -123,7 +133,11 @@ def train(config: FaceConfig) -> Path:
     if runtime.is_main:
         engine.save_config(config, out / "config.json")
 
-    hardware = f"{runtime.world_size} x " + (torch.cuda.get_device_name(runtime.device) if runtime.device.type == "cuda" else f"CPU ({torch.get_num_threads()} threads)")
+    hardware = f"{runtime.world_size} x " + (
+        torch.cuda.get_device_name(runtime.device)
+        if runtime.device.type == "cuda"
+        else f"CPU ({torch.get_num_threads()} threads)"
+    )
     faces = open_faces(config.data)
     subset = np.flatnonzero(faces.labels < config.identities) if config.identities else np.arange(len(faces))
     labels = faces.labels[subset]
@@ -135,20 +149,29 @@ def train(config: FaceConfig) -> Path:
     if config.distill_weight and teacher is None:
         raise ValueError("distill_weight > 0 needs a teacher")
     if runtime.is_main:
-        print(f"{len(train_indices)} training faces: {int((train_labels >= 0).sum())} in {num_classes} margin classes, "
-              f"{int((train_labels < 0).sum())} distillation-only; {len(val_indices)} validation faces; teacher: {config.teacher}")
+        print(
+            f"{len(train_indices)} training faces: {int((train_labels >= 0).sum())} in {num_classes} margin classes, "
+            f"{int((train_labels < 0).sum())} distillation-only; {len(val_indices)} validation faces; "
+            f"teacher: {config.teacher}"
+        )
     augment = FaceAugment(**{k: tuple(v) if isinstance(v, list) else v for k, v in config.augment.items()})
     dataset = FaceDataset(faces, train_indices, train_labels, augment, config.teacher_sees_degraded)
-    loader = engine.make_loader(dataset, config.batch_size, runtime, train=True, workers=config.workers, seed=config.seed)
+    loader = engine.make_loader(
+        dataset, config.batch_size, runtime, train=True, workers=config.workers, seed=config.seed
+    )
     validation = validation_pairs(labels[val_positions], config.seed) if len(val_indices) else None
     val_faces = np.stack([faces.image(int(i)) for i in val_indices]) if validation is not None else None
 
     model = models.create_model(config.model, **model_kwargs(config)).to(runtime.device)
-    head = create_margin_head(config.head, config.embedding_dim, num_classes, config.scale, config.margin).to(runtime.device)
+    head = create_margin_head(config.head, config.embedding_dim, num_classes, config.scale, config.margin).to(
+        runtime.device
+    )
     steps_per_epoch = min(len(loader), config.max_steps or len(loader))
     lr = config.lr * config.batch_size * runtime.world_size / 64
     optimizer = engine.build_optimizer([model, head], config.optimizer, lr, config.weight_decay)
-    scheduler = engine.warmup_cosine(optimizer, config.epochs * steps_per_epoch, int(config.warmup_epochs * steps_per_epoch))
+    scheduler = engine.warmup_cosine(
+        optimizer, config.epochs * steps_per_epoch, int(config.warmup_epochs * steps_per_epoch)
+    )
     start_epoch, best, teacher_mean = 0, -1.0, None
     state = checkpointer.load_last()
     if state is not None:
@@ -198,8 +221,17 @@ def train(config: FaceConfig) -> Path:
     for epoch in range(start_epoch, config.epochs):
         started = time.perf_counter()
         stats = engine.train_one_epoch(
-            trainable, loader, step, optimizer, scheduler, runtime, epoch=epoch, amp=config.amp,
-            diversity_weight=config.diversity_weight, grad_clip=config.grad_clip, max_steps=config.max_steps,
+            trainable,
+            loader,
+            step,
+            optimizer,
+            scheduler,
+            runtime,
+            epoch=epoch,
+            amp=config.amp,
+            diversity_weight=config.diversity_weight,
+            grad_clip=config.grad_clip,
+            max_steps=config.max_steps,
         )
         # every face, labelled or distillation-only (the engine counts the margin-labelled ones)
         faces_per_second = steps_per_epoch * config.batch_size * runtime.world_size / (time.perf_counter() - started)
@@ -214,22 +246,35 @@ def train(config: FaceConfig) -> Path:
             checkpointer.save(
                 {
                     "model": {"name": config.model, "kwargs": model_kwargs(config)},
-                    "state_dict": model.state_dict(), "head": head.state_dict(),
-                    "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
-                    "epoch": epoch, "best_metric": best, "val_accuracy": val_accuracy,
+                    "state_dict": model.state_dict(),
+                    "head": head.state_dict(),
+                    "optimizer": optimizer.state_dict(),
+                    "scheduler": scheduler.state_dict(),
+                    "epoch": epoch,
+                    "best_metric": best,
+                    "val_accuracy": val_accuracy,
                     "teacher_mean": None if teacher_mean is None else teacher_mean.cpu(),
-                    "config": dataclasses.asdict(config), "identities": class_names, "hardware": hardware,
+                    "config": dataclasses.asdict(config),
+                    "identities": class_names,
+                    "hardware": hardware,
                     "data_summary": {
-                        "faces": len(faces), "identities": len(faces.identities), "training_faces": len(train_indices),
-                        "margin_classes": num_classes, "validation_faces": len(val_indices),
+                        "faces": len(faces),
+                        "identities": len(faces.identities),
+                        "training_faces": len(train_indices),
+                        "margin_classes": num_classes,
+                        "validation_faces": len(val_indices),
                     },
                 },
                 is_best,
             )
             row = {
-                "epoch": epoch, "train_loss": round(stats.loss, 5), "train_accuracy": round(stats.accuracy, 5),
-                "diversity": round(stats.diversity, 5), "val_verification_accuracy": round(val_accuracy, 5),
-                "lr": scheduler.get_last_lr()[0], "images_per_second": round(faces_per_second, 1),
+                "epoch": epoch,
+                "train_loss": round(stats.loss, 5),
+                "train_accuracy": round(stats.accuracy, 5),
+                "diversity": round(stats.diversity, 5),
+                "val_verification_accuracy": round(val_accuracy, 5),
+                "lr": scheduler.get_last_lr()[0],
+                "images_per_second": round(faces_per_second, 1),
                 "seconds": round(time.perf_counter() - started, 1),
             }
             log.write(row)
@@ -272,14 +317,25 @@ def prepare(args: argparse.Namespace) -> None:
                 continue
             target = args.dst / photo.parent.name / (photo.stem + ".jpg")
             target.parent.mkdir(parents=True, exist_ok=True)
-            cv2.imwrite(str(target), cv2.cvtColor(align_face(image, detections[0].landmarks), cv2.COLOR_RGB2BGR), [cv2.IMWRITE_JPEG_QUALITY, 95])
+            cv2.imwrite(
+                str(target),
+                cv2.cvtColor(align_face(image, detections[0].landmarks), cv2.COLOR_RGB2BGR),
+                [cv2.IMWRITE_JPEG_QUALITY, 95],
+            )
             log.write(f"{photo}\taligned\t{detections[0].score:.4f}\n")
             kept += 1
     print(f"{kept} faces aligned into {args.dst}, {skipped} photos skipped (see prepare_log.tsv)")
 
 
-def ship(checkpoint_path: Path, out: Path, sources: PairSources, report: Path, thresholds_file: Path,
-         fp16: bool, training_minutes: float | None = None) -> tuple[ModelCard, dict[str, VerificationResult]]:
+def ship(
+    checkpoint_path: Path,
+    out: Path,
+    sources: PairSources,
+    report: Path,
+    thresholds_file: Path,
+    fp16: bool,
+    training_minutes: float | None = None,
+) -> tuple[ModelCard, dict[str, VerificationResult]]:
     """Export (parity-checked), benchmark the exported file (CFP-FP calibrates its thresholds), and
     write its card beside it, once; returns the card and the benchmark results."""
     from stra_face.training.export.onnx_export import check_parity, export_onnx
@@ -291,25 +347,42 @@ def ship(checkpoint_path: Path, out: Path, sources: PairSources, report: Path, t
     dim = recipe["embedding_dim"]
     card = ModelCard(
         task=f"face embedding ({dim}-d, L2-normalise; cosine similarity)",
-        **file_facts(out), precision="fp16" if fp16 else "fp32",
+        **file_facts(out),
+        precision="fp16" if fp16 else "fp32",
         input="(N, 3, 112, 112) float32 RGB in [-1, 1], ArcFace-aligned (stra_face.vision.align.align_face)",
-        input_kind="arcface_112", embedding_dim=dim, output=f"(N, {dim}) embedding (not normalised)",
-        parity_max_abs_error=parity, model=checkpoint["model"], recipe=recipe,
+        input_kind="arcface_112",
+        embedding_dim=dim,
+        output=f"(N, {dim}) embedding (not normalised)",
+        parity_max_abs_error=parity,
+        model=checkpoint["model"],
+        recipe=recipe,
     )
     calibration = Calibration("cfp_fp", out, thresholds_file)
     results = benchmark(onnx_embedder(out, card=card), out.stem, sources.load(), report, calibration=calibration)
-    card.extra = {"epochs_trained": checkpoint["epoch"] + 1, "validation_verification_accuracy": checkpoint.get("val_accuracy")}
+    card.extra = {
+        "epochs_trained": checkpoint["epoch"] + 1,
+        "validation_verification_accuracy": checkpoint.get("val_accuracy"),
+    }
     card.metrics = {name: {k: v for k, v in dataclasses.asdict(r).items() if k != "roc"} for name, r in results.items()}
     card.thresholds = f"{thresholds_file.name}, calibrated on CFP-FP impostor pairs"
     card.data = training_data(recipe, summary) | {
-        "benchmark": f"CFP ({sources.cfp})" + (f", LFW ({sources.lfw_pairs.parent})" if sources.lfw_pairs else "") + ", never trained on"
-        + (f"; lfw_no_overlap leaves out the LFW people listed in {sources.lfw_exclude}" if sources.lfw_exclude else ""),
+        "benchmark": f"CFP ({sources.cfp})"
+        + (f", LFW ({sources.lfw_pairs.parent})" if sources.lfw_pairs else "")
+        + ", never trained on"
+        + (
+            f"; lfw_no_overlap leaves out the LFW people listed in {sources.lfw_exclude}" if sources.lfw_exclude else ""
+        ),
     }
     # the revision that trained it, where the checkpoint kept one (offline runs do)
-    card.hardware, card.code_revision = checkpoint.get("hardware", "unknown"), checkpoint.get("code_revision") or code_revision()
+    card.hardware, card.code_revision = (
+        checkpoint.get("hardware", "unknown"),
+        checkpoint.get("code_revision") or code_revision(),
+    )
     card.training_minutes = training_minutes if training_minutes is not None else checkpoint.get("training_minutes")
-    card.limitations = ("trained on a few tens of thousands of faces (CelebA, and UTKFace where listed): compare CFP-FP "
-                        "TAR@FAR with your own needs before trusting `verified`; no fairness audit has been run")
+    card.limitations = (
+        "trained on a few tens of thousands of faces (CelebA, and UTKFace where listed): compare CFP-FP "
+        "TAR@FAR with your own needs before trusting `verified`; no fairness audit has been run"
+    )
     card.reproduce = reproduce_command(out, sources, report, calibration)
     card.write(out)
     print(f"{out}: {card.size_bytes / 2**20:.1f} MiB, sha256 {card.sha256}, parity {parity:.2e}")
@@ -321,11 +394,13 @@ def training_data(recipe: dict, summary: dict) -> dict[str, str]:
     labelled identities + the teacher in the loop) or the offline one (`offline.py`: a teacher cache)."""
     if "cache" in recipe:
         return {
-            "faces": f"{', '.join(summary['sources'])}: {summary['faces']} faces, {summary['training_faces']} trained on; "
-            f"the last {recipe['val_identities']} CelebA identities with two or more faces held out for model selection",
-            "distillation": f"teacher {summary['teacher']} (sha256 {summary['teacher_sha256']}), its descriptors cached "
-            f"for {summary['views']} views of every face (the crop, its mirror, random poses); no identity labels used; "
-            f"cosine + relational loss (weight {recipe['relation_weight']}), student-side degradations and occlusion "
+            "faces": f"{', '.join(summary['sources'])}: {summary['faces']} faces, "
+            f"{summary['training_faces']} trained on; the last {recipe['val_identities']} CelebA identities "
+            "with two or more faces held out for model selection",
+            "distillation": f"teacher {summary['teacher']} (sha256 {summary['teacher_sha256']}), its descriptors "
+            f"cached for {summary['views']} views of every face (the crop, its mirror, random poses); no identity "
+            f"labels used; cosine + relational loss (weight {recipe['relation_weight']}), student-side degradations "
+            "and occlusion "
             f"({recipe['occlusion']})",
         }
     return {
@@ -347,8 +422,15 @@ def pipeline(own: argparse.Namespace, base: FaceConfig) -> None:
         config = dataclasses.replace(base, model=name, out=str(own.out / name))
         best = train(config)
         train_minutes = round((time.perf_counter() - started) / 60, 2)
-        ship(best, own.out / f"{name}.onnx", sources, own.out / "bench" / name, own.out / "thresholds.json",
-             fp16=not own.fp32, training_minutes=train_minutes)
+        ship(
+            best,
+            own.out / f"{name}.onnx",
+            sources,
+            own.out / "bench" / name,
+            own.out / "thresholds.json",
+            fp16=not own.fp32,
+            training_minutes=train_minutes,
+        )
     write_summary(own.out, base)
 
 

@@ -1,7 +1,9 @@
-"""`stra-face attention` (or `python -m stra_face.training.fer.attention`): mode-attention maps of a trained StRA model (Fig. 3 / Fig. 4).
+"""`stra-face attention` (or `python -m stra_face.training.fer.attention`): mode-attention maps of a \
+trained StRA model (Fig. 3 / Fig. 4).
 
 Only argument parsing lives here (torch-free, so that --help answers at once); the work is attention_maps.py's.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -15,8 +17,15 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--checkpoint", type=Path, required=True, help="a FER checkpoint of an StRA model")
     parser.add_argument("--data", default=DEFAULT_DATA)
     parser.add_argument("--split", default="PublicTest")
-    parser.add_argument("--faces-per-class", type=int, default=1, help="faces per expression in the per-face figure (first of each class in the split)")
-    parser.add_argument("--limit", type=int, default=0, help="a seeded random N faces of the split for the distribution figure (0: all)")
+    parser.add_argument(
+        "--faces-per-class",
+        type=int,
+        default=1,
+        help="faces per expression in the per-face figure (first of each class in the split)",
+    )
+    parser.add_argument(
+        "--limit", type=int, default=0, help="a seeded random N faces of the split for the distribution figure (0: all)"
+    )
     parser.add_argument("--out", type=Path, required=True)
     return parser
 

@@ -7,6 +7,7 @@ Writes `modes_per_face.png` (Fig. 3 style: one test face per expression with its
 maps r_ig of the last StRA block) and `modes_distribution.png` (Fig. 4 style: over the whole split, each
 mode's mean map and where each mode dominates).
 """
+
 from __future__ import annotations
 
 import argparse
@@ -35,7 +36,7 @@ def predictions_and_maps(model, images: torch.Tensor, batch_size: int = 256) -> 
     with_modes = WithModes(model).eval()
     predictions, maps = [], []
     for start in tqdm(range(0, len(images), batch_size), desc="modes", leave=False, disable=len(images) <= batch_size):
-        logits, coefficients = with_modes(images[start:start + batch_size])
+        logits, coefficients = with_modes(images[start : start + batch_size])
         predictions.append(logits.argmax(1))
         maps.append(coefficients.float())
     return torch.cat(predictions), torch.cat(maps)
@@ -74,7 +75,12 @@ def mode_statistics(maps: torch.Tensor) -> list[dict[str, float]]:
     per_face_mean = maps.mean(dim=(2, 3))  # (N, G)
     within = maps.flatten(2).std(dim=2).mean(0)
     return [
-        {"mode": g, "mean": float(per_face_mean[:, g].mean()), "within_face_sd": float(within[g]), "across_face_sd": float(per_face_mean[:, g].std())}
+        {
+            "mode": g,
+            "mean": float(per_face_mean[:, g].mean()),
+            "within_face_sd": float(within[g]),
+            "across_face_sd": float(per_face_mean[:, g].std()),
+        }
         for g in range(maps.shape[1])
     ]
 
@@ -92,7 +98,9 @@ def plot_distribution(maps: torch.Tensor, mean_face: np.ndarray, path: Path) -> 
     size = mean_face.shape
 
     def upsample(grids: torch.Tensor, mode: str = "bilinear") -> np.ndarray:
-        return F.interpolate(grids[None], size=size, mode=mode, **({"align_corners": False} if mode == "bilinear" else {}))[0].numpy()
+        return F.interpolate(
+            grids[None], size=size, mode=mode, **({"align_corners": False} if mode == "bilinear" else {})
+        )[0].numpy()
 
     mean_grids = maps.mean(0)
     relative = upsample((maps - maps.mean(dim=(2, 3), keepdim=True)).mean(0))
@@ -104,8 +112,11 @@ def plot_distribution(maps: torch.Tensor, mean_face: np.ndarray, path: Path) -> 
     for g in range(groups):
         axes[0, g].imshow(mean_face, cmap="gray")
         axes[0, g].imshow(upsample(mean_grids)[g], cmap="jet", alpha=0.5)
-        axes[0, g].set_title(f"mode {g}: mean r {float(mean_grids[g].min()):.2f}-{float(mean_grids[g].max()):.2f}\n"
-                             f"sd in face {stats[g]['within_face_sd']:.3f}, across {stats[g]['across_face_sd']:.3f}", fontsize=6)
+        axes[0, g].set_title(
+            f"mode {g}: mean r {float(mean_grids[g].min()):.2f}-{float(mean_grids[g].max()):.2f}\n"
+            f"sd in face {stats[g]['within_face_sd']:.3f}, across {stats[g]['across_face_sd']:.3f}",
+            fontsize=6,
+        )
         axes[1, g].imshow(mean_face, cmap="gray")
         axes[1, g].imshow(relative[g], cmap="coolwarm", alpha=0.6, vmin=-limit, vmax=limit)
         axes[1, g].set_title(f"r - face mean (+-{limit:.3f})", fontsize=6)
@@ -123,7 +134,9 @@ def run(args: argparse.Namespace) -> None:
     """Both figures and the per-mode statistics for attention.py's parsed arguments."""
     model, _ = load_checkpoint_model(args.checkpoint)
     data = load_fer2013(args.data).split(args.split)
-    picks = np.concatenate([np.flatnonzero(data.labels == label)[: args.faces_per_class] for label in range(len(EXPRESSIONS))])
+    picks = np.concatenate(
+        [np.flatnonzero(data.labels == label)[: args.faces_per_class] for label in range(len(EXPRESSIONS))]
+    )
     faces = FerData(data.images[picks], data.labels[picks], data.usage[picks])
     if args.limit:
         data = data.sample(args.limit)
@@ -134,11 +147,18 @@ def run(args: argparse.Namespace) -> None:
     maps = coefficient_maps(model, stacked(data))
     plot_distribution(maps, data.images.mean(0), args.out / "modes_distribution.png")
     for row in mode_statistics(maps):
-        print("mode {mode}: mean r {mean:.3f}, sd within a face {within_face_sd:.3f}, sd across faces {across_face_sd:.3f}".format(**row))
-    print(f"{len(maps)} faces, {maps.shape[1]} modes at {maps.shape[2]}x{maps.shape[3]}: {args.out}/modes_per_face.png, modes_distribution.png")
+        print(
+            (
+                "mode {mode}: mean r {mean:.3f}, sd within a face {within_face_sd:.3f}, "
+                "sd across faces {across_face_sd:.3f}"
+            ).format(**row)
+        )
+    print(
+        f"{len(maps)} faces, {maps.shape[1]} modes at {maps.shape[2]}x{maps.shape[3]}: {args.out}/modes_per_face.png, "
+        "modes_distribution.png"
+    )
 
 
 def stacked(data: FerData) -> torch.Tensor:
     dataset = FerDataset(data)
     return torch.stack([dataset[i][0] for i in range(len(dataset))])
-

@@ -1,4 +1,5 @@
 """The FER trainer's settings and names, torch-free: the command line parses them without loading torch."""
+
 from __future__ import annotations
 
 from dataclasses import dataclass, field

@@ -5,6 +5,7 @@
 - the original `fer2013.csv` (columns emotion, pixels, Usage);
 - the compact `fer2013_jpg.npz` of ../shared/data/fer2013 (a shared JPEG header + payloads).
 """
+
 from __future__ import annotations
 
 import csv
@@ -26,7 +27,9 @@ from stra_face.vision.preprocess import EXPRESSION_SIZE, EXPRESSIONS, to_express
 if TYPE_CHECKING:  # albumentations is needed for training only, imported where augmentation is built
     import albumentations as A
 
-_FILE_PATTERN = re.compile(r"(?:^|/)(?P<emotion>[a-z]+)/(?P<usage>Training|PublicTest|PrivateTest)_[^/]+\.(?:jpe?g|png)$", re.IGNORECASE)
+_FILE_PATTERN = re.compile(
+    r"(?:^|/)(?P<emotion>[a-z]+)/(?P<usage>Training|PublicTest|PrivateTest)_[^/]+\.(?:jpe?g|png)$", re.IGNORECASE
+)
 
 
 @dataclass
@@ -40,7 +43,9 @@ class FerData:
     def take(self, keep: np.ndarray) -> FerData:
         """The rows `keep` (a mask or indices) selects."""
         targets = None if self.targets is None else self.targets[keep]
-        return dataclasses.replace(self, images=self.images[keep], labels=self.labels[keep], usage=self.usage[keep], targets=targets)
+        return dataclasses.replace(
+            self, images=self.images[keep], labels=self.labels[keep], usage=self.usage[keep], targets=targets
+        )
 
     def split(self, usage: str) -> FerData:
         if usage not in SPLITS:
@@ -115,7 +120,12 @@ def write_csv(data: FerData, path: Path) -> None:
 def read_compact_npz(path: Path) -> FerData:
     archive = np.load(path)
     header, payload, offsets = archive["jpg_header"].tobytes(), archive["jpg_payload"], archive["jpg_offsets"]
-    images = np.stack([_decode_gray(header + payload[offsets[i]:offsets[i + 1]].tobytes(), f"{path}[{i}]") for i in range(len(offsets) - 1)])
+    images = np.stack(
+        [
+            _decode_gray(header + payload[offsets[i] : offsets[i + 1]].tobytes(), f"{path}[{i}]")
+            for i in range(len(offsets) - 1)
+        ]
+    )
     return FerData(images, archive["labels"].astype(np.int64), archive["usage"].astype(str))
 
 
@@ -162,7 +172,9 @@ class FerDataset(Dataset):
         image = self.data.images[index]
         if self.augment is not None:
             image = self.augment(image=image)["image"]
-        target = int(self.data.labels[index]) if self.data.targets is None else torch.from_numpy(self.data.targets[index])
+        target = (
+            int(self.data.labels[index]) if self.data.targets is None else torch.from_numpy(self.data.targets[index])
+        )
         return torch.from_numpy(to_expression_input(image[None])[0]), target
 
 
@@ -178,10 +190,21 @@ def tta_views(batch: torch.Tensor, mode: str) -> list[torch.Tensor]:
         return [batch, batch.flip(-1)]
     if mode == "tencrop":
         size, crop = batch.shape[-1], 42
-        offsets = [(0, 0), (0, size - crop), (size - crop, 0), (size - crop, size - crop), ((size - crop) // 2, (size - crop) // 2)]
+        offsets = [
+            (0, 0),
+            (0, size - crop),
+            (size - crop, 0),
+            (size - crop, size - crop),
+            ((size - crop) // 2, (size - crop) // 2),
+        ]
         views = []
         for top, left in offsets:
-            view = torch.nn.functional.interpolate(batch[..., top:top + crop, left:left + crop], size=(size, size), mode="bilinear", align_corners=False)
+            view = torch.nn.functional.interpolate(
+                batch[..., top : top + crop, left : left + crop],
+                size=(size, size),
+                mode="bilinear",
+                align_corners=False,
+            )
             views += [view, view.flip(-1)]
         return views
     raise ValueError(f"unknown TTA mode {mode!r} (none, flip, tencrop)")
@@ -250,8 +273,10 @@ def augment_batch(images: torch.Tensor) -> torch.Tensor:
     rows = torch.arange(height, device=device).view(1, -1, 1)
     cols = torch.arange(width, device=device).view(1, 1, -1)
     inside = (
-        (rows >= top.view(-1, 1, 1)) & (rows < (top + hole_h).view(-1, 1, 1))
-        & (cols >= left.view(-1, 1, 1)) & (cols < (left + hole_w).view(-1, 1, 1))
+        (rows >= top.view(-1, 1, 1))
+        & (rows < (top + hole_h).view(-1, 1, 1))
+        & (cols >= left.view(-1, 1, 1))
+        & (cols < (left + hole_w).view(-1, 1, 1))
         & coin().view(-1, 1, 1)
     )
     pixels = pixels.masked_fill(inside.unsqueeze(1), 0.0)
@@ -266,7 +291,16 @@ class ResidentLoader:
     depend on (seed, epoch) only, so a resumed run sees the same batches.
     """
 
-    def __init__(self, data: FerData, batch_size: int, device: torch.device | str, *, seed: int = 0, rank: int = 0, world_size: int = 1):
+    def __init__(
+        self,
+        data: FerData,
+        batch_size: int,
+        device: torch.device | str,
+        *,
+        seed: int = 0,
+        rank: int = 0,
+        world_size: int = 1,
+    ):
         self.images = torch.from_numpy(np.ascontiguousarray(data.images)).to(device)
         # class indices, or the soft-label rows when the data has them
         self.labels = torch.from_numpy(data.labels if data.targets is None else data.targets).to(device)
@@ -281,7 +315,9 @@ class ResidentLoader:
 
     def __iter__(self):
         generator = torch.Generator().manual_seed(self.seed * 1_000_003 + self.epoch)
-        order = torch.randperm(len(self.labels), generator=generator)[self.rank::self.world_size].to(self.images.device)
+        order = torch.randperm(len(self.labels), generator=generator)[self.rank :: self.world_size].to(
+            self.images.device
+        )
         for step in range(len(self)):
-            index = order[step * self.batch_size:(step + 1) * self.batch_size]
+            index = order[step * self.batch_size : (step + 1) * self.batch_size]
             yield augment_batch(self.images[index]), self.labels[index]

@@ -14,6 +14,7 @@ here onto `stra_face.vision.preprocess.EXPRESSIONS`, with contempt as an 8th cla
 Votes are read from the shared `ferplus_votes.npz` (aligned to `fer2013_jpg.npz` row by row) or from
 FER+'s own `fer2013new.csv`, which is aligned to the original `fer2013.csv` row by row.
 """
+
 from __future__ import annotations
 
 import csv
@@ -26,7 +27,18 @@ from stra_face.training.fer.config import LABEL_SETS  # noqa: F401 (ferplus.LABE
 from stra_face.training.fer.data import FerData
 from stra_face.vision.preprocess import EXPRESSIONS
 
-FERPLUS_COLUMNS = ("neutral", "happiness", "surprise", "sadness", "anger", "disgust", "fear", "contempt", "unknown", "NF")
+FERPLUS_COLUMNS = (
+    "neutral",
+    "happiness",
+    "surprise",
+    "sadness",
+    "anger",
+    "disgust",
+    "fear",
+    "contempt",
+    "unknown",
+    "NF",
+)
 # FER+ column of each class, in EXPRESSIONS order, then contempt (the 8th class).
 _COLUMN = {"angry": 4, "disgust": 5, "fear": 6, "happy": 1, "sad": 3, "surprise": 2, "neutral": 0, "contempt": 7}
 MODES = ("probability", "majority")
@@ -106,7 +118,9 @@ def relabel(data: FerData, votes: FerPlusVotes, mode: str = "majority", num_clas
     """`data` with FER+ labels, images without one left out. "probability" also sets `targets`
     (the vote distributions; `labels` is then their most-voted class, for accuracy while training)."""
     if len(votes) != len(data):
-        raise ValueError(f"FER+ votes have {len(votes)} rows but the FER2013 data has {len(data)}: they must be aligned row by row")
+        raise ValueError(
+            f"FER+ votes have {len(votes)} rows but the FER2013 data has {len(data)}: they must be aligned row by row"
+        )
     if mode == "majority":
         labels = majority_labels(votes, num_classes)
         keep = labels >= 0
@@ -114,5 +128,11 @@ def relabel(data: FerData, votes: FerPlusVotes, mode: str = "majority", num_clas
     if mode == "probability":
         targets = vote_distributions(votes, num_classes)
         keep = targets.sum(1) > 0
-        return FerData(data.images[keep], targets[keep].argmax(1), data.usage[keep], targets=targets[keep], classes=class_names(num_classes))
+        return FerData(
+            data.images[keep],
+            targets[keep].argmax(1),
+            data.usage[keep],
+            targets=targets[keep],
+            classes=class_names(num_classes),
+        )
     raise ValueError(f"FER+ mode must be one of {MODES}, not {mode!r}")

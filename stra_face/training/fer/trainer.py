@@ -5,12 +5,14 @@
     torchrun --nproc_per_node 2 -m stra_face.training.fer train --config ...          # DDP, same script
     python -m stra_face.training.fer eval --checkpoint runs/fer/resnet50_stra/best.pt --data ... --tta flip
     python -m stra_face.training.fer eval --onnx stra_face/assets/models/expression.onnx --data ...
-    python -m stra_face.training.fer ship --checkpoint runs/fer/resnet50_stra/best.pt --out stra_face/assets/models/expression.onnx
-    python -m stra_face.training.fer gpu-run --out runs/fer/gpu    # StRA + baseline, evaluated, StRA shipped (gpu_run.py)
+    python -m stra_face.training.fer ship --checkpoint runs/fer/resnet50_stra/best.pt \\
+        --out stra_face/assets/models/expression.onnx
+    python -m stra_face.training.fer gpu-run --out runs/fer/gpu  # StRA + baseline, evaluated, StRA shipped (gpu_run.py)
 
 Protocol: train on Training, pick the checkpoint on PublicTest, report PrivateTest once. `eval`
 reports FER2013 (the original labels) and FER+ (majority of the 10 annotators, ferplus.py) per split.
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -61,8 +63,10 @@ def labelled_data(config: FerConfig, data: FerData) -> tuple[FerData, FerData]:
     if config.labels != "ferplus":
         raise ValueError(f"labels must be one of {ferplus.LABEL_SETS}, not {config.labels!r}")
     votes = ferplus.read_votes(config.ferplus_votes or ferplus.default_votes_path(config.data))
-    return (ferplus.relabel(data, votes, config.ferplus_mode, config.ferplus_classes),
-            ferplus.relabel(data, votes, "majority", config.ferplus_classes))
+    return (
+        ferplus.relabel(data, votes, config.ferplus_mode, config.ferplus_classes),
+        ferplus.relabel(data, votes, "majority", config.ferplus_classes),
+    )
 
 
 def load_checkpoint_model(path: str | Path) -> tuple[nn.Module, dict]:
@@ -104,7 +108,9 @@ def onnx_predictor(path: str | Path) -> Predictor:
 TTA_VIEW_NAMES = {"none": ("plain",), "flip": ("plain", "mirror"), "tencrop": tuple(f"crop{i}" for i in range(10))}
 
 
-def predict_tta_probabilities(predict: Predictor, data: FerData, ttas: Sequence[str], batch_size: int = 256, progress: bool = False) -> dict[str, np.ndarray]:
+def predict_tta_probabilities(
+    predict: Predictor, data: FerData, ttas: Sequence[str], batch_size: int = 256, progress: bool = False
+) -> dict[str, np.ndarray]:
     """Per TTA mode, softmax probabilities averaged over its views, (N, K); each distinct view is predicted once."""
     from tqdm import tqdm
 
@@ -121,7 +127,9 @@ def predict_tta_probabilities(predict: Predictor, data: FerData, ttas: Sequence[
     return {tta: np.concatenate(chunks) for tta, chunks in outputs.items()}
 
 
-def predict_probabilities(predict: Predictor, data: FerData, tta: str = "none", batch_size: int = 256, progress: bool = False) -> np.ndarray:
+def predict_probabilities(
+    predict: Predictor, data: FerData, tta: str = "none", batch_size: int = 256, progress: bool = False
+) -> np.ndarray:
     """Softmax probabilities averaged over the TTA views, (N, K)."""
     return predict_tta_probabilities(predict, data, [tta], batch_size, progress)[tta]
 
@@ -137,7 +145,9 @@ class SplitReport:
     images: int = 0  # how many images were scored (FER+ leaves some out)
 
 
-def score(probabilities: np.ndarray, labels: np.ndarray, split: str, tta: str, benchmark: str = "fer2013") -> SplitReport:
+def score(
+    probabilities: np.ndarray, labels: np.ndarray, split: str, tta: str, benchmark: str = "fer2013"
+) -> SplitReport:
     """Accuracy, per-class accuracy and confusion matrix of (N, K) probabilities against class indices."""
     classes = ferplus.class_names(probabilities.shape[1])
     predictions = probabilities.argmax(1)
@@ -148,24 +158,40 @@ def score(probabilities: np.ndarray, labels: np.ndarray, split: str, tta: str, b
     return SplitReport(split, tta, accuracy, per_class, confusion.tolist(), benchmark, len(labels))
 
 
-def evaluate_ttas(predict: Predictor, data: FerData, split: str, ttas: Sequence[str], progress: bool = False, limit: int = 0) -> list[SplitReport]:
-    """One report per TTA mode on one split of `data` (with its own labels), sharing the views the modes have in common."""
+def evaluate_ttas(
+    predict: Predictor, data: FerData, split: str, ttas: Sequence[str], progress: bool = False, limit: int = 0
+) -> list[SplitReport]:
+    """One report per TTA mode on one split of `data` (with its own labels), sharing the views the modes have in
+    common."""
     subset = data.split(split)
     if limit:
         subset = subset.sample(limit)
-    return [score(probabilities, subset.labels, split, tta) for tta, probabilities in predict_tta_probabilities(predict, subset, ttas, progress=progress).items()]
+    return [
+        score(probabilities, subset.labels, split, tta)
+        for tta, probabilities in predict_tta_probabilities(predict, subset, ttas, progress=progress).items()
+    ]
 
 
-def evaluate(predict: Predictor, data: FerData, split: str, tta: str, progress: bool = False, limit: int = 0) -> SplitReport:
+def evaluate(
+    predict: Predictor, data: FerData, split: str, tta: str, progress: bool = False, limit: int = 0
+) -> SplitReport:
     return evaluate_ttas(predict, data, split, [tta], progress, limit)[0]
 
 
 def report_key(benchmark: str, split: str, tta: str) -> str:
-    """"PrivateTest/flip" for FER2013 (the key cards and JSON reports have always used), "ferplus/PrivateTest/flip" for FER+."""
+    """ "PrivateTest/flip" for FER2013 (the key cards and JSON reports have always used), "ferplus/PrivateTest/flip"
+    for FER+."""
     return f"{split}/{tta}" if benchmark == "fer2013" else f"{benchmark}/{split}/{tta}"
 
 
-def benchmark_reports(predict: Predictor, data: FerData, votes: ferplus.FerPlusVotes | None, split: str, ttas: Sequence[str], progress: bool = False) -> dict[str, SplitReport]:
+def benchmark_reports(
+    predict: Predictor,
+    data: FerData,
+    votes: ferplus.FerPlusVotes | None,
+    split: str,
+    ttas: Sequence[str],
+    progress: bool = False,
+) -> dict[str, SplitReport]:
     """FER2013 and (with `votes`) FER+ reports for one split, from one prediction pass over its images.
     FER+: majority labels (ferplus.majority_labels) over as many classes as the model has."""
     in_split = data.usage == split
@@ -175,7 +201,9 @@ def benchmark_reports(predict: Predictor, data: FerData, votes: ferplus.FerPlusV
         if votes is not None:
             majority = ferplus.majority_labels(votes, probabilities.shape[1])[in_split]
             kept = majority >= 0
-            reports[report_key("ferplus", split, tta)] = score(probabilities[kept], majority[kept], split, tta, "ferplus")
+            reports[report_key("ferplus", split, tta)] = score(
+                probabilities[kept], majority[kept], split, tta, "ferplus"
+            )
     return reports
 
 
@@ -192,7 +220,15 @@ def plot_confusion(report: SplitReport, path: Path) -> None:
     image = axis.imshow(normalised, cmap="Blues", vmin=0, vmax=1)
     for i in range(len(classes)):
         for j in range(len(classes)):
-            axis.text(j, i, f"{normalised[i, j]:.2f}\n({int(confusion[i, j])})", ha="center", va="center", fontsize=7, color="white" if normalised[i, j] > 0.5 else "black")
+            axis.text(
+                j,
+                i,
+                f"{normalised[i, j]:.2f}\n({int(confusion[i, j])})",
+                ha="center",
+                va="center",
+                fontsize=7,
+                color="white" if normalised[i, j] > 0.5 else "black",
+            )
     axis.set_xticks(range(len(classes)), classes, rotation=45)
     axis.set_yticks(range(len(classes)), classes)
     axis.set_xlabel("predicted")
@@ -209,11 +245,27 @@ def plot_confusion(report: SplitReport, path: Path) -> None:
 
 
 def make_train_loader(config: FerConfig, train_data: FerData, runtime: engine.Runtime):
-    augment_on = config.augment_on if config.augment_on != "auto" else ("device" if runtime.device.type == "cuda" else "loader")
+    augment_on = (
+        config.augment_on if config.augment_on != "auto" else ("device" if runtime.device.type == "cuda" else "loader")
+    )
     if augment_on == "device":
-        return ResidentLoader(train_data, config.batch_size, runtime.device, seed=config.seed, rank=runtime.rank, world_size=runtime.world_size)
+        return ResidentLoader(
+            train_data,
+            config.batch_size,
+            runtime.device,
+            seed=config.seed,
+            rank=runtime.rank,
+            world_size=runtime.world_size,
+        )
     if augment_on == "loader":
-        return engine.make_loader(FerDataset(train_data, fer_train_augmentation()), config.batch_size, runtime, train=True, workers=config.workers, seed=config.seed)
+        return engine.make_loader(
+            FerDataset(train_data, fer_train_augmentation()),
+            config.batch_size,
+            runtime,
+            train=True,
+            workers=config.workers,
+            seed=config.seed,
+        )
     raise ValueError(f"augment_on must be auto, device or loader, not {config.augment_on!r}")
 
 
@@ -244,13 +296,19 @@ def train(config: FerConfig) -> Path:
     on_gpu = runtime.device.type == "cuda"
     channels_last = config.channels_last and on_gpu
     if on_gpu:
-        torch.backends.cudnn.benchmark = True  # fixed 48x48 shapes: pick the fastest kernels once (as stra_face/training/face/trainer.py)
+        torch.backends.cudnn.benchmark = (
+            True  # fixed 48x48 shapes: pick the fastest kernels once (as stra_face/training/face/trainer.py)
+        )
 
-    model = build_model(config).to(runtime.device, memory_format=torch.channels_last if channels_last else torch.preserve_format)
+    model = build_model(config).to(
+        runtime.device, memory_format=torch.channels_last if channels_last else torch.preserve_format
+    )
     steps_per_epoch = min(len(loader), config.max_steps or len(loader))
     lr = config.lr * config.batch_size * runtime.world_size / 64
     optimizer = engine.build_optimizer([model], config.optimizer, lr, config.weight_decay)
-    scheduler = engine.warmup_cosine(optimizer, config.epochs * steps_per_epoch, int(config.warmup_epochs * steps_per_epoch))
+    scheduler = engine.warmup_cosine(
+        optimizer, config.epochs * steps_per_epoch, int(config.warmup_epochs * steps_per_epoch)
+    )
     start_epoch, best = 0, -1.0
     state = checkpointer.load_last()
     if state is not None:
@@ -277,13 +335,28 @@ def train(config: FerConfig) -> Path:
     for epoch in range(start_epoch, config.epochs):
         started = time.perf_counter()
         stats = engine.train_one_epoch(
-            ddp_model, loader, step, optimizer, scheduler, runtime, epoch=epoch, amp=config.amp,
-            diversity_weight=config.diversity_weight, grad_clip=config.grad_clip, max_steps=config.max_steps,
+            ddp_model,
+            loader,
+            step,
+            optimizer,
+            scheduler,
+            runtime,
+            epoch=epoch,
+            amp=config.amp,
+            diversity_weight=config.diversity_weight,
+            grad_clip=config.grad_clip,
+            max_steps=config.max_steps,
             channels_last=channels_last,
         )
         if runtime.is_main:
             # Model selection on PublicTest only; PrivateTest stays untouched until `eval`.
-            public = evaluate(torch_predictor(model, runtime.device, amp=config.amp), selection_data, "PublicTest", config.eval_tta, limit=config.eval_subset)
+            public = evaluate(
+                torch_predictor(model, runtime.device, amp=config.amp),
+                selection_data,
+                "PublicTest",
+                config.eval_tta,
+                limit=config.eval_subset,
+            )
             is_best = public.accuracy > best
             best = max(best, public.accuracy)
             checkpointer.save(
@@ -300,9 +373,13 @@ def train(config: FerConfig) -> Path:
                 is_best,
             )
             row = {
-                "epoch": epoch, "train_loss": round(stats.loss, 5), "train_accuracy": round(stats.accuracy, 5),
-                "diversity": round(stats.diversity, 5), f"public_accuracy_{config.eval_tta}": round(public.accuracy, 5),
-                "lr": scheduler.get_last_lr()[0], "images_per_second": round(stats.images_per_second, 1),
+                "epoch": epoch,
+                "train_loss": round(stats.loss, 5),
+                "train_accuracy": round(stats.accuracy, 5),
+                "diversity": round(stats.diversity, 5),
+                f"public_accuracy_{config.eval_tta}": round(public.accuracy, 5),
+                "lr": scheduler.get_last_lr()[0],
+                "images_per_second": round(stats.images_per_second, 1),
                 "seconds": round(time.perf_counter() - started, 1),
             }
             log.write(row)
@@ -324,7 +401,9 @@ def sha256_file(path: str | Path) -> str:
     return digest.hexdigest()
 
 
-def find_votes(data: str | Path, votes: str | Path | None = None, required: bool = False) -> ferplus.FerPlusVotes | None:
+def find_votes(
+    data: str | Path, votes: str | Path | None = None, required: bool = False
+) -> ferplus.FerPlusVotes | None:
     """FER+ votes from `votes`, else from ferplus_votes.npz next to `data` when it is there."""
     path = Path(votes) if votes else ferplus.default_votes_path(data)
     if votes or required or path.exists():
@@ -335,7 +414,10 @@ def find_votes(data: str | Path, votes: str | Path | None = None, required: bool
 
 def print_report(key: str, report: SplitReport) -> None:
     per_class = " ".join(f"{name} {acc:.3f}" for name, acc in report.per_class.items())
-    print(f"{BENCHMARKS[report.benchmark]:<8} {report.split:<12} tta={report.tta:<8} accuracy {report.accuracy:.4f} ({report.images} images)   per class: {per_class}")
+    print(
+        f"{BENCHMARKS[report.benchmark]:<8} {report.split:<12} tta={report.tta:<8} accuracy {report.accuracy:.4f} "
+        f"({report.images} images)   per class: {per_class}"
+    )
 
 
 def run_eval(
@@ -373,7 +455,9 @@ def run_eval(
             for key, report in benchmark_reports(predict, images, votes, split, missing, progress=True).items():
                 results[key] = dataclasses.asdict(report)
             if json_path:
-                Path(json_path).write_text(json.dumps({"source": str(source), "source_sha256": source_sha256, "reports": results}, indent=2))
+                Path(json_path).write_text(
+                    json.dumps({"source": str(source), "source_sha256": source_sha256, "reports": results}, indent=2)
+                )
     for key in wanted:
         report = SplitReport(**results[key])
         print_report(key, report)
@@ -428,8 +512,16 @@ def ship(
     # The cheap modes for both splits first: 10 of the 13 views are ten-crop.
     for ttas in ([t for t in tta if t != "tencrop"], [t for t in tta if t == "tencrop"]):
         if ttas:
-            results |= run_eval(onnx=out, data=data, splits=["PublicTest", "PrivateTest"], tta=ttas, benchmarks=benchmarks,
-                                ferplus_votes=ferplus_votes, plots=plots, json_path=json_path)
+            results |= run_eval(
+                onnx=out,
+                data=data,
+                splits=["PublicTest", "PrivateTest"],
+                tta=ttas,
+                benchmarks=benchmarks,
+                ferplus_votes=ferplus_votes,
+                plots=plots,
+                json_path=json_path,
+            )
     classes = state["model"]["kwargs"].get("num_classes", len(EXPRESSIONS))
     outputs = {"output": f"(N, {classes}) logits"}
     if modes:
@@ -438,11 +530,21 @@ def ship(
         groups, height, width = maps.shape[1:]
         outputs["modes"] = (
             f"(N, {groups}, {height}, {width}) r_ig mode coefficients of the last StRA block in [0, 1], "
-            f"a {height}x{width} grid over the {EXPRESSION_SIZE}x{EXPRESSION_SIZE} input (cell = {EXPRESSION_SIZE // height} px)"
+            f"a {height}x{width} grid over the {EXPRESSION_SIZE}x{EXPRESSION_SIZE} input "
+            f"(cell = {EXPRESSION_SIZE // height} px)"
         )
-    recorded = {"checkpoint": checkpoint.name, "checkpoint_sha256": sha256_file(checkpoint), **(provenance or {}), "note": state.get("note")}
+    recorded = {
+        "checkpoint": checkpoint.name,
+        "checkpoint_sha256": sha256_file(checkpoint),
+        **(provenance or {}),
+        "note": state.get("note"),
+    }
     recipe = state["config"]
-    labels = "FER+ votes (" + recipe.get("ferplus_mode", "probability") + ")" if recipe.get("labels") == "ferplus" else "FER2013 labels"
+    labels = (
+        "FER+ votes (" + recipe.get("ferplus_mode", "probability") + ")"
+        if recipe.get("labels") == "ferplus"
+        else "FER2013 labels"
+    )
     metrics = {key: {"accuracy": value["accuracy"], "per_class": value["per_class"]} for key, value in results.items()}
     card = {
         "task": f"facial expression, {classes} classes " + ", ".join(ferplus.class_names(classes)),
@@ -467,7 +569,11 @@ def ship(
     }
     if "ferplus" in benchmarks:
         card["ferplus_protocol"] = FERPLUS_PROTOCOL
-        card["ferplus_metrics"] = {key.removeprefix("ferplus/"): {**value, "images": results[key]["images"]} for key, value in metrics.items() if key.startswith("ferplus/")}
+        card["ferplus_metrics"] = {
+            key.removeprefix("ferplus/"): {**value, "images": results[key]["images"]}
+            for key, value in metrics.items()
+            if key.startswith("ferplus/")
+        }
     card |= card_extra or {}
     card_path = out.with_suffix(".card.json")
     card_path.write_text(json.dumps(card, indent=2) + "\n")
@@ -476,4 +582,7 @@ def ship(
 
 
 if __name__ == "__main__":
-    raise SystemExit("the command line is `python -m stra_face.training.fer <train|eval|ship|gpu-run>` (stra_face/training/fer/cli.py)")
+    raise SystemExit(
+        "the command line is `python -m stra_face.training.fer <train|eval|ship|gpu-run>` "
+        "(stra_face/training/fer/cli.py)"
+    )
