@@ -93,3 +93,20 @@ def test_validation_pairs_stop_at_the_impostor_pairs_there_are():
     labels = np.repeat([0, 1, 2], [3, 6, 23])
     pairs = validation_pairs(labels, seed=0)
     assert pairs.issame.sum() == (~pairs.issame).sum() == 225
+
+
+def test_cached_centroids_average_the_first_faces_of_each_identity(tmp_path):
+    from stra_face.training.face.overlap import cached_centroids
+
+    rng = np.random.default_rng(0)
+    descriptors = rng.normal(size=(5, 2, 8)).astype(np.float16)
+    identity = np.array(["b", "a", "b", "b", "utk_1"])  # a pack's unnamed face is an identity of its own
+    np.savez(tmp_path / "cache.npz", descriptors=descriptors, identity=identity)
+    names, vectors = cached_centroids(tmp_path / "cache.npz", per_identity=2)
+    assert names == ["a", "b", "utk_1"]
+    unit = descriptors[:, 0].astype(np.float64)
+    unit /= np.linalg.norm(unit, axis=1, keepdims=True)
+    expected_b = unit[0] + unit[2]  # the first two of b's three faces, in cache order
+    np.testing.assert_allclose(vectors[1], expected_b / np.linalg.norm(expected_b), atol=1e-6)
+    np.testing.assert_allclose(vectors[0], unit[1], atol=1e-6)
+    np.testing.assert_allclose(np.linalg.norm(vectors, axis=1), 1, atol=1e-6)

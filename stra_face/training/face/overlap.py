@@ -13,7 +13,14 @@ is justified by the impostor rate it gives among LFW people themselves (every LF
 different person, so any LFW-LFW match below it is a false match) and by a positive control
 (identities present in two training sources, found from the second source's faces): the report
 prints all three per threshold.
-The list it writes is what `stra_face.training.eval.verification --lfw-exclude` leaves out.
+The list it writes is what `stra_face.training.eval.verification --lfw-exclude` leaves out. With
+`--train-cache` the training side is every face of the offline route's teacher cache, UTKFace's
+unnamed faces included (each its own identity, so more chances of a false match: the report's
+LFW-LFW column shows the rate):
+
+    python -m stra_face.training.face.overlap --train-cache runs/face/teacher_cache.npz \
+        --train ../shared/data/celeba299/aligned112 ../shared/data/celeba10k/aligned112 --lfw ../shared/data/lfw \
+        --train-per-identity 1 --out runs/overlap_utk --list stra_face/training/data/lfw_training_overlap.txt
 """
 
 from __future__ import annotations
@@ -83,7 +90,7 @@ def positive_control(
     """(distance to the nearest training vector, whether it is the right identity) for people known to
     be in the training data: identities present in two sources, searched with a centroid of faces of the
     second source only (like an LFW person's), against the training vectors (the first source's face)."""
-    if len(args.train) < 2:
+    if not args.train or len(args.train) < 2:
         return None
     cache = args.out / "centroids_control.npz"
     if not cache.exists():
@@ -101,6 +108,23 @@ def positive_control(
     names, vectors = stored["names"].astype(str).tolist(), unit(stored["vectors"] - mean)
     index, distance = nearest(vectors, train_vectors)
     return distance, np.array([train_names[i] == name for i, name in zip(index, names)])
+
+
+def cached_centroids(path: Path, per_identity: int) -> tuple[list[str], np.ndarray]:
+    """Training centroids from a teacher cache: the unit mean of the first `per_identity` faces of each
+    identity (view 0: the face as aligned, the same chip as `centroids` cuts; the cache's teacher is the
+    ONNX export of the same network). A pack without identities (UTKFace) counts each face as one."""
+    cache = np.load(path)
+    descriptors = cache["descriptors"][:, 0].astype(np.float64)
+    names, inverse = np.unique(cache["identity"].astype(str), return_inverse=True)
+    order = np.argsort(inverse, kind="stable")
+    starts = np.searchsorted(inverse[order], np.arange(len(names)))
+    rank = np.empty(len(inverse), np.int64)
+    rank[order] = np.arange(len(order)) - starts[inverse[order]]
+    keep = rank < per_identity
+    sums = np.zeros((len(names), descriptors.shape[1]))
+    np.add.at(sums, inverse[keep], unit(descriptors[keep]))
+    return names.tolist(), unit(sums).astype(np.float32)
 
 
 def nearest(queries: np.ndarray, gallery: np.ndarray, exclude_self: bool = False) -> tuple[np.ndarray, np.ndarray]:
@@ -132,8 +156,12 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(
         prog="python -m stra_face.training.face.overlap", description=__doc__.splitlines()[0]
     )
+    parser.add_argument("--train", type=Path, nargs="+", help="<identity>/<face> folders, merged by identity name")
     parser.add_argument(
-        "--train", type=Path, nargs="+", required=True, help="<identity>/<face> folders, merged by identity name"
+        "--train-cache",
+        type=Path,
+        help="the offline route's teacher cache (python -m stra_face.training.face.offline cache): its training "
+        "faces, packs included, as the training side, each face's view 0 descriptor taken as computed there",
     )
     parser.add_argument("--lfw", type=Path, required=True, help="LFW root with pairs.txt and aligned112/")
     parser.add_argument("--per-identity", type=int, default=4, help="faces per person in a centroid")
@@ -153,6 +181,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--out", type=Path, default=Path("runs/overlap"))
     parser.add_argument("--list", type=Path, help="write the matched LFW names here (one a line)")
     args = parser.parse_args(argv)
+    if not args.train and not args.train_cache:
+        parser.error("give --train folders, --train-cache, or both (the folders then serve the positive control)")
 
     args.out.mkdir(parents=True, exist_ok=True)
     train_per_identity = args.train_per_identity or args.per_identity
@@ -161,7 +191,11 @@ def main(argv: list[str] | None = None) -> None:
         "lfw": lambda: lfw_people(args.lfw, args.per_identity),
     }
     centres = {}
+    if args.train_cache:
+        centres["train"] = cached_centroids(args.train_cache, train_per_identity)
     for side in ("train", "lfw") if args.side == "both" else (args.side,):
+        if side in centres:
+            continue
         cache = args.out / f"centroids_{side}.npz"  # resumable, and the two sides can run as two processes
         if not cache.exists():
             from stra_face.models.dlib_resnet import load_dlib_resnet
