@@ -110,3 +110,29 @@ def test_cached_centroids_average_the_first_faces_of_each_identity(tmp_path):
     np.testing.assert_allclose(vectors[1], expected_b / np.linalg.norm(expected_b), atol=1e-6)
     np.testing.assert_allclose(vectors[0], unit[1], atol=1e-6)
     np.testing.assert_allclose(np.linalg.norm(vectors, axis=1), 1, atol=1e-6)
+
+
+@pytest.mark.slow
+def test_face_modes_command_draws_both_figures(tmp_path):
+    import subprocess
+    import sys
+
+    from stra_face import models
+
+    if not (SHARED / "cfp" / "aligned112").is_dir():
+        pytest.skip(f"no CFP faces at {SHARED / 'cfp'}")
+    kwargs = {"embedding_dim": 128, "resize_input": 64}
+    model = models.create_model("mobilenetv2_100_stra", **kwargs)
+    checkpoint = tmp_path / "student.pt"
+    saved = {"model": {"name": "mobilenetv2_100_stra", "kwargs": kwargs}, "state_dict": model.state_dict()}
+    torch.save(saved, checkpoint)
+    done = subprocess.run(
+        [sys.executable, "-m", "stra_face.training.face", "modes", "--checkpoint", str(checkpoint),
+         "--cfp", str(SHARED / "cfp"), "--out", str(tmp_path / "figures"), "--people", "2", "--limit", "6"],
+        capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr[-2000:]
+    modes = [line for line in done.stdout.splitlines() if line.startswith("mode ")]
+    assert len(modes) == 8  # G = 8 modes, the StRA block's default
+    for name in ("face_modes_per_face.png", "face_modes_distribution.png"):
+        assert (tmp_path / "figures" / name).stat().st_size > 10_000

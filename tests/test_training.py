@@ -218,7 +218,7 @@ def test_fer_training_under_torchrun_with_two_cpu_processes(tmp_path):
 
 def test_attention_maps_are_recorded_and_plotted(tmp_path):
     from stra_face import models
-    from stra_face.training.fer.attention_maps import coefficient_maps, plot_distribution, plot_faces
+    from stra_face.training.mode_maps import coefficient_maps, plot_distribution, plot_faces
 
     model = models.create_model("resnet50_stra", num_classes=7, in_chans=1, stem_stride=2, last_stride=1).eval()
     images = torch.rand(5, 1, 48, 48) * 2 - 1

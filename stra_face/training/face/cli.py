@@ -1,4 +1,5 @@
-"""`python -m stra_face.training.face <command>` (and `stra-face face <command>`): train, pipeline, prepare, ship.
+"""`python -m stra_face.training.face <command>` (and `stra-face face <command>`): train, pipeline, prepare, modes,
+ship.
 
 Only argument parsing lives here (torch-free, so that --help answers at once); the work is done by trainer.py.
 """
@@ -26,6 +27,15 @@ def build_parser() -> argparse.ArgumentParser:
     prep.add_argument("--src", type=Path, required=True)
     prep.add_argument("--dst", type=Path, required=True)
     prep.add_argument("--min-face-size", type=int, default=40)
+    modes = commands.add_parser(
+        "modes", help="mode-attention maps of an StRA face model on CFP faces (the paper's Figs. 3-4) as figures"
+    )
+    modes.add_argument("--checkpoint", type=Path, required=True)
+    modes.add_argument("--cfp", type=Path, default=Path("../shared/data/cfp"))
+    modes.add_argument("--out", type=Path, required=True, help="folder for <prefix>_per_face.png, _distribution.png")
+    modes.add_argument("--people", type=int, default=4, help="CFP people in the per-face figure (frontal + profile)")
+    modes.add_argument("--limit", type=int, default=1000, help="frontal CFP faces in the distribution figure")
+    modes.add_argument("--prefix", default="face_modes")
     shipping = commands.add_parser(
         "ship", help="export a checkpoint, benchmark it on CFP and LFW, calibrate, write the card"
     )
@@ -81,6 +91,15 @@ def main(argv: list[str] | None = None) -> None:
         pipeline(own, base)
         return
     args = build_parser().parse_args(argv)
+    if args.command == "modes":
+        from stra_face.training.face.mode_maps import run
+
+        for row in run(args.checkpoint, args.cfp, args.out, args.people, args.limit, args.prefix):
+            print(
+                "mode {mode}: mean r {mean:.3f}, sd within a face {within_face_sd:.3f}, "
+                "sd across faces {across_face_sd:.3f}".format(**row)
+            )
+        return
     from stra_face.training.eval.verification import PairSources
     from stra_face.training.face.trainer import prepare, ship
 
