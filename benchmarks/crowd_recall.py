@@ -4,6 +4,7 @@ small-face pass, and p50 / max ms of 5 runs in process.
 
     python benchmarks/crowd_recall.py
 """
+
 from __future__ import annotations
 
 import statistics
@@ -29,7 +30,11 @@ def main() -> None:
     torch.set_num_threads(2)
     reference = reference_faces(MTCNN(keep_all=True, min_face_size=MIN_FACE, post_process=False), image)
     sizes = [face[2] - face[0] for face in reference]
-    print("| small-face pass | found | " + " | ".join(f"{lo}-{hi} px" for lo, hi in pairwise(EDGES)) + " | extra | p50 / max ms |")
+    print(
+        "| small-face pass | found | "
+        + " | ".join(f"{lo}-{hi} px" for lo, hi in pairwise(EDGES))
+        + " | extra | p50 / max ms |"
+    )
     print("|---|---|" + "---|" * (len(EDGES) - 1) + "---|---|")
     for small_faces in (False, True):
         detector = FaceDetector(MIN_FACE, THRESHOLD, small_faces=small_faces)
@@ -40,9 +45,16 @@ def main() -> None:
             found = [d.box for d in detector.detect(image)]
             times.append(1000 * (time.perf_counter() - start))
         hits = [any(iou(face, box) >= 0.5 for box in found) for face in reference]
-        cells = [f"{sum(h for h, s in zip(hits, sizes) if lo <= s < hi)} / {sum(lo <= s < hi for s in sizes)}" for lo, hi in pairwise(EDGES)]
+        cells = [
+            f"{sum(h for h, s in zip(hits, sizes) if lo <= s < hi)} / {sum(lo <= s < hi for s in sizes)}"
+            for lo, hi in pairwise(EDGES)
+        ]
         extra = sum(not any(iou(face, box) >= 0.5 for face in reference) for box in found)
-        print(f"| {'with' if small_faces else 'without'} | {sum(hits)} / {len(reference)} | " + " | ".join(cells) + f" | {extra} | {statistics.median(times):.0f} / {max(times):.0f} |")
+        print(
+            f"| {'with' if small_faces else 'without'} | {sum(hits)} / {len(reference)} | "
+            + " | ".join(cells)
+            + f" | {extra} | {statistics.median(times):.0f} / {max(times):.0f} |"
+        )
 
 
 if __name__ == "__main__":

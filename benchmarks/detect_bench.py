@@ -15,6 +15,7 @@ threshold (0.9); a face counts as found when a detection overlaps it with IoU >=
 all reference faces, those at least as large as the smallest face the detector searches in that
 image, and those one pyramid step (1 / 0.709) larger, which the tests require to be found.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -47,9 +48,13 @@ def resized(image: np.ndarray, size: tuple[int, int]) -> np.ndarray:
 
     width, height = size
     scale = max(width / image.shape[1], height / image.shape[0])
-    big = cv2.resize(image, (round(image.shape[1] * scale), round(image.shape[0] * scale)), interpolation=cv2.INTER_AREA if scale < 1 else cv2.INTER_CUBIC)
+    big = cv2.resize(
+        image,
+        (round(image.shape[1] * scale), round(image.shape[0] * scale)),
+        interpolation=cv2.INTER_AREA if scale < 1 else cv2.INTER_CUBIC,
+    )
     top, left = (big.shape[0] - height) // 2, (big.shape[1] - width) // 2
-    return np.ascontiguousarray(big[top:top + height, left:left + width])
+    return np.ascontiguousarray(big[top : top + height, left : left + width])
 
 
 def old_detector():
@@ -63,11 +68,19 @@ def old_detector():
     def detect(image: np.ndarray) -> int:
         height, width = image.shape[:2]
         scale = min(1.0, 1280 / max(height, width))
-        small = cv2.resize(image, (round(width * scale), round(height * scale)), interpolation=cv2.INTER_AREA) if scale < 1 else image
+        small = (
+            cv2.resize(image, (round(width * scale), round(height * scale)), interpolation=cv2.INTER_AREA)
+            if scale < 1
+            else image
+        )
         mtcnn.min_face_size = max(8, round(MIN_FACE * scale))
         with torch.inference_mode():
             boxes, scores = mtcnn.detect(small)
-        return 0 if boxes is None else sum(s >= THRESHOLD and (b[2] - b[0]) / scale >= MIN_FACE for b, s in zip(boxes, scores))
+        return (
+            0
+            if boxes is None
+            else sum(s >= THRESHOLD and (b[2] - b[0]) / scale >= MIN_FACE for b, s in zip(boxes, scores))
+        )
 
     return detect
 
@@ -77,7 +90,11 @@ def reference_faces(mtcnn, image: np.ndarray) -> list[np.ndarray]:
 
     with torch.inference_mode():
         boxes, scores = mtcnn.detect(image)
-    return [] if boxes is None else [np.asarray(b, np.float32) for b, s in zip(boxes, scores) if s >= THRESHOLD and b[2] - b[0] >= MIN_FACE]
+    return (
+        []
+        if boxes is None
+        else [np.asarray(b, np.float32) for b, s in zip(boxes, scores) if s >= THRESHOLD and b[2] - b[0] >= MIN_FACE]
+    )
 
 
 def iou(a: np.ndarray, b: np.ndarray) -> float:
@@ -131,15 +148,20 @@ def speed(args: argparse.Namespace) -> None:
     new = FaceDetector(MIN_FACE, THRESHOLD, args.detection_size)
     hog = dlib.get_frontal_face_detector()
     bounded = FaceDetector(MIN_FACE, THRESHOLD, args.detection_size, small_faces=False)
-    paths = {"old (facenet-pytorch)": old_detector(), "new (ONNX, size-bounded)": lambda image: len(new.detect(image)),
-             "new without the small-face pass": lambda image: len(bounded.detect(image)),
-             "dlib HOG (upsample 1)": lambda image: len(hog(image, 1))}
+    paths = {
+        "old (facenet-pytorch)": old_detector(),
+        "new (ONNX, size-bounded)": lambda image: len(new.detect(image)),
+        "new without the small-face pass": lambda image: len(bounded.detect(image)),
+        "dlib HOG (upsample 1)": lambda image: len(hog(image, 1)),
+    }
     photo = load(PHOTO)
     images = {name: resized(photo, size) for name, size in SIZES.items()}
     crowd = load(CROWD)
     images[f"crowd {crowd.shape[1]}x{crowd.shape[0]}"] = crowd
     since = cpu_times()
-    print(f"load average before: {os.getloadavg()[0]:.1f} ({os.cpu_count()} CPUs); repeats {args.repeats}; machine check: {machine_check(new, since)}\n")
+    print(
+        f"load average before: {os.getloadavg()[0]:.1f} ({os.cpu_count()} CPUs); repeats {args.repeats}; machine check: {machine_check(new, since)}\n"
+    )
     print("| image | " + " | ".join(f"{name} p50 / p95 ms (faces)" for name in paths) + " |")
     print("|---|" + "---|" * len(paths))
     for label, image in images.items():
@@ -180,7 +202,9 @@ def service_speed(images: dict[str, np.ndarray], repeats: int) -> None:
                     assert response.status_code == 200, response.text
                     return len(response.json().get("faces", response.json().get("faces1", [])))
 
-                p50, p95, found = timed(call, None, max(3, repeats // 5) if "12 MP" in label or "crowd" in label else repeats)
+                p50, p95, found = timed(
+                    call, None, max(3, repeats // 5) if "12 MP" in label or "crowd" in label else repeats
+                )
                 cells.append(f"{p50:.0f} / {p95:.0f}")
             print(f"| {route.split('?')[0]} | " + " | ".join(cells) + " |", flush=True)
     print(f"\nload average after: {os.getloadavg()[0]:.1f}")
@@ -202,8 +226,23 @@ def recall(args: argparse.Namespace) -> None:
     reference = MTCNN(keep_all=True, min_face_size=MIN_FACE, post_process=False)
     detectors = {str(size): FaceDetector(MIN_FACE, THRESHOLD, size) for size in args.sizes}
     if args.without_small_faces:  # the full-image pass alone, as before the small-face pass
-        detectors |= {f"{size}, full-image pass only": FaceDetector(MIN_FACE, THRESHOLD, size, small_faces=False) for size in args.sizes}
-    totals = {size: {"faces": 0, "found": 0, "asked": 0, "asked_found": 0, "step": 0, "step_found": 0, "extra": 0, "seconds": 0.0} for size in detectors}
+        detectors |= {
+            f"{size}, full-image pass only": FaceDetector(MIN_FACE, THRESHOLD, size, small_faces=False)
+            for size in args.sizes
+        }
+    totals = {
+        size: {
+            "faces": 0,
+            "found": 0,
+            "asked": 0,
+            "asked_found": 0,
+            "step": 0,
+            "step_found": 0,
+            "extra": 0,
+            "seconds": 0.0,
+        }
+        for size in detectors
+    }
     reference_seconds = 0.0
     for path in tqdm(recall_photos(args.folders), desc="recall", unit="photo"):
         image = load(path)
@@ -228,13 +267,19 @@ def recall(args: argparse.Namespace) -> None:
             total["extra"] += sum(not any(iou(face, box) >= 0.5 for face in truth) for box in found)
             if args.verbose and not all(h for h, a in zip(hits, asked) if a):
                 print(f"  {path}: lost a face the request asked for", file=sys.stderr)
-    print(f"\n{len(recall_photos(args.folders))} photos ({', '.join(args.folders)}); reference (facenet-pytorch, full resolution) {reference_seconds:.1f} s; "
-          f"load average {os.getloadavg()[0]:.1f}\n")
-    print("| detection_size | reference faces found | those >= the smallest face searched | those >= one pyramid step above it | extra detections | detector time (s) |")
+    print(
+        f"\n{len(recall_photos(args.folders))} photos ({', '.join(args.folders)}); reference (facenet-pytorch, full resolution) {reference_seconds:.1f} s; "
+        f"load average {os.getloadavg()[0]:.1f}\n"
+    )
+    print(
+        "| detection_size | reference faces found | those >= the smallest face searched | those >= one pyramid step above it | extra detections | detector time (s) |"
+    )
     print("|---|---|---|---|---|---|")
     for size, total in totals.items():
-        print(f"| {size} | {total['found']} / {total['faces']} ({100 * total['found'] / max(1, total['faces']):.1f}%) | "
-              f"{total['asked_found']} / {total['asked']} | {total['step_found']} / {total['step']} | {total['extra']} | {total['seconds']:.1f} |")
+        print(
+            f"| {size} | {total['found']} / {total['faces']} ({100 * total['found'] / max(1, total['faces']):.1f}%) | "
+            f"{total['asked_found']} / {total['asked']} | {total['step_found']} / {total['step']} | {total['extra']} | {total['seconds']:.1f} |"
+        )
 
 
 def main() -> None:
@@ -245,8 +290,12 @@ def main() -> None:
     speed_parser.add_argument("--detection-size", type=int, default=512)
     recall_parser = commands.add_parser("recall")
     recall_parser.add_argument("--sizes", type=int, nargs="+", default=[384, 512, 640, 800, 100_000])
-    recall_parser.add_argument("--folders", nargs="+", default=["faces", "lfw/raw_sample", "cfp/raw_sample"], help="under ../shared/data")
-    recall_parser.add_argument("--without-small-faces", action="store_true", help="also each size without the small-face pass")
+    recall_parser.add_argument(
+        "--folders", nargs="+", default=["faces", "lfw/raw_sample", "cfp/raw_sample"], help="under ../shared/data"
+    )
+    recall_parser.add_argument(
+        "--without-small-faces", action="store_true", help="also each size without the small-face pass"
+    )
     recall_parser.add_argument("--verbose", action="store_true")
     args = parser.parse_args()
     (speed if args.command == "speed" else recall)(args)

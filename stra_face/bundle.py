@@ -1,4 +1,5 @@
 """The models of the face pipeline, loaded from the settings: shared by the service and the Python API."""
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -32,12 +33,19 @@ def load_face_models(settings: PipelineSettings, expression: bool = True) -> Fac
     providers = list(settings.providers)
     embedder = EmbeddingModel(Path(settings.embedding_model), providers, settings.intra_op_threads)
     detector = FaceDetector(
-        settings.min_face_size, settings.detection_threshold, settings.detection_size,
-        providers=providers, intra_op_threads=settings.intra_op_threads,
+        settings.min_face_size,
+        settings.detection_threshold,
+        settings.detection_size,
+        providers=providers,
+        intra_op_threads=settings.intra_op_threads,
     )
     return FaceModels(
-        providers, detector, embedder, load_expression_model(settings, providers) if expression else None,
-        load_calibration(Path(settings.thresholds_file), embedder.sha256), quality_gate(settings),
+        providers,
+        detector,
+        embedder,
+        load_expression_model(settings, providers) if expression else None,
+        load_calibration(Path(settings.thresholds_file), embedder.sha256),
+        quality_gate(settings),
     )
 
 

@@ -12,6 +12,7 @@ stay), and the ROC curve beside it (`<out>.roc.png`; `<out>.roc.csv` where matpl
 A FAR needs at least 1/FAR impostor pairs to be measured at all, and ~10/FAR to be measured well: the
 command warns below either. Runs on the base install (ONNX Runtime, no torch).
 """
+
 from __future__ import annotations
 
 import argparse
@@ -41,7 +42,9 @@ def identity_folders(root: Path, max_images: int | None = None) -> list[tuple[st
     return photos
 
 
-def embed_photos(photos: list[tuple[str, Path]], settings: PipelineSettings, model: EmbeddingModel) -> tuple[list[str], list[str], np.ndarray, list[str]]:
+def embed_photos(
+    photos: list[tuple[str, Path]], settings: PipelineSettings, model: EmbeddingModel
+) -> tuple[list[str], list[str], np.ndarray, list[str]]:
     """(people, files, embeddings (N, D) L2-normalised, skipped) for the photos with a usable face."""
     from stra_face.bundle import quality_gate
     from stra_face.vision.align import align_face
@@ -49,7 +52,9 @@ def embed_photos(photos: list[tuple[str, Path]], settings: PipelineSettings, mod
     from stra_face.vision.detect import FaceDetector
     from stra_face.vision.quality import assess
 
-    detector = FaceDetector(settings.min_face_size, settings.detection_threshold, settings.detection_size, providers=model.providers)
+    detector = FaceDetector(
+        settings.min_face_size, settings.detection_threshold, settings.detection_size, providers=model.providers
+    )
     gate = quality_gate(settings)
     people, files, faces, skipped = [], [], [], []
     for person, file in photos:
@@ -65,7 +70,13 @@ def embed_photos(photos: list[tuple[str, Path]], settings: PipelineSettings, mod
         people.append(person)
         files.append(str(file))
         faces.append(align_face(image, max(good, key=lambda d: d.area).landmarks, model.input_kind))
-    embeddings = np.concatenate([model.embed(np.stack(faces[i:i + 32]), settings.flip_embeddings) for i in range(0, len(faces), 32)]) if faces else np.zeros((0, model.dim))
+    embeddings = (
+        np.concatenate(
+            [model.embed(np.stack(faces[i : i + 32]), settings.flip_embeddings) for i in range(0, len(faces), 32)]
+        )
+        if faces
+        else np.zeros((0, model.dim))
+    )
     return people, files, embeddings, skipped
 
 
@@ -80,9 +91,13 @@ def warnings_for(fars, genuine: int, impostors: int) -> list[str]:
     notes = []
     for far in fars:
         if impostors * far < 1:
-            notes.append(f"FAR {far:g}: not measurable with {impostors} impostor pairs (needs >= {int(np.ceil(1 / far))}); no threshold written")
+            notes.append(
+                f"FAR {far:g}: not measurable with {impostors} impostor pairs (needs >= {int(np.ceil(1 / far))}); no threshold written"
+            )
         elif impostors * far < WELL_MEASURED:
-            notes.append(f"FAR {far:g}: rests on {int(impostors * far)} impostor acceptance(s) of {impostors} pairs (>= {int(WELL_MEASURED / far)} pairs for {WELL_MEASURED}); add people")
+            notes.append(
+                f"FAR {far:g}: rests on {int(impostors * far)} impostor acceptance(s) of {impostors} pairs (>= {int(WELL_MEASURED / far)} pairs for {WELL_MEASURED}); add people"
+            )
     if genuine < 100:
         notes.append(f"only {genuine} genuine pairs: TAR is coarse (add photos per person)")
     return notes
@@ -95,7 +110,9 @@ def save_roc(similarities: np.ndarray, issame: np.ndarray, thresholds: dict[str,
     except ImportError:  # the base install: the curve as numbers
         path = out.with_suffix(".roc.csv")
         with path.open("w", newline="") as handle:
-            csv.writer(handle).writerows([("far", "tar", "threshold"), *zip(far.tolist(), tar.tolist(), score.tolist())])
+            csv.writer(handle).writerows(
+                [("far", "tar", "threshold"), *zip(far.tolist(), tar.tolist(), score.tolist())]
+            )
         return path
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
@@ -106,7 +123,14 @@ def save_roc(similarities: np.ndarray, issame: np.ndarray, thresholds: dict[str,
     for far_key, threshold in thresholds.items():
         point = float(np.mean(similarities[issame] >= threshold))
         axis.plot(float(far_key), point, "o", label=f"FAR {far_key}: TAR {point:.3f} (cosine {threshold:.4f})")
-    axis.set(xscale="log", xlim=(max(1e-4, far[keep].min()), 1), ylim=(0, 1.01), xlabel="false accept rate", ylabel="true accept rate", title=title)
+    axis.set(
+        xscale="log",
+        xlim=(max(1e-4, far[keep].min()), 1),
+        ylim=(0, 1.01),
+        xlabel="false accept rate",
+        ylabel="true accept rate",
+        title=title,
+    )
     axis.grid(True, which="both", alpha=0.3)
     axis.legend(loc="lower right", fontsize=8)
     figure.tight_layout()
@@ -119,10 +143,20 @@ def save_roc(similarities: np.ndarray, issame: np.ndarray, thresholds: dict[str,
 def main(argv: list[str] | None = None) -> dict:
     parser = argparse.ArgumentParser(prog="stra-face calibrate", description=__doc__.splitlines()[0])
     parser.add_argument("folder", type=Path, help="one folder per person, raw photos inside")
-    parser.add_argument("--out", type=Path, default=Path("thresholds.json"), help="thresholds file to write (STRA_THRESHOLDS_FILE)")
+    parser.add_argument(
+        "--out", type=Path, default=Path("thresholds.json"), help="thresholds file to write (STRA_THRESHOLDS_FILE)"
+    )
     parser.add_argument("--far", type=float, nargs="+", default=list(CALIBRATION_FARS), help="FARs to calibrate")
-    parser.add_argument("--max-images-per-person", type=int, help="cap per person (one person with hundreds of photos dominates the genuine pairs)")
-    parser.add_argument("--save-embeddings", type=Path, help="also write people, files and embeddings (.npz), e.g. for benchmarks/open_set.py")
+    parser.add_argument(
+        "--max-images-per-person",
+        type=int,
+        help="cap per person (one person with hundreds of photos dominates the genuine pairs)",
+    )
+    parser.add_argument(
+        "--save-embeddings",
+        type=Path,
+        help="also write people, files and embeddings (.npz), e.g. for benchmarks/open_set.py",
+    )
     args = parser.parse_args(argv)
     if not args.folder.is_dir():
         parser.error(f"{args.folder} is not a folder")
@@ -130,21 +164,36 @@ def main(argv: list[str] | None = None) -> dict:
     from stra_face.vision.providers import select_providers
 
     settings = PipelineSettings()
-    model = EmbeddingModel(Path(settings.embedding_model), select_providers(settings.providers), settings.intra_op_threads)
-    people, files, embeddings, skipped = embed_photos(identity_folders(args.folder, args.max_images_per_person), settings, model)
+    model = EmbeddingModel(
+        Path(settings.embedding_model), select_providers(settings.providers), settings.intra_op_threads
+    )
+    people, files, embeddings, skipped = embed_photos(
+        identity_folders(args.folder, args.max_images_per_person), settings, model
+    )
     for note in skipped:
         print(f"skipped {note}", file=sys.stderr)
     if len(set(people)) < 2:
-        parser.error(f"{args.folder}: calibration needs photos of at least two people with a usable face ({len(set(people))} found)")
+        parser.error(
+            f"{args.folder}: calibration needs photos of at least two people with a usable face ({len(set(people))} found)"
+        )
     if args.save_embeddings:
         np.savez(args.save_embeddings, people=np.asarray(people), files=np.asarray(files), embeddings=embeddings)
     similarities, issame = all_pairs(people, embeddings)
     entry = calibration_entry(similarities, issame, tuple(args.far))
     description = f"{args.folder.resolve()} ({len(set(people))} people, {len(people)} photos, {len(similarities)} pairs, single embedding)"
-    entry.update({"model": model.path.name, "dataset": description, "pairs": len(similarities), "warnings": warnings_for(args.far, entry["genuine_pairs"], entry["impostor_pairs"])})
+    entry.update(
+        {
+            "model": model.path.name,
+            "dataset": description,
+            "pairs": len(similarities),
+            "warnings": warnings_for(args.far, entry["genuine_pairs"], entry["impostor_pairs"]),
+        }
+    )
     write_thresholds(args.out, model.sha256, entry)
     roc = save_roc(similarities, issame, entry["thresholds"], args.out, f"{model.path.name} on {args.folder.name}")
-    print(f"{len(people)} photos of {len(set(people))} people ({len(skipped)} skipped): {entry['genuine_pairs']} genuine, {entry['impostor_pairs']} impostor pairs")
+    print(
+        f"{len(people)} photos of {len(set(people))} people ({len(skipped)} skipped): {entry['genuine_pairs']} genuine, {entry['impostor_pairs']} impostor pairs"
+    )
     for far, threshold in entry["thresholds"].items():
         print(f"  FAR {far:>6}: cosine >= {threshold:.4f}  TAR {entry['tar_at_far'][far]:.4f}")
     for note in entry["warnings"]:

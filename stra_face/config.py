@@ -4,6 +4,7 @@ Environment variables with the prefix STRA_ (or a .env file) override them, for 
 `FaceAnalyzer` built in a shell where `stra-face serve` would find its models finds the same ones
 and gives the same numbers. pydantic-settings only: no FastAPI, no torch.
 """
+
 from __future__ import annotations
 
 from pathlib import Path

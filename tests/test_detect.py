@@ -1,4 +1,5 @@
 """The ONNX MTCNN detector against facenet-pytorch (its reference) on real photos, and its batching."""
+
 from __future__ import annotations
 
 import asyncio
@@ -13,7 +14,15 @@ import pytest
 from stra_face.vision.inference import MicroBatcher, sha256_file
 from stra_face.vision.align import similarity_transform
 from stra_face.vision.decode import decode_image
-from stra_face.vision.detect import MODELS, PNET_WINDOW, PYRAMID_FACTOR, SMALL_FACE_GATE, FaceDetector, nms, small_face_regions
+from stra_face.vision.detect import (
+    MODELS,
+    PNET_WINDOW,
+    PYRAMID_FACTOR,
+    SMALL_FACE_GATE,
+    FaceDetector,
+    nms,
+    small_face_regions,
+)
 from tests.conftest import FACES, SHARED_DATA, need
 
 MIN_FACE, THRESHOLD = 20, 0.9  # the server's defaults, which the reference runs at
@@ -38,10 +47,15 @@ def reference():
         if path not in cache:
             with torch.inference_mode():
                 boxes, scores, landmarks = mtcnn.detect(image, landmarks=True)
-            cache[path] = [] if boxes is None else [
-                (np.asarray(b, np.float32), float(s), np.asarray(p, np.float32))
-                for b, s, p in zip(boxes, scores, landmarks) if s >= THRESHOLD and b[2] - b[0] >= MIN_FACE
-            ]
+            cache[path] = (
+                []
+                if boxes is None
+                else [
+                    (np.asarray(b, np.float32), float(s), np.asarray(p, np.float32))
+                    for b, s, p in zip(boxes, scores, landmarks)
+                    if s >= THRESHOLD and b[2] - b[0] >= MIN_FACE
+                ]
+            )
         return cache[path]
 
     return faces
@@ -93,7 +107,13 @@ def test_detection_needs_no_torch():
     import sys
 
     code = "import sys; import stra_face.vision.detect, stra_face.service.app; print(sorted({'torch', 'facenet_pytorch', 'torchvision'} & set(sys.modules)))"
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, cwd=Path(__file__).resolve().parents[1])
+    out = subprocess.run(
+        [sys.executable, "-c", code],
+        capture_output=True,
+        text=True,
+        check=True,
+        cwd=Path(__file__).resolve().parents[1],
+    )
     assert out.stdout.strip() == "[]"
 
 
@@ -125,7 +145,8 @@ def greedy_min_nms(boxes: np.ndarray, scores: np.ndarray, threshold: float) -> l
         keep.append(best)
         overlap = [
             max(0.0, min(boxes[best, 2], boxes[i, 2]) - max(boxes[best, 0], boxes[i, 0]) + 1)
-            * max(0.0, min(boxes[best, 3], boxes[i, 3]) - max(boxes[best, 1], boxes[i, 1]) + 1) / min(areas[best], areas[i])
+            * max(0.0, min(boxes[best, 3], boxes[i, 3]) - max(boxes[best, 1], boxes[i, 1]) + 1)
+            / min(areas[best], areas[i])
             for i in order
         ]
         order = [i for i, o in zip(order, overlap) if o <= threshold]
@@ -256,7 +277,7 @@ def labelled_counts() -> dict[Path, int]:
     counts = {}
     for line in need(FACES / "labels.tsv").read_text().splitlines()[1:]:
         path, identity, note = (line.split("\t") + ["", ""])[:3]
-        names = identity[len("MULTI:"):].split(",") if identity.startswith("MULTI:") else []
+        names = identity[len("MULTI:") :].split(",") if identity.startswith("MULTI:") else []
         number = re.match(r"(\d+) faces", note)
         if number or len(names) > 1 or "single face" in note:
             counts[FACES / path] = int(number.group(1)) if number else max(1, len(names))
@@ -307,12 +328,18 @@ def test_concurrent_images_share_one_rnet_and_one_onet_call(detector):
         def run(crops):
             calls[name].append(len(crops))
             return function(crops)
+
         return run
 
     async def main():
         state = SimpleNamespace(
-            detector=detector, settings=SimpleNamespace(max_image_bytes=2**30, max_image_pixels=10**9, max_faces=64, flip_expressions=True),
-            embedder=SimpleNamespace(input_kind=ARCFACE_112), embed_batcher=None, expression_batcher=None,
+            detector=detector,
+            settings=SimpleNamespace(
+                max_image_bytes=2**30, max_image_pixels=10**9, max_faces=64, flip_expressions=True
+            ),
+            embedder=SimpleNamespace(input_kind=ARCFACE_112),
+            embed_batcher=None,
+            expression_batcher=None,
             metrics=SimpleNamespace(faces=SimpleNamespace(inc=lambda count: None)),
             admission=Admission(1, max_pixels=10**12),
             quality_gate=QualityGate(),
@@ -322,7 +349,9 @@ def test_concurrent_images_share_one_rnet_and_one_onet_call(detector):
         for batcher in (state.rnet_batcher, state.onet_batcher):
             await batcher.start()
         # every face the detector finds, to compare with `detect` (the quality gate is tested in test_decisions)
-        results = await asyncio.gather(*(analyze_image(state, d, DetectionOptions(keep_low_quality=True)) for d in data))
+        results = await asyncio.gather(
+            *(analyze_image(state, d, DetectionOptions(keep_low_quality=True)) for d in data)
+        )
         for batcher in (state.rnet_batcher, state.onet_batcher):
             await batcher.stop()
         return results
@@ -340,7 +369,10 @@ def test_concurrent_images_share_one_rnet_and_one_onet_call(detector):
 
 
 def test_responses_say_when_max_faces_cut_the_list(make_client):
-    crowd, portrait = need(FACES / "more/insightface/t1.jpg").read_bytes(), need(FACES / "examples/obama-480p.jpg").read_bytes()
+    crowd, portrait = (
+        need(FACES / "more/insightface/t1.jpg").read_bytes(),
+        need(FACES / "examples/obama-480p.jpg").read_bytes(),
+    )
     client = make_client(max_faces=2)
     body = client.post("/v1/detect", files={"image": ("t1.jpg", crowd, "image/jpeg")}).json()
     assert (len(body["faces"]), body["faces_found"], body["truncated"]) == (2, 6, True)

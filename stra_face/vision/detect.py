@@ -23,6 +23,7 @@ ONNX Runtime sessions that do not spin between calls (see `stra_face.vision.infe
 The cascade runs in three steps (`propose`, `refine`, `finish`) around the R-Net and O-Net calls,
 so the service can batch the crops of every waiting image into one call per network.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass, field
@@ -122,12 +123,15 @@ def _clusters(boxes: np.ndarray):
         group = pending.pop()
         part = boxes[group]
         x1, y1, x2, y2 = part[:, 0].min(), part[:, 1].min(), part[:, 2].max(), part[:, 3].max()
-        if len(group) == 1 or (x2 - x1) * (y2 - y1) <= 2 * ((part[:, 2] - part[:, 0]) * (part[:, 3] - part[:, 1])).sum():
+        if (
+            len(group) == 1
+            or (x2 - x1) * (y2 - y1) <= 2 * ((part[:, 2] - part[:, 0]) * (part[:, 3] - part[:, 1])).sum()
+        ):
             yield group, (x1, y1, x2, y2)
             continue
         axis = 0 if x2 - x1 >= y2 - y1 else 1
         order = np.argsort(part[:, axis] + part[:, axis + 2], kind="stable")
-        pending += [group[order[: len(group) // 2]], group[order[len(group) // 2:]]]
+        pending += [group[order[: len(group) // 2]], group[order[len(group) // 2 :]]]
 
 
 class HalvingPyramid:
@@ -146,7 +150,9 @@ class HalvingPyramid:
                 return index
             index += 1
             if index == len(self.levels):
-                self.levels.append(cv2.resize(self.levels[index - 1], (width // 2, height // 2), interpolation=cv2.INTER_AREA))
+                self.levels.append(
+                    cv2.resize(self.levels[index - 1], (width // 2, height // 2), interpolation=cv2.INTER_AREA)
+                )
 
     def resized(self, sizes: list[tuple[int, int]]) -> list[np.ndarray]:
         """The whole image at each (height, width) as MTCNN's input, all from the level that suits the largest."""
@@ -159,8 +165,13 @@ class HalvingPyramid:
         x1, y1, x2, y2 = box
         level = self.levels[self._level(scale, OVERSAMPLE_LEVEL)]
         fx, fy = level.shape[1] / self.width, level.shape[0] / self.height
-        part = level[round(y1 * fy):max(round(y2 * fy), round(y1 * fy) + 1), round(x1 * fx):max(round(x2 * fx), round(x1 * fx) + 1)]
-        return area_resize(integral_image(np.ascontiguousarray(part)), int((y2 - y1) * scale + 1), int((x2 - x1) * scale + 1))
+        part = level[
+            round(y1 * fy) : max(round(y2 * fy), round(y1 * fy) + 1),
+            round(x1 * fx) : max(round(x2 * fx), round(x1 * fx) + 1),
+        ]
+        return area_resize(
+            integral_image(np.ascontiguousarray(part)), int((y2 - y1) * scale + 1), int((x2 - x1) * scale + 1)
+        )
 
     def crops(self, boxes: np.ndarray, size: int) -> np.ndarray:
         """Original pixels [y1:y2, x1:x2] of each integer box resized to (size, size): (N, size, size, C)
@@ -216,22 +227,33 @@ def _nms_union(boxes: np.ndarray, scores: np.ndarray, threshold: float) -> np.nd
     keep = []
     for group in np.split(by_area, breaks):
         group = np.sort(group)  # input order within the group: it decides ties
-        rects = np.stack([boxes[group, 0], boxes[group, 1], boxes[group, 2] - boxes[group, 0], boxes[group, 3] - boxes[group, 1]], axis=1)
+        rects = np.stack(
+            [boxes[group, 0], boxes[group, 1], boxes[group, 2] - boxes[group, 0], boxes[group, 3] - boxes[group, 1]],
+            axis=1,
+        )
         keep.append(group[np.asarray(cv2.dnn.NMSBoxes(rects, scores[group], 0.0, threshold), np.int64).reshape(-1)])
     keep = np.concatenate(keep)
     return keep[np.lexsort((keep, -scores[keep]))]
 
 
-def small_face_regions(probabilities: np.ndarray, scale: float, height: int, width: int) -> list[tuple[int, int, int, int]]:
+def small_face_regions(
+    probabilities: np.ndarray, scale: float, height: int, width: int
+) -> list[tuple[int, int, int, int]]:
     """Boxes (original pixels, clipped) around the groups of cells of a P-Net probability map (at
     `scale`) at or above `SMALL_FACE_GATE`, grown by one cell and half a window, so that a smaller
     face centred anywhere near a flagged cell lies inside; the whole image when they cover most of it."""
     grow = 1 + PNET_WINDOW // 4  # cells (stride 2): one, then half a window
-    mask = cv2.dilate((probabilities >= SMALL_FACE_GATE).astype(np.uint8), np.ones((2 * grow + 1, 2 * grow + 1), np.uint8))
+    mask = cv2.dilate(
+        (probabilities >= SMALL_FACE_GATE).astype(np.uint8), np.ones((2 * grow + 1, 2 * grow + 1), np.uint8)
+    )
     _, _, stats, _ = cv2.connectedComponentsWithStats(mask, connectivity=8)
     regions = [
-        (int(2 * col / scale), int(2 * row / scale),
-         min(width, int((2 * (col + cols - 1) + PNET_WINDOW) / scale) + 1), min(height, int((2 * (row + rows - 1) + PNET_WINDOW) / scale) + 1))
+        (
+            int(2 * col / scale),
+            int(2 * row / scale),
+            min(width, int((2 * (col + cols - 1) + PNET_WINDOW) / scale) + 1),
+            min(height, int((2 * (row + rows - 1) + PNET_WINDOW) / scale) + 1),
+        )
         for col, row, cols, rows, _ in stats[1:].tolist()
     ]
     if sum((x2 - x1) * (y2 - y1) for x1, y1, x2, y2 in regions) > height * width / 2:
@@ -251,7 +273,8 @@ def _tiles(box: tuple[int, int, int, int], scale: float, limit: int) -> list[tup
     xs, ys = np.linspace(x1, x2, parts + 1).astype(int), np.linspace(y1, y2, parts + 1).astype(int)
     return [
         (max(x1, xs[i] - overlap), max(y1, ys[j] - overlap), min(x2, xs[i + 1] + overlap), min(y2, ys[j + 1] + overlap))
-        for j in range(parts) for i in range(parts)
+        for j in range(parts)
+        for i in range(parts)
     ]
 
 
@@ -272,7 +295,10 @@ def _square(boxes: np.ndarray) -> np.ndarray:
 
 def _in_chunks(model: OnnxModel, crops: np.ndarray, chunk: int) -> np.ndarray:
     """The network's outputs, concatenated, for at most `chunk` crops per call."""
-    calls = [model.session.run(None, {"input": crops[start : start + chunk]}) for start in range(0, max(len(crops), 1), chunk)]
+    calls = [
+        model.session.run(None, {"input": crops[start : start + chunk]})
+        for start in range(0, max(len(crops), 1), chunk)
+    ]
     return np.concatenate([np.concatenate(outputs, axis=1) for outputs in calls])
 
 
@@ -289,7 +315,9 @@ class Cascade:
     min_face_size: float  # original pixels
     boxes: np.ndarray  # (K, 4) squared candidate boxes in original pixels
     scores: np.ndarray = field(default_factory=lambda: np.empty(0, np.float32))
-    crops: np.ndarray = field(default_factory=lambda: np.empty((0, 3, RNET_SIZE, RNET_SIZE), np.float32))  # the next network's input
+    crops: np.ndarray = field(
+        default_factory=lambda: np.empty((0, 3, RNET_SIZE, RNET_SIZE), np.float32)
+    )  # the next network's input
 
     def cut(self, size: int) -> None:
         """Crop every box (clipped to the image, as facenet-pytorch does) for the next network."""
@@ -307,15 +335,23 @@ class FaceDetector:
     """Every face of an image, largest first; thread-safe (ONNX Runtime sessions are)."""
 
     def __init__(
-        self, min_face_size: int = 20, score_threshold: float = 0.9, detection_size: int = 512,
-        models: Path = MODELS, providers: list[str] | None = None, intra_op_threads: int = 0, small_faces: bool = True,
+        self,
+        min_face_size: int = 20,
+        score_threshold: float = 0.9,
+        detection_size: int = 512,
+        models: Path = MODELS,
+        providers: list[str] | None = None,
+        intra_op_threads: int = 0,
+        small_faces: bool = True,
     ):
         self.min_face_size = min_face_size
         self.small_faces = small_faces  # the finer pass down to min_face_size where P-Net flags the image
         self.score_threshold = score_threshold
         self.detection_size = detection_size
         providers = providers or ["CPUExecutionProvider"]
-        self.pnet, self.rnet, self.onet = (OnnxModel(models / f"mtcnn_{name}.onnx", providers, intra_op_threads) for name in ("pnet", "rnet", "onet"))
+        self.pnet, self.rnet, self.onet = (
+            OnnxModel(models / f"mtcnn_{name}.onnx", providers, intra_op_threads) for name in ("pnet", "rnet", "onet")
+        )
 
     def smallest_face(self, height: int, width: int, min_face_size: int | None = None) -> float:
         """The smallest face side (original pixels) searched for over the whole image: the request's,
@@ -343,7 +379,9 @@ class FaceDetector:
 
     # ------------------------------------------------------------------ the cascade, step by step
 
-    def _pnet(self, level: np.ndarray, scale: float, origin: tuple[int, int] = (0, 0)) -> tuple[np.ndarray | None, np.ndarray]:
+    def _pnet(
+        self, level: np.ndarray, scale: float, origin: tuple[int, int] = (0, 0)
+    ) -> tuple[np.ndarray | None, np.ndarray]:
         """P-Net over one pyramid level (of the region whose corner is `origin`): its candidates
         (boxes in original pixels, score, 4 offsets; None when none) after NMS, and its face probability map."""
         offsets, probabilities = self.pnet.session.run(None, {"input": level})
@@ -351,7 +389,9 @@ class FaceDetector:
         if not len(rows):
             return None, probabilities[0, 1]
         corners = np.stack([cols, rows], axis=1).astype(np.float32)
-        boxes = np.concatenate([np.floor((2 * corners + 1) / scale), np.floor((2 * corners + PNET_WINDOW) / scale)], axis=1) + np.float32(origin * 2)
+        boxes = np.concatenate(
+            [np.floor((2 * corners + 1) / scale), np.floor((2 * corners + PNET_WINDOW) / scale)], axis=1
+        ) + np.float32(origin * 2)
         scores = probabilities[0, 1, rows, cols]
         keep = nms(boxes, scores, 0.5)
         return np.concatenate([boxes, scores[:, None], offsets[0][:, rows, cols].T], axis=1)[keep], probabilities[0, 1]
@@ -362,7 +402,9 @@ class FaceDetector:
         smaller than that level's window still make it respond where they are. A crowd flags most of
         the image (then the finer scales cover all of it, once); a 1080p portrait flags a few cells."""
         finest = PNET_WINDOW / self.min_face_size
-        steps = int(np.ceil(np.log(finest / scale) / -np.log(PYRAMID_FACTOR)))  # even steps, none wider than the pyramid's
+        steps = int(
+            np.ceil(np.log(finest / scale) / -np.log(PYRAMID_FACTOR))
+        )  # even steps, none wider than the pyramid's
         scales = [finest * (scale / finest) ** (k / steps) for k in range(steps)]
         found = []
         for box in small_face_regions(probabilities, scale, pyramid.height, pyramid.width):
@@ -385,7 +427,9 @@ class FaceDetector:
             scales.append(scale)
             scale, side = scale * PYRAMID_FACTOR, side * PYRAMID_FACTOR
         found, finest = [], None
-        levels = pyramid.resized([(int(height * scale + 1), int(width * scale + 1)) for scale in scales]) if scales else []
+        levels = (
+            pyramid.resized([(int(height * scale + 1), int(width * scale + 1)) for scale in scales]) if scales else []
+        )
         for scale, level in zip(scales, levels):
             candidates, probabilities = self._pnet(level, scale)
             finest = probabilities if finest is None else finest
@@ -414,12 +458,19 @@ class FaceDetector:
         cascade.cut(ONET_SIZE)
         return cascade
 
-    def finish(self, cascade: Cascade, onet_output: np.ndarray, score_threshold: float | None = None) -> list[Detection]:
+    def finish(
+        self, cascade: Cascade, onet_output: np.ndarray, score_threshold: float | None = None
+    ) -> list[Detection]:
         """O-Net's faces with their landmarks, at or above the score threshold, largest first."""
         score_threshold = self.score_threshold if score_threshold is None else score_threshold
         scores = onet_output[:, 15]
         passed = scores > THRESHOLDS[2]
-        boxes, scores, offsets, points = cascade.boxes[passed], scores[passed], onet_output[passed, :4], onet_output[passed, 4:14]
+        boxes, scores, offsets, points = (
+            cascade.boxes[passed],
+            scores[passed],
+            onet_output[passed, :4],
+            onet_output[passed, 4:14],
+        )
         size = np.stack([boxes[:, 2] - boxes[:, 0] + 1, boxes[:, 3] - boxes[:, 1] + 1], axis=1)
         landmarks = np.stack([points[:, :5], points[:, 5:]], axis=2) * size[:, None, :] + boxes[:, None, :2] - 1
         boxes = _regress(boxes, offsets, plus_one=True)
@@ -431,7 +482,9 @@ class FaceDetector:
         ]
         return sorted(detections, key=lambda d: d.area, reverse=True)
 
-    def detect(self, image: np.ndarray, min_face_size: int | None = None, score_threshold: float | None = None) -> list[Detection]:
+    def detect(
+        self, image: np.ndarray, min_face_size: int | None = None, score_threshold: float | None = None
+    ) -> list[Detection]:
         cascade = self.propose(image, min_face_size)
         if len(cascade.crops):
             cascade = self.refine(cascade, self.run_rnet(cascade.crops))
