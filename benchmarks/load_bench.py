@@ -11,6 +11,7 @@ the start, its peak, and at the end of each round (`--rounds` > 1 repeats the le
 memory keeps climbing). The server's RSS is read with psutil from the process listening on the port
 (or `--pid`), so run it on the server's machine.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -50,7 +51,9 @@ def percentile(values: list[float], q: float) -> float:
     return ordered[min(len(ordered) - 1, int(q * len(ordered)))] if ordered else float("nan")
 
 
-def run_level(url: str, clients: int, duration: float, photos: list[bytes], decision: str, headers: dict, process) -> dict:
+def run_level(
+    url: str, clients: int, duration: float, photos: list[bytes], decision: str, headers: dict, process
+) -> dict:
     stop = time.monotonic() + duration
     results: list[tuple[str, int, float]] = []
     lock = threading.Lock()
@@ -60,7 +63,7 @@ def run_level(url: str, clients: int, duration: float, photos: list[bytes], deci
     def client(index: int) -> None:
         session = requests.Session()
         routes = itertools.islice(itertools.cycle(ROUTES), index % len(ROUTES), None)
-        images = itertools.cycle(photos[index % len(photos):] + photos[: index % len(photos)])
+        images = itertools.cycle(photos[index % len(photos) :] + photos[: index % len(photos)])
         while time.monotonic() < stop:
             route = next(routes)
             first, second = next(images), next(images)
@@ -93,13 +96,22 @@ def run_level(url: str, clients: int, duration: float, photos: list[bytes], deci
         thread.start()
     for thread in threads:
         thread.join()
-    return {"clients": clients, "results": results, "rss_start": start_rss, "rss_peak": peak["rss"], "rss_end": rss(process), "duration": duration}
+    return {
+        "clients": clients,
+        "results": results,
+        "rss_start": start_rss,
+        "rss_peak": peak["rss"],
+        "rss_end": rss(process),
+        "duration": duration,
+    }
 
 
 def report(level: dict) -> None:
     results = level["results"]
-    print(f"\n## {level['clients']} clients, {level['duration']:g} s: {len(results)} requests ({len(results) / level['duration']:.1f}/s), "
-          f"RSS start {level['rss_start'] / 2**20:.0f} MiB, peak {level['rss_peak'] / 2**20:.0f} MiB, end {level['rss_end'] / 2**20:.0f} MiB")
+    print(
+        f"\n## {level['clients']} clients, {level['duration']:g} s: {len(results)} requests ({len(results) / level['duration']:.1f}/s), "
+        f"RSS start {level['rss_start'] / 2**20:.0f} MiB, peak {level['rss_peak'] / 2**20:.0f} MiB, end {level['rss_end'] / 2**20:.0f} MiB"
+    )
     print("| route | requests | ok | errors by code | p50 ms | p95 ms | p99 ms |")
     print("| --- | --- | --- | --- | --- | --- | --- |")
     for route in (*ROUTES, "all"):
@@ -108,8 +120,10 @@ def report(level: dict) -> None:
         errors = Counter(r[1] for r in rows if not 200 <= r[1] < 300)
         latencies = [r[2] * 1000 for r in rows]
         error_text = ", ".join(f"{code or 'conn'}: {n}" for code, n in sorted(errors.items())) or "0"
-        print(f"| {route} | {len(rows)} | {len(ok)} | {error_text} | {statistics.median(latencies) if latencies else float('nan'):.0f} | "
-              f"{percentile(latencies, 0.95):.0f} | {percentile(latencies, 0.99):.0f} |")
+        print(
+            f"| {route} | {len(rows)} | {len(ok)} | {error_text} | {statistics.median(latencies) if latencies else float('nan'):.0f} | "
+            f"{percentile(latencies, 0.95):.0f} | {percentile(latencies, 0.99):.0f} |"
+        )
 
 
 def main() -> None:
@@ -117,24 +131,41 @@ def main() -> None:
     parser.add_argument("--url", default="http://127.0.0.1:8000")
     parser.add_argument("--clients", type=int, nargs="+", default=[32, 64])
     parser.add_argument("--duration", type=float, default=60)
-    parser.add_argument("--rounds", type=int, default=1, help="repeat all levels; RSS per round shows whether memory keeps climbing")
-    parser.add_argument("--threshold", type=float, default=None, help="explicit cosine threshold (when the model has no calibration)")
+    parser.add_argument(
+        "--rounds", type=int, default=1, help="repeat all levels; RSS per round shows whether memory keeps climbing"
+    )
+    parser.add_argument(
+        "--threshold", type=float, default=None, help="explicit cosine threshold (when the model has no calibration)"
+    )
     parser.add_argument("--api-key", default=None)
-    parser.add_argument("--pid", type=int, default=None, help="server process id (default: the process listening on the URL's port)")
+    parser.add_argument(
+        "--pid", type=int, default=None, help="server process id (default: the process listening on the URL's port)"
+    )
     parser.add_argument("--photos", type=Path, default=FACES / "examples")
     args = parser.parse_args()
 
-    photos = [p.read_bytes() for p in sorted(args.photos.glob("*")) if p.suffix.lower() in (".jpg", ".jpeg", ".png") and p.stat().st_size < 2**20]
+    photos = [
+        p.read_bytes()
+        for p in sorted(args.photos.glob("*"))
+        if p.suffix.lower() in (".jpg", ".jpeg", ".png") and p.stat().st_size < 2**20
+    ]
     if not photos:
         raise SystemExit(f"no photos in {args.photos} (see ../shared/data/README.md)")
     headers = {"x-api-key": args.api_key} if args.api_key else {}
     decision = "" if args.threshold is None else f"?threshold={args.threshold}"
     process = server_process(args.url, args.pid)
-    print(f"{len(photos)} photos from {args.photos}; server pid {process.pid if process else 'unknown (RSS not measured)'}")
+    print(
+        f"{len(photos)} photos from {args.photos}; server pid {process.pid if process else 'unknown (RSS not measured)'}"
+    )
     # identify needs a gallery: one subject per photo (409s on a second run are fine).
     for index, data in enumerate(photos):
         requests.post(args.url + "/v1/subjects", json={"id": f"load-{index}"}, headers=headers, timeout=30)
-        requests.post(args.url + f"/v1/subjects/load-{index}/faces?select=largest", files={"image": ("a.jpg", data)}, headers=headers, timeout=300)
+        requests.post(
+            args.url + f"/v1/subjects/load-{index}/faces?select=largest",
+            files={"image": ("a.jpg", data)},
+            headers=headers,
+            timeout=300,
+        )
     for round_index in range(args.rounds):
         for clients in args.clients:
             level = run_level(args.url, clients, args.duration, photos, decision, headers, process)
