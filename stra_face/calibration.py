@@ -53,7 +53,11 @@ def embed_photos(
     from stra_face.vision.quality import assess
 
     detector = FaceDetector(
-        settings.min_face_size, settings.detection_threshold, settings.detection_size, providers=model.providers
+        settings.min_face_size,
+        settings.detection_threshold,
+        settings.detection_size,
+        providers=model.providers,
+        small_faces=settings.small_faces,
     )
     gate = quality_gate(settings)
     people, files, faces, skipped = [], [], [], []
