@@ -1,6 +1,7 @@
 """The trained models the service loads by default: their cards tell the truth, the face model
 tells real people apart (photos of ../shared/data/faces, none of them seen in training), and the
 expression model scores on FER2013's PrivateTest what its card says."""
+
 from __future__ import annotations
 
 import itertools
@@ -25,15 +26,27 @@ FER2013 = SHARED_DATA / "fer2013" / "fer2013_jpg.npz"
 
 # Distinct photos per person (resolution variants of one photo left out: they would be easy pairs).
 PEOPLE = {
-    "obama": ["examples/knn_examples/train/obama/obama.jpg", "examples/knn_examples/train/obama/obama2.jpg",
-              "examples/knn_examples/test/obama1.jpg", "tests/test_images/obama3.jpg"],
+    "obama": [
+        "examples/knn_examples/train/obama/obama.jpg",
+        "examples/knn_examples/train/obama/obama2.jpg",
+        "examples/knn_examples/test/obama1.jpg",
+        "tests/test_images/obama3.jpg",
+    ],
     "biden": ["examples/biden.jpg", "examples/knn_examples/train/biden/biden2.jpg"],
-    "kit_harington": ["examples/knn_examples/train/kit_harington/john1.jpeg",
-                      "examples/knn_examples/train/kit_harington/john2.jpeg",
-                      "examples/knn_examples/test/johnsnow_test1.jpg"],
-    "rose_leslie": ["examples/knn_examples/train/rose_leslie/img1.jpg", "examples/knn_examples/train/rose_leslie/img2.jpg"],
-    "alex_lacamoire": ["examples/knn_examples/train/alex_lacamoire/img1.jpg",
-                       "examples/knn_examples/test/alex_lacamoire1.jpg", "examples/alex-lacamoire.png"],
+    "kit_harington": [
+        "examples/knn_examples/train/kit_harington/john1.jpeg",
+        "examples/knn_examples/train/kit_harington/john2.jpeg",
+        "examples/knn_examples/test/johnsnow_test1.jpg",
+    ],
+    "rose_leslie": [
+        "examples/knn_examples/train/rose_leslie/img1.jpg",
+        "examples/knn_examples/train/rose_leslie/img2.jpg",
+    ],
+    "alex_lacamoire": [
+        "examples/knn_examples/train/alex_lacamoire/img1.jpg",
+        "examples/knn_examples/test/alex_lacamoire1.jpg",
+        "examples/alex-lacamoire.png",
+    ],
 }
 
 
@@ -112,13 +125,18 @@ def test_shipped_expression_model_scores_its_card_accuracy_on_private_test(flip)
     private = data.split("PrivateTest")
     model = ExpressionModel(settings.expression_model, ["CPUExecutionProvider"])
     predictions = np.concatenate(
-        [model.probabilities(private.images[start : start + 512], flip).argmax(1) for start in range(0, len(private), 512)]
+        [
+            model.probabilities(private.images[start : start + 512], flip).argmax(1)
+            for start in range(0, len(private), 512)
+        ]
     )
     accuracy = float((predictions == private.labels).mean())
     majority = np.bincount(private.labels).max() / len(private)
     card_accuracy = card.metrics["PrivateTest/" + ("flip" if flip else "none")]["accuracy"]
     assert accuracy == pytest.approx(card_accuracy, abs=0.003)
-    assert accuracy > majority + 0.2, f"PrivateTest accuracy {accuracy:.3f}; answering the majority class scores {majority:.3f}"
+    assert accuracy > majority + 0.2, (
+        f"PrivateTest accuracy {accuracy:.3f}; answering the majority class scores {majority:.3f}"
+    )
     # The H100-trained 19-epoch ResNet50-StRA (docs/fer_gpu_runs): 65.6% without TTA, 66.6% with flip here.
     assert accuracy >= 0.653, f"PrivateTest accuracy {accuracy:.4f} below the shipped ResNet50-StRA's 65.3% floor"
     # The same predictions on the FER+ benchmark (majority of 10 annotators, ties and unknown / NF / contempt left out).
@@ -137,7 +155,11 @@ def test_shipped_expression_model_is_stra_with_provenance_and_mode_maps():
     card = ModelCard.read(settings.expression_model)
     assert card.model["name"] == "resnet50_stra"
     assert {"code_revision", "hardware", "trained_with", "checkpoint_sha256"} <= set(card.provenance)
-    assert card.recipe["optimizer"] == "adamw" and card.extra["epochs_scheduled"] == 19 and card.extra["epochs_trained"] == 18
+    assert (
+        card.recipe["optimizer"] == "adamw"
+        and card.extra["epochs_scheduled"] == 19
+        and card.extra["epochs_trained"] == 18
+    )
     assert "modes" in card.outputs
     model = ExpressionModel(settings.expression_model, ["CPUExecutionProvider"])
     crops = np.stack([np.full((48, 48), 128, np.uint8), np.tile(np.linspace(0, 255, 48, dtype=np.uint8), (48, 1))])
@@ -155,7 +177,12 @@ def test_default_model_tells_real_people_apart_through_the_api(tmp_path):
     from stra_face.service.app import create_app
 
     same = [("obama", 0, 1), ("biden", 0, 1), ("kit_harington", 0, 1), ("rose_leslie", 0, 1), ("alex_lacamoire", 0, 1)]
-    different = [("obama", "biden"), ("kit_harington", "rose_leslie"), ("alex_lacamoire", "obama"), ("rose_leslie", "biden")]
+    different = [
+        ("obama", "biden"),
+        ("kit_harington", "rose_leslie"),
+        ("alex_lacamoire", "obama"),
+        ("rose_leslie", "biden"),
+    ]
 
     def photo(person: str, index: int = 0):
         path = need(FACES / PEOPLE[person][index])
