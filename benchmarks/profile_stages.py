@@ -21,15 +21,15 @@ from pathlib import Path
 # (stage, pattern on one frame "function (file:line)"), tried from the innermost frame outwards.
 STAGES = [
     ("decode", r"\(.*stra_face/vision/decode\.py"),
-    ("detect: P-Net, pyramid, R-Net crops", r"^propose \("),
-    ("detect: R-Net", r"^run_rnet \("),
-    ("detect: R-Net boxes, O-Net crops", r"^refine \("),
-    ("detect: O-Net", r"^run_onet \("),
-    ("detect: O-Net boxes", r"^finish \("),
+    ("detect: P-Net, pyramid, R-Net crops", r"(^|\.)propose \("),
+    ("detect: R-Net", r"(^|\.)run_rnet \("),
+    ("detect: R-Net boxes, O-Net crops", r"(^|\.)refine \("),
+    ("detect: O-Net", r"(^|\.)run_onet \("),
+    ("detect: O-Net boxes", r"(^|\.)finish \("),
     ("quality gate", r"\(.*stra_face/vision/quality\.py"),
     ("align", r"\(.*stra_face/vision/align\.py"),
-    ("embed", r"^embed \(.*stra_face/vision/inference\.py"),
-    ("expression", r"^(predict|probabilities) \(.*stra_face/vision/inference\.py"),
+    ("embed", r"(^|\.)embed \(.*stra_face/vision/inference\.py"),
+    ("expression", r"(^|\.)(predict|probabilities) \(.*stra_face/vision/inference\.py"),
     ("gallery search", r"\(.*stra_face/gallery/"),
     ("upload parsing (multipart)", r"\(.*(multipart|python_multipart|formparsers)"),
     (
@@ -38,7 +38,12 @@ STAGES = [
     ),
 ]
 RULES = [(stage, re.compile(pattern)) for stage, pattern in STAGES]
-SERVING = "serving (uvicorn, Starlette, asyncio, threads)"
+SERVING = "serving (uvicorn, Starlette, asyncio, thread hand-offs)"
+# py-spy counts some blocked threads as busy: an innermost frame that waits (a lock, a queue, select) is no CPU.
+WAITING = "waiting (locks, queues, select: not CPU, not in the total)"
+WAITS = re.compile(
+    r"^(Condition\.wait|Queue\.get|Event\.wait|Semaphore\.acquire|\w*Selector\.select|Thread\.join|sleep) \("
+)
 
 
 def stages(path: Path) -> Counter:
@@ -49,6 +54,9 @@ def stages(path: Path) -> Counter:
         if not stack:
             continue
         frames = stack.split(";")
+        if WAITS.search(frames[-1]):
+            counts[WAITING] += int(count)
+            continue
         stage = next((name for frame in reversed(frames) for name, rule in RULES if rule.search(frame)), SERVING)
         counts[stage] += int(count)
     return counts
@@ -63,17 +71,20 @@ def main() -> None:
     if len(args.requests) != len(args.profiles):
         parser.error("one --requests count per profile")
     tables = [stages(path) for path in args.profiles]
-    names = [name for name, _ in STAGES] + [SERVING]
-    print("| stage | " + " | ".join(path.stem for path in args.profiles) + " |")
+    busy = [sum(table.values()) - table[WAITING] for table in tables]
+    print("| stage | " + " | ".join(f"{path.stem} ms (share)" for path in args.profiles) + " |")
     print("| --- |" + " --- |" * len(args.profiles))
-    for name in names:
-        cells = [f"{1000 * table[name] / args.rate / requests:.1f}" for table, requests in zip(tables, args.requests)]
-        if any(cell != "0.0" for cell in cells):
+    for name in [name for name, _ in STAGES] + [SERVING]:
+        cells = [
+            f"{1000 * table[name] / args.rate / requests:.1f} ({100 * table[name] / total:.0f}%)"
+            for table, total, requests in zip(tables, busy, args.requests)
+        ]
+        if any(table[name] for table in tables):
             print(f"| {name} | " + " | ".join(cells) + " |")
-    totals = [
-        f"**{1000 * sum(table.values()) / args.rate / requests:.0f}**" for table, requests in zip(tables, args.requests)
-    ]
-    print("| **all (CPU ms per request)** | " + " | ".join(totals) + " |")
+    totals = [f"**{1000 * total / args.rate / requests:.0f}**" for total, requests in zip(busy, args.requests)]
+    print("| **all busy threads, ms per request** | " + " | ".join(totals) + " |")
+    waits = [f"{1000 * table[WAITING] / args.rate / requests:.0f}" for table, requests in zip(tables, args.requests)]
+    print(f"| {WAITING} | " + " | ".join(waits) + " |")
 
 
 if __name__ == "__main__":

@@ -162,7 +162,7 @@ def write_card(source: Path, out: Path, how: str, calibrated_on: str) -> Path:
     card.precision = "int8"
     card.metrics = None
     card.parity_max_abs_error = None
-    card.extra = {k: v for k, v in card.extra.items() if "metric" not in k and "reproduce" not in k}
+    card.extra = {k: v for k, v in card.extra.items() if not any(w in k for w in ("metric", "reproduce", "parity"))}
     card.extra["quantization"] = {
         "source": source.name,
         "source_sha256": sha256_file(source),
