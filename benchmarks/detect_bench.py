@@ -1,7 +1,7 @@
 """Face detection: speed per image size and recall against the full-resolution reference.
 
     python benchmarks/detect_bench.py speed  [--repeats 15]          # old / new / dlib HOG, then the service
-    python benchmarks/detect_bench.py recall [--sizes 384 512 640]   # new detector vs facenet-pytorch at full resolution
+    python benchmarks/detect_bench.py recall [--sizes 384 512 640]   # new detector vs full-resolution facenet-pytorch
 
 speed: p50 / p95 per image of the old path (facenet-pytorch MTCNN as the service ran it, longer side
 capped at 1280), the new path (stra_face.vision.detect), and dlib's HOG detector upsampled once
@@ -135,7 +135,8 @@ def machine_check(detector, since: list[int]) -> str:
         times.append((time.perf_counter() - start) * 1000)
     now = cpu_times()
     steal = 100 * (now[7] - since[7]) / max(1, sum(now) - sum(since))
-    return f"P-Net pyramid of a 480p photo {statistics.median(times):.1f} ms; CPU steal {steal:.1f}% since the previous check"
+    median = statistics.median(times)
+    return f"P-Net pyramid of a 480p photo {median:.1f} ms; CPU steal {steal:.1f}% since the previous check"
 
 
 def speed(args: argparse.Namespace) -> None:
@@ -160,13 +161,14 @@ def speed(args: argparse.Namespace) -> None:
     images[f"crowd {crowd.shape[1]}x{crowd.shape[0]}"] = crowd
     since = cpu_times()
     print(
-        f"load average before: {os.getloadavg()[0]:.1f} ({os.cpu_count()} CPUs); repeats {args.repeats}; machine check: {machine_check(new, since)}\n"
+        f"load average before: {os.getloadavg()[0]:.1f} ({os.cpu_count()} CPUs); repeats {args.repeats}; "
+        f"machine check: {machine_check(new, since)}\n"
     )
     print("| image | " + " | ".join(f"{name} p50 / p95 ms (faces)" for name in paths) + " |")
     print("|---|" + "---|" * len(paths))
     for label, image in images.items():
         cells = []
-        for name, function in paths.items():
+        for function in paths.values():
             repeats = max(3, args.repeats // 5) if "12 MP" in label or "crowd" in label else args.repeats
             p50, p95, found = timed(function, image, repeats)
             cells.append(f"{p50:.0f} / {p95:.0f} ({found})")
@@ -197,7 +199,7 @@ def service_speed(images: dict[str, np.ndarray], repeats: int) -> None:
                 data = jpeg(image)
                 files = {field: (f"{field}.jpg", data, "image/jpeg") for field in fields}
 
-                def call(_):
+                def call(_, route=route, files=files):
                     response = client.post(route, files=files)
                     assert response.status_code == 200, response.text
                     return len(response.json().get("faces", response.json().get("faces1", [])))
@@ -268,17 +270,20 @@ def recall(args: argparse.Namespace) -> None:
             if args.verbose and not all(h for h, a in zip(hits, asked) if a):
                 print(f"  {path}: lost a face the request asked for", file=sys.stderr)
     print(
-        f"\n{len(recall_photos(args.folders))} photos ({', '.join(args.folders)}); reference (facenet-pytorch, full resolution) {reference_seconds:.1f} s; "
+        f"\n{len(recall_photos(args.folders))} photos ({', '.join(args.folders)}); "
+        f"reference (facenet-pytorch, full resolution) {reference_seconds:.1f} s; "
         f"load average {os.getloadavg()[0]:.1f}\n"
     )
     print(
-        "| detection_size | reference faces found | those >= the smallest face searched | those >= one pyramid step above it | extra detections | detector time (s) |"
+        "| detection_size | reference faces found | those >= the smallest face searched "
+        "| those >= one pyramid step above it | extra detections | detector time (s) |"
     )
     print("|---|---|---|---|---|---|")
     for size, total in totals.items():
         print(
             f"| {size} | {total['found']} / {total['faces']} ({100 * total['found'] / max(1, total['faces']):.1f}%) | "
-            f"{total['asked_found']} / {total['asked']} | {total['step_found']} / {total['step']} | {total['extra']} | {total['seconds']:.1f} |"
+            f"{total['asked_found']} / {total['asked']} | {total['step_found']} / {total['step']} | "
+            f"{total['extra']} | {total['seconds']:.1f} |"
         )
 
 

@@ -96,11 +96,13 @@ def warnings_for(fars, genuine: int, impostors: int) -> list[str]:
     for far in fars:
         if impostors * far < 1:
             notes.append(
-                f"FAR {far:g}: not measurable with {impostors} impostor pairs (needs >= {int(np.ceil(1 / far))}); no threshold written"
+                f"FAR {far:g}: not measurable with {impostors} impostor pairs "
+                f"(needs >= {int(np.ceil(1 / far))}); no threshold written"
             )
         elif impostors * far < WELL_MEASURED:
             notes.append(
-                f"FAR {far:g}: rests on {int(impostors * far)} impostor acceptance(s) of {impostors} pairs (>= {int(WELL_MEASURED / far)} pairs for {WELL_MEASURED}); add people"
+                f"FAR {far:g}: rests on {int(impostors * far)} impostor acceptance(s) of {impostors} pairs "
+                f"(>= {int(WELL_MEASURED / far)} pairs for {WELL_MEASURED}); add people"
             )
     if genuine < 100:
         notes.append(f"only {genuine} genuine pairs: TAR is coarse (add photos per person)")
@@ -178,13 +180,17 @@ def main(argv: list[str] | None = None) -> dict:
         print(f"skipped {note}", file=sys.stderr)
     if len(set(people)) < 2:
         parser.error(
-            f"{args.folder}: calibration needs photos of at least two people with a usable face ({len(set(people))} found)"
+            f"{args.folder}: calibration needs photos of at least two people with a usable face "
+            f"({len(set(people))} found)"
         )
     if args.save_embeddings:
         np.savez(args.save_embeddings, people=np.asarray(people), files=np.asarray(files), embeddings=embeddings)
     similarities, issame = all_pairs(people, embeddings)
     entry = calibration_entry(similarities, issame, tuple(args.far))
-    description = f"{args.folder.resolve()} ({len(set(people))} people, {len(people)} photos, {len(similarities)} pairs, single embedding)"
+    description = (
+        f"{args.folder.resolve()} ({len(set(people))} people, {len(people)} photos, "
+        f"{len(similarities)} pairs, single embedding)"
+    )
     entry.update(
         {
             "model": model.path.name,
@@ -196,7 +202,8 @@ def main(argv: list[str] | None = None) -> dict:
     write_thresholds(args.out, model.sha256, entry)
     roc = save_roc(similarities, issame, entry["thresholds"], args.out, f"{model.path.name} on {args.folder.name}")
     print(
-        f"{len(people)} photos of {len(set(people))} people ({len(skipped)} skipped): {entry['genuine_pairs']} genuine, {entry['impostor_pairs']} impostor pairs"
+        f"{len(people)} photos of {len(set(people))} people ({len(skipped)} skipped): "
+        f"{entry['genuine_pairs']} genuine, {entry['impostor_pairs']} impostor pairs"
     )
     for far, threshold in entry["thresholds"].items():
         print(f"  FAR {far:>6}: cosine >= {threshold:.4f}  TAR {entry['tar_at_far'][far]:.4f}")

@@ -11,7 +11,6 @@ from types import SimpleNamespace
 import numpy as np
 import pytest
 
-from stra_face.vision.inference import MicroBatcher, sha256_file
 from stra_face.vision.align import similarity_transform
 from stra_face.vision.decode import decode_image
 from stra_face.vision.detect import (
@@ -23,6 +22,7 @@ from stra_face.vision.detect import (
     nms,
     small_face_regions,
 )
+from stra_face.vision.inference import MicroBatcher, sha256_file
 from tests.conftest import FACES, SHARED_DATA, need
 
 MIN_FACE, THRESHOLD = 20, 0.9  # the server's defaults, which the reference runs at
@@ -35,7 +35,8 @@ def detector() -> FaceDetector:
 
 @pytest.fixture(scope="module")
 def reference():
-    """facenet-pytorch's MTCNN on the full-resolution image: path -> [(box, score, landmarks)] at the default threshold."""
+    """facenet-pytorch's MTCNN on the full-resolution image: path -> [(box, score, landmarks)] at the default
+    threshold."""
     pytest.importorskip("facenet_pytorch")
     import torch
     from facenet_pytorch import MTCNN
@@ -106,7 +107,10 @@ def test_detection_needs_no_torch():
     import subprocess
     import sys
 
-    code = "import sys; import stra_face.vision.detect, stra_face.service.app; print(sorted({'torch', 'facenet_pytorch', 'torchvision'} & set(sys.modules)))"
+    code = (
+        "import sys; import stra_face.vision.detect, stra_face.service.app; "
+        "print(sorted({'torch', 'facenet_pytorch', 'torchvision'} & set(sys.modules)))"
+    )
     out = subprocess.run(
         [sys.executable, "-c", code],
         capture_output=True,
@@ -137,7 +141,8 @@ def greedy_iou_nms(boxes: np.ndarray, scores: np.ndarray, threshold: float) -> l
 
 
 def greedy_min_nms(boxes: np.ndarray, scores: np.ndarray, threshold: float) -> list[int]:
-    """Greedy "min" NMS (+1 pixel areas), ties broken as the reference does where its sort is stable: last index first."""
+    """Greedy "min" NMS (+1 pixel areas), ties broken as the reference does where its sort is stable: last index
+    first."""
     areas = (boxes[:, 2] - boxes[:, 0] + 1) * (boxes[:, 3] - boxes[:, 1] + 1)
     order, keep = sorted(range(len(scores)), key=lambda i: (-scores[i], -i)), []
     while order:
