@@ -1,6 +1,7 @@
 """The crowd photo (faces/more/insightface/lumia.jpg): reference faces (facenet-pytorch at full
 resolution, 20 px, score >= 0.9) found with IoU >= 0.5, by face size, with and without the
-small-face pass, and p50 / max ms of 5 runs in process.
+small-face pass, the crops that reach R-Net and O-Net (what most of the time goes to), and p50 / max ms of
+`--repeats` runs in process (`--repeats 21` for a timing table).
 
     python benchmarks/crowd_recall.py
 """
@@ -21,11 +22,16 @@ EDGES = [20, 28, 37.5, 53, 10**4]  # 37.5 px: the whole-image pass's smallest fa
 
 
 def main() -> None:
+    import argparse
+
     import torch
     from facenet_pytorch import MTCNN
 
     from stra_face.vision.detect import FaceDetector
 
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--repeats", type=int, default=5)
+    repeats = parser.parse_args().repeats
     image = load(CROWD)
     torch.set_num_threads(2)
     reference = reference_faces(MTCNN(keep_all=True, min_face_size=MIN_FACE, post_process=False), image)
@@ -33,14 +39,16 @@ def main() -> None:
     print(
         "| small-face pass | found | "
         + " | ".join(f"{lo}-{hi} px" for lo, hi in pairwise(EDGES))
-        + " | extra | p50 / max ms |"
+        + " | extra | R-Net / O-Net crops | p50 / max ms |"
     )
-    print("|---|---|" + "---|" * (len(EDGES) - 1) + "---|---|")
+    print("|---|---|" + "---|" * (len(EDGES) - 1) + "---|---|---|")
     for small_faces in (False, True):
         detector = FaceDetector(MIN_FACE, THRESHOLD, small_faces=small_faces)
-        detector.detect(image)  # warm-up
+        cascade = detector.propose(image)  # also the warm-up
+        rnet_crops = len(cascade.crops)
+        onet_crops = len(detector.refine(cascade, detector.run_rnet(cascade.crops)).crops)
         times = []
-        for _ in range(5):
+        for _ in range(repeats):
             start = time.perf_counter()
             found = [d.box for d in detector.detect(image)]
             times.append(1000 * (time.perf_counter() - start))
@@ -53,7 +61,7 @@ def main() -> None:
         print(
             f"| {'with' if small_faces else 'without'} | {sum(hits)} / {len(reference)} | "
             + " | ".join(cells)
-            + f" | {extra} | {statistics.median(times):.0f} / {max(times):.0f} |"
+            + f" | {extra} | {rnet_crops} / {onet_crops} | {statistics.median(times):.0f} / {max(times):.0f} |"
         )
 
 

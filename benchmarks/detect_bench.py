@@ -1,7 +1,7 @@
 """Face detection: speed per image size and recall against the full-resolution reference.
 
-    python benchmarks/detect_bench.py speed  [--repeats 15]         # old / new / dlib HOG, then the service
-    python benchmarks/detect_bench.py recall [--sizes 384 512 640]  # new detector vs facenet-pytorch at full resolution
+    python benchmarks/detect_bench.py speed  [--repeats 15]          # old / new / dlib HOG, then the service
+    python benchmarks/detect_bench.py recall [--sizes 384 512 640]   # new detector vs full-resolution facenet-pytorch
 
 speed: p50 / p95 per image of the old path (facenet-pytorch MTCNN as the service ran it, longer side
 capped at 1280), the new path (stra_face.vision.detect), and dlib's HOG detector upsampled once
@@ -135,10 +135,8 @@ def machine_check(detector, since: list[int]) -> str:
         times.append((time.perf_counter() - start) * 1000)
     now = cpu_times()
     steal = 100 * (now[7] - since[7]) / max(1, sum(now) - sum(since))
-    return (
-        f"P-Net pyramid of a 480p photo {statistics.median(times):.1f} ms; "
-        f"CPU steal {steal:.1f}% since the previous check"
-    )
+    median = statistics.median(times)
+    return f"P-Net pyramid of a 480p photo {median:.1f} ms; CPU steal {steal:.1f}% since the previous check"
 
 
 def speed(args: argparse.Namespace) -> None:
@@ -170,7 +168,7 @@ def speed(args: argparse.Namespace) -> None:
     print("|---|" + "---|" * len(paths))
     for label, image in images.items():
         cells = []
-        for _name, function in paths.items():
+        for function in paths.values():
             repeats = max(3, args.repeats // 5) if "12 MP" in label or "crowd" in label else args.repeats
             p50, p95, found = timed(function, image, repeats)
             cells.append(f"{p50:.0f} / {p95:.0f} ({found})")
@@ -277,15 +275,15 @@ def recall(args: argparse.Namespace) -> None:
         f"load average {os.getloadavg()[0]:.1f}\n"
     )
     print(
-        "| detection_size | reference faces found | those >= the smallest face searched | "
-        "those >= one pyramid step above it | extra detections | detector time (s) |"
+        "| detection_size | reference faces found | those >= the smallest face searched "
+        "| those >= one pyramid step above it | extra detections | detector time (s) |"
     )
     print("|---|---|---|---|---|---|")
     for size, total in totals.items():
         print(
             f"| {size} | {total['found']} / {total['faces']} ({100 * total['found'] / max(1, total['faces']):.1f}%) | "
-            f"{total['asked_found']} / {total['asked']} | {total['step_found']} / {total['step']} | {total['extra']} | "
-            f"{total['seconds']:.1f} |"
+            f"{total['asked_found']} / {total['asked']} | {total['step_found']} / {total['step']} | "
+            f"{total['extra']} | {total['seconds']:.1f} |"
         )
 
 

@@ -52,7 +52,14 @@ def percentile(values: list[float], q: float) -> float:
 
 
 def run_level(
-    url: str, clients: int, duration: float, photos: list[bytes], decision: str, headers: dict, process
+    url: str,
+    clients: int,
+    duration: float,
+    photos: list[bytes],
+    decision: str,
+    headers: dict,
+    process,
+    route_names: tuple[str, ...] = ROUTES,
 ) -> dict:
     stop = time.monotonic() + duration
     results: list[tuple[str, int, float]] = []
@@ -62,7 +69,7 @@ def run_level(
 
     def client(index: int) -> None:
         session = requests.Session()
-        routes = itertools.islice(itertools.cycle(ROUTES), index % len(ROUTES), None)
+        routes = itertools.islice(itertools.cycle(route_names), index % len(route_names), None)
         images = itertools.cycle(photos[index % len(photos) :] + photos[: index % len(photos)])
         while time.monotonic() < stop:
             route = next(routes)
@@ -108,23 +115,23 @@ def run_level(
 
 def report(level: dict) -> None:
     results = level["results"]
+    answered, seconds, mib = sum(200 <= r[1] < 300 for r in results), level["duration"], 2**20
     print(
-        f"\n## {level['clients']} clients, {level['duration']:g} s: {len(results)} requests "
-        f"({len(results) / level['duration']:.1f}/s), "
-        f"RSS start {level['rss_start'] / 2**20:.0f} MiB, peak {level['rss_peak'] / 2**20:.0f} MiB, "
-        f"end {level['rss_end'] / 2**20:.0f} MiB"
+        f"\n## {level['clients']} clients, {seconds:g} s: {len(results)} requests ({len(results) / seconds:.1f}/s), "
+        f"{answered} answered 200 ({answered / seconds:.1f}/s), RSS start {level['rss_start'] / mib:.0f} MiB, "
+        f"peak {level['rss_peak'] / mib:.0f} MiB, end {level['rss_end'] / mib:.0f} MiB"
     )
     print("| route | requests | ok | errors by code | p50 ms | p95 ms | p99 ms |")
     print("| --- | --- | --- | --- | --- | --- | --- |")
-    for route in (*ROUTES, "all"):
+    for route in (*sorted({r[0] for r in results}, key=ROUTES.index), "all"):
         rows = [r for r in results if route in ("all", r[0])]
         ok = [r[2] for r in rows if 200 <= r[1] < 300]
         errors = Counter(r[1] for r in rows if not 200 <= r[1] < 300)
         latencies = [r[2] * 1000 for r in rows]
         error_text = ", ".join(f"{code or 'conn'}: {n}" for code, n in sorted(errors.items())) or "0"
+        median = statistics.median(latencies) if latencies else float("nan")
         print(
-            f"| {route} | {len(rows)} | {len(ok)} | {error_text} | "
-            f"{statistics.median(latencies) if latencies else float('nan'):.0f} | "
+            f"| {route} | {len(rows)} | {len(ok)} | {error_text} | {median:.0f} | "
             f"{percentile(latencies, 0.95):.0f} | {percentile(latencies, 0.99):.0f} |"
         )
 
@@ -134,6 +141,9 @@ def main() -> None:
     parser.add_argument("--url", default="http://127.0.0.1:8000")
     parser.add_argument("--clients", type=int, nargs="+", default=[32, 64])
     parser.add_argument("--duration", type=float, default=60)
+    parser.add_argument(
+        "--routes", nargs="+", choices=ROUTES, default=list(ROUTES), help="the routes each client loops over"
+    )
     parser.add_argument(
         "--rounds", type=int, default=1, help="repeat all levels; RSS per round shows whether memory keeps climbing"
     )
@@ -158,8 +168,8 @@ def main() -> None:
     decision = "" if args.threshold is None else f"?threshold={args.threshold}"
     process = server_process(args.url, args.pid)
     print(
-        f"{len(photos)} photos from {args.photos}; server pid "
-        f"{process.pid if process else 'unknown (RSS not measured)'}"
+        f"{len(photos)} photos from {args.photos}; "
+        f"server pid {process.pid if process else 'unknown (RSS not measured)'}"
     )
     # identify needs a gallery: one subject per photo (409s on a second run are fine).
     for index, data in enumerate(photos):
@@ -172,7 +182,7 @@ def main() -> None:
         )
     for round_index in range(args.rounds):
         for clients in args.clients:
-            level = run_level(args.url, clients, args.duration, photos, decision, headers, process)
+            level = run_level(args.url, clients, args.duration, photos, decision, headers, process, tuple(args.routes))
             report(level)
         print(f"\nround {round_index + 1}: server RSS {rss(process) / 2**20:.0f} MiB")
 

@@ -38,6 +38,7 @@ def load_face_models(settings: PipelineSettings, expression: bool = True) -> Fac
         settings.detection_size,
         providers=providers,
         intra_op_threads=settings.intra_op_threads,
+        small_faces=settings.small_faces,
     )
     return FaceModels(
         providers,

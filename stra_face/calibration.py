@@ -53,7 +53,11 @@ def embed_photos(
     from stra_face.vision.quality import assess
 
     detector = FaceDetector(
-        settings.min_face_size, settings.detection_threshold, settings.detection_size, providers=model.providers
+        settings.min_face_size,
+        settings.detection_threshold,
+        settings.detection_size,
+        providers=model.providers,
+        small_faces=settings.small_faces,
     )
     gate = quality_gate(settings)
     people, files, faces, skipped = [], [], [], []
@@ -92,8 +96,8 @@ def warnings_for(fars, genuine: int, impostors: int) -> list[str]:
     for far in fars:
         if impostors * far < 1:
             notes.append(
-                f"FAR {far:g}: not measurable with {impostors} impostor pairs (needs >= {int(np.ceil(1 / far))}); "
-                "no threshold written"
+                f"FAR {far:g}: not measurable with {impostors} impostor pairs "
+                f"(needs >= {int(np.ceil(1 / far))}); no threshold written"
             )
         elif impostors * far < WELL_MEASURED:
             notes.append(
@@ -176,16 +180,16 @@ def main(argv: list[str] | None = None) -> dict:
         print(f"skipped {note}", file=sys.stderr)
     if len(set(people)) < 2:
         parser.error(
-            f"{args.folder}: calibration needs photos of at least two people "
-            f"with a usable face ({len(set(people))} found)"
+            f"{args.folder}: calibration needs photos of at least two people with a usable face "
+            f"({len(set(people))} found)"
         )
     if args.save_embeddings:
         np.savez(args.save_embeddings, people=np.asarray(people), files=np.asarray(files), embeddings=embeddings)
     similarities, issame = all_pairs(people, embeddings)
     entry = calibration_entry(similarities, issame, tuple(args.far))
     description = (
-        f"{args.folder.resolve()} ({len(set(people))} people, {len(people)} photos, {len(similarities)} pairs, "
-        "single embedding)"
+        f"{args.folder.resolve()} ({len(set(people))} people, {len(people)} photos, "
+        f"{len(similarities)} pairs, single embedding)"
     )
     entry.update(
         {

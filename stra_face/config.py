@@ -34,6 +34,10 @@ class PipelineSettings(BaseSettings):
     # the detector's first pyramid level is at most `detection_size` px long, so by default it looks for faces
     # of max(min_face_size, 12 * long side / detection_size) px and its cost stops growing with the upload.
     detection_size: int = 512
+    # The small-face pass (docs/detection.md, Crowds): where P-Net flags likely small faces on an image larger than
+    # the pyramid, search them down to min_face_size. Off: the whole-image pass alone (a crowd's faces under
+    # 12 * long side / detection_size px are not searched; its cost stops there).
+    small_faces: bool = True
     detection_threshold: float = 0.9
     # Face-quality gate (stra_face.vision.quality): faces below it are dropped unless a request passes
     # keep_low_quality=true (/v1/detect lists them under `rejected`, with the reasons).

@@ -182,6 +182,31 @@ def test_union_nms_is_textbook_greedy_nms(threshold):
     assert nms(boxes, scores, threshold).tolist() == greedy_iou_nms(boxes, scores, threshold)
 
 
+@pytest.mark.parametrize("threshold", [0.5, 0.7])
+def test_sparse_nms_keeps_what_opencv_keeps(threshold):
+    """The NMS of large groups (thousands of crowd candidates), which compares overlapping pairs only, keeps
+    exactly what OpenCV's NMSBoxes keeps, in the same order: fractional boxes of nearly equal sizes packed
+    so that most overlap, exact score ties, boxes that only touch; and through `nms` it is textbook greedy NMS."""
+    import cv2
+
+    from stra_face.vision.detect import SPARSE_NMS_FROM, _nms_sparse
+
+    rng = np.random.default_rng(2)
+    count = 3000
+    side = rng.choice([18.0, 18.3, 19.0, 25.0], count)
+    corner = np.round(rng.uniform(0, 250, (count, 2)), 1)
+    corner[:50, 0] = corner[50:100, 0] + side[50:100]  # boxes that touch a neighbour's right edge
+    rects = np.concatenate([corner, side[:, None], side[:, None]], axis=1)
+    scores = rng.choice([0.6, 0.75, 0.9, 0.97, 1.0], count).astype(np.float32)
+    expected = np.asarray(cv2.dnn.NMSBoxes(rects, scores, 0.0, threshold), np.int64).reshape(-1)
+    kept = _nms_sparse(rects, scores, threshold)
+    assert len(expected) < 0.8 * count and kept.tolist() == expected.tolist()
+    boxes = np.concatenate([rects[:, :2], rects[:, :2] + rects[:, 2:]], axis=1)[: SPARSE_NMS_FROM + 200]
+    assert nms(boxes, scores[: len(boxes)], threshold).tolist() == greedy_iou_nms(
+        boxes, scores[: len(boxes)], threshold
+    )
+
+
 def test_no_face_in_a_blank_or_tiny_image(detector):
     assert detector.detect(np.full((200, 200, 3), 128, np.uint8)) == []
     assert detector.detect(np.full((8, 8, 3), 128, np.uint8)) == []
@@ -218,6 +243,31 @@ def test_small_face_pass_keeps_a_portraits_faces_and_a_requests_size():
     found, expected = with_pass.detect(image), without.detect(image)
     assert len(found) == len(expected) == 1 and iou(found[0].box, expected[0].box) > 0.95
     assert with_pass.propose(image, 60).boxes.tolist() == without.propose(image, 60).boxes.tolist()
+
+
+@pytest.mark.slow
+def test_small_face_pass_has_a_setting(monkeypatch, make_client):
+    """STRA_SMALL_FACES=false turns the small-face pass off for the service (and the Python API, which reads
+    the same settings): the crowd photo then gives exactly what the whole-image pass gives, and with the pass
+    on (the default) it gives many more faces."""
+    from stra_face.analyzer import FaceAnalyzer
+    from stra_face.config import PipelineSettings
+    from stra_face.service.settings import Settings
+
+    assert PipelineSettings().small_faces is True
+    monkeypatch.setenv("STRA_SMALL_FACES", "false")
+    assert PipelineSettings().small_faces is False and Settings().small_faces is False
+    assert FaceAnalyzer(providers=["CPUExecutionProvider"]).detector.small_faces is False
+    monkeypatch.delenv("STRA_SMALL_FACES")
+    path = need(FACES / "more/insightface/lumia.jpg")
+    found = {}
+    for small_faces in (True, False):
+        client = make_client(small_faces=small_faces, max_faces=500)
+        assert client.app.state.service.detector.small_faces is small_faces
+        files = {"image": ("lumia.jpg", path.read_bytes(), "image/jpeg")}
+        found[small_faces] = client.post("/v1/detect?keep_low_quality=true", files=files).json()["faces_found"]
+    whole_image_pass = FaceDetector(MIN_FACE, THRESHOLD, small_faces=False).detect(load(path))
+    assert found[False] == len(whole_image_pass) < 40 and found[True] >= len(whole_image_pass) + 80
 
 
 @pytest.mark.slow

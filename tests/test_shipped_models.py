@@ -63,7 +63,7 @@ def test_every_shipped_model_matches_its_card(model):
     assert card.sha256 == sha256_file(model) and card.size_bytes == model.stat().st_size
     assert card.reproduce.startswith("python -m stra_face.training.")
     assert card.metrics, "a card without measured metrics"
-    assert card.precision in ("fp16", "fp32") and card.model["name"]
+    assert card.precision in ("fp16", "fp32", "int8") and card.model["name"]
 
 
 def embedding_cards() -> dict[object, ModelCard]:
@@ -72,10 +72,39 @@ def embedding_cards() -> dict[object, ModelCard]:
 
 
 def test_the_default_face_model_is_the_shipped_one_with_the_best_cfp_fp():
+    """The default is the float model with the best CFP-FP; an int8 twin of a model (its card names the source)
+    scores within 0.1 point of it, and is chosen by STRA_EMBEDDING_MODEL, never silently."""
     cards = embedding_cards()
-    assert cards, "a face model ships"
-    best = max(cards, key=lambda path: cards[path].metrics["cfp_fp"]["accuracy_mean"])
+    floats = {path: card for path, card in cards.items() if card.precision != "int8"}
+    assert floats, "a face model ships"
+    best = max(floats, key=lambda path: floats[path].metrics["cfp_fp"]["accuracy_mean"])
     assert Settings().embedding_model == best
+    by_sha = {sha256_file(path): card for path, card in floats.items()}
+    for card in cards.values():
+        if card.precision == "int8":
+            source = by_sha[card.extra["quantization"]["source_sha256"]]
+            for benchmark in ("lfw", "cfp_fp"):
+                assert (
+                    abs(card.metrics[benchmark]["accuracy_mean"] - source.metrics[benchmark]["accuracy_mean"]) <= 0.001
+                )
+
+
+def test_int8_face_models_embed_as_their_float_source_does():
+    """On real faces (celeba299, chips cut as the service cuts them) an int8 file's embeddings point where its
+    float source's do (cosine >= 0.998)."""
+    from stra_face.training.export.quantize import celeba_faces
+    from stra_face.vision.align import ARCFACE_TEMPLATE
+
+    quantised = {path: card for path, card in embedding_cards().items() if card.precision == "int8"}
+    assert quantised, "the int8 face model ships"
+    faces = celeba_faces(need(SHARED_DATA / "celeba299" / "aligned112"), count=32, seed=11)
+    floats = {sha256_file(path): path for path, card in embedding_cards().items() if card.precision != "int8"}
+    for path, card in quantised.items():
+        int8 = EmbeddingModel(path, ["CPUExecutionProvider"])
+        source = EmbeddingModel(floats[card.extra["quantization"]["source_sha256"]], ["CPUExecutionProvider"])
+        chips = np.stack([align_face(face, ARCFACE_TEMPLATE, int8.input_kind) for face in faces])
+        cosine = (int8.embed(chips) * source.embed(chips)).sum(axis=1)
+        assert cosine.min() >= 0.998, (path.name, float(cosine.min()))
 
 
 @pytest.mark.parametrize("model", sorted(embedding_cards()), ids=lambda path: path.name)
@@ -113,17 +142,21 @@ def test_shipped_face_model_ranks_same_person_pairs_above_different_people():
     assert auc > 0.75, f"same-vs-different AUC {auc:.3f} (same {np.mean(same):.3f}, different {np.mean(different):.3f})"
 
 
+EXPRESSION_MODELS = sorted(path for path in SHIPPED if ModelCard.read(path).task.startswith("facial expression"))
+
+
 @pytest.mark.slow
+@pytest.mark.parametrize("model", EXPRESSION_MODELS, ids=lambda path: path.name)
 @pytest.mark.parametrize("flip", [False, True], ids=["none", "flip"])
-def test_shipped_expression_model_scores_its_card_accuracy_on_private_test(flip):
+def test_shipped_expression_model_scores_its_card_accuracy_on_private_test(flip, model):
     """Through the service's own ExpressionModel (fp16 widened to fp32 on the CPU provider, mirror
     TTA as the service's flip_expressions setting does), not the exporter's session: the number
-    users get is the number on the card."""
-    settings = Settings()
-    card = ModelCard.read(settings.expression_model)
+    users get is the number on the card; for the default model and the int8 one STRA_EXPRESSION_MODEL selects."""
+    assert Settings().expression_model in EXPRESSION_MODELS
+    card = ModelCard.read(model)
     data = load_fer2013(need(FER2013))
     private = data.split("PrivateTest")
-    model = ExpressionModel(settings.expression_model, ["CPUExecutionProvider"])
+    model = ExpressionModel(model, ["CPUExecutionProvider"])
     predictions = np.concatenate(
         [
             model.probabilities(private.images[start : start + 512], flip).argmax(1)
@@ -169,9 +202,11 @@ def test_shipped_expression_model_is_stra_with_provenance_and_mode_maps():
 
 
 @pytest.mark.slow
-def test_default_model_tells_real_people_apart_through_the_api(tmp_path):
+@pytest.mark.parametrize("model", [None, *sorted(embedding_cards())], ids=lambda path: path.name if path else "default")
+def test_default_model_tells_real_people_apart_through_the_api(tmp_path, model):
     """The issue's "done when": with the default model and its calibrated thresholds, /v1/verify says
-    "same person" for two photos of one person and "different" for two people, at the default FAR."""
+    "same person" for two photos of one person and "different" for two people, at the default FAR; and
+    so does every shipped face model chosen by STRA_EMBEDDING_MODEL (the int8 one with its own thresholds)."""
     from fastapi.testclient import TestClient
 
     from stra_face.service.app import create_app
@@ -189,6 +224,8 @@ def test_default_model_tells_real_people_apart_through_the_api(tmp_path):
         return (path.name, path.read_bytes())
 
     settings = Settings(gallery_path=tmp_path / "gallery.sqlite3", providers=["CPUExecutionProvider"])
+    if model is not None:
+        settings = Settings(**settings.model_dump() | {"embedding_model": model})
     with TestClient(create_app(settings)) as client:
         info = client.get("/v1/info").json()
         assert info["embedding_model"]["sha256"] == sha256_file(settings.embedding_model)

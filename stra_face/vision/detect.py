@@ -48,13 +48,24 @@ PIXEL_MEAN, PIXEL_SCALE = 127.5, 0.0078125  # MTCNN's input: (pixel - 127.5) / 1
 OVERSAMPLE_LEVEL, OVERSAMPLE_CROP = 1, 8
 # Candidates per R-Net / O-Net call: a call's memory grows with its batch (about 0.1 MB per R-Net
 # and 0.6 MB per O-Net candidate), and a 225-face crowd brings thousands. Larger calls run no
-# faster on CPU (see docs/memory.md).
-RNET_CHUNK, ONET_CHUNK = 256, 64
+# faster on CPU (see docs/memory.md): smaller ones ran faster (per candidate, interleaved on 2 cores:
+# R-Net 64 vs 256 -9%, O-Net 16 vs 64 -24%; their activations stay in cache).
+RNET_CHUNK, ONET_CHUNK = 64, 16
 # Peak memory of a detection, measured: about 35 bytes per pixel of the image (its halvings and the
 # integral images of crops) and 150 per pixel of P-Net's first pyramid level (the network's
 # activations), so a level pixel weighs as 4 image pixels in `work_pixels`.
 PNET_PIXEL_WEIGHT = 4
 SMALL_FACE_GATE = 0.95  # P-Net probability at the full-image pass's finest level that sends a region to the finer pass
+# What the small-face pass sends to R-Net and O-Net. With MTCNN's own rules a 1600x898 crowd (~140 faces)
+# sent ~8,500 R-Net and ~1,700 O-Net crops, most of them faces already proposed (measured on lumia.jpg,
+# docs/detection.md, Crowds): its P-Net candidates need P-Net's 0.8 (not 0.6; 0.7 kept one more face of 613
+# over all photos, at ~11% more time on the crowd), and one IoU 0.5 NMS over all its scales and tiles
+# (MTCNN's per-level rule; its 0.7 across levels kept boxes of neighbouring scales) before they join the
+# whole-image pass's. Faces under `min_face_size` are dropped after O-Net, and no candidate there that O-Net
+# scored >= 0.9 and ended at 20 px or more had come in under 21.4 px: with the small-face pass, boxes under
+# `min_face_size` skip O-Net. Then ~5,500 / ~1,000 crops, two faces of 143 fewer.
+SMALL_FACE_PNET_THRESHOLD = 0.8
+SMALL_FACE_NMS = 0.5
 
 
 @dataclass(frozen=True)
@@ -231,9 +242,52 @@ def _nms_union(boxes: np.ndarray, scores: np.ndarray, threshold: float) -> np.nd
             [boxes[group, 0], boxes[group, 1], boxes[group, 2] - boxes[group, 0], boxes[group, 3] - boxes[group, 1]],
             axis=1,
         )
-        keep.append(group[np.asarray(cv2.dnn.NMSBoxes(rects, scores[group], 0.0, threshold), np.int64).reshape(-1)])
+        if len(group) > SPARSE_NMS_FROM:
+            keep.append(group[_nms_sparse(rects, scores[group], threshold)])
+        else:
+            keep.append(group[np.asarray(cv2.dnn.NMSBoxes(rects, scores[group], 0.0, threshold), np.int64).reshape(-1)])
     keep = np.concatenate(keep)
     return keep[np.lexsort((keep, -scores[keep]))]
+
+
+SPARSE_NMS_FROM = 512  # boxes in one group, from which `_nms_sparse` replaces OpenCV's NMSBoxes
+
+
+def _nms_sparse(rects: np.ndarray, scores: np.ndarray, threshold: float) -> np.ndarray:
+    """What `cv2.dnn.NMSBoxes(rects, scores, 0.0, threshold)` keeps (rects: x, y, width, height in float64;
+    scores > 0), at a cost that follows the number of overlapping pairs, not boxes x boxes: NMSBoxes
+    compares every box with every box kept before it, 0.2 s for the ~6,000 candidates of a crowd's
+    small-face pass. The same arithmetic (OpenCV's rectangle intersection in float64, its overlap
+    `1 - float(1 - IoU)` in float32, kept when <= the threshold) and the same order (score, then input
+    order), so the same boxes."""
+    n = len(rects)
+    x1, y1, width, height = rects.T
+    x2, y2, areas = x1 + width, y1 + height, width * height
+    by_x = np.argsort(x1, kind="stable")
+    # pairs (i, j) with j after i by left edge and starting before i's right edge: every pair that can overlap
+    ends = np.searchsorted(x1[by_x], x2[by_x], side="left")
+    counts = np.maximum(ends - np.arange(1, n + 1), 0)
+    first = np.repeat(np.arange(n), counts)
+    second = np.arange(counts.sum()) - np.repeat(np.cumsum(counts) - counts, counts) + first + 1
+    a, b = by_x[first], by_x[second]
+    inter_w = np.minimum(x2[a], x2[b]) - np.maximum(x1[a], x1[b])
+    inter_h = np.minimum(y2[a], y2[b]) - np.maximum(y1[a], y1[b])
+    inter = np.where((inter_w > 0) & (inter_h > 0), inter_w * inter_h, 0.0)
+    overlap = np.float32(1) - (1.0 - inter / (areas[a] + areas[b] - inter)).astype(np.float32)
+    close = overlap > np.float32(threshold)
+    a, b = a[close], b[close]
+    order = np.lexsort((np.arange(n), -scores))
+    rank = np.empty(n, np.int64)
+    rank[order] = np.arange(n)
+    higher, lower = np.where(rank[a] < rank[b], a, b), np.where(rank[a] < rank[b], b, a)
+    by_higher = np.argsort(higher, kind="stable")
+    lower, starts = lower[by_higher], np.searchsorted(higher[by_higher], np.arange(n + 1))
+    suppressed, keep = np.zeros(n, bool), []
+    for index in order.tolist():
+        if not suppressed[index]:
+            keep.append(index)
+            suppressed[lower[starts[index] : starts[index + 1]]] = True
+    return np.asarray(keep, np.int64)
 
 
 def small_face_regions(
@@ -315,6 +369,7 @@ class Cascade:
     min_face_size: float  # original pixels
     boxes: np.ndarray  # (K, 4) squared candidate boxes in original pixels
     scores: np.ndarray = field(default_factory=lambda: np.empty(0, np.float32))
+    small_pass: bool = False  # the small-face pass ran (its candidates are among the boxes)
     crops: np.ndarray = field(
         default_factory=lambda: np.empty((0, 3, RNET_SIZE, RNET_SIZE), np.float32)
     )  # the next network's input
@@ -380,12 +435,13 @@ class FaceDetector:
     # ------------------------------------------------------------------ the cascade, step by step
 
     def _pnet(
-        self, level: np.ndarray, scale: float, origin: tuple[int, int] = (0, 0)
+        self, level: np.ndarray, scale: float, origin: tuple[int, int] = (0, 0), threshold: float = THRESHOLDS[0]
     ) -> tuple[np.ndarray | None, np.ndarray]:
-        """P-Net over one pyramid level (of the region whose corner is `origin`): its candidates
-        (boxes in original pixels, score, 4 offsets; None when none) after NMS, and its face probability map."""
+        """P-Net over one pyramid level (of the region whose corner is `origin`): its candidates at or above
+        `threshold` (boxes in original pixels, score, 4 offsets; None when none) after NMS, and its face
+        probability map."""
         offsets, probabilities = self.pnet.session.run(None, {"input": level})
-        rows, cols = np.nonzero(probabilities[0, 1] >= THRESHOLDS[0])
+        rows, cols = np.nonzero(probabilities[0, 1] >= threshold)
         if not len(rows):
             return None, probabilities[0, 1]
         corners = np.stack([cols, rows], axis=1).astype(np.float32)
@@ -410,7 +466,7 @@ class FaceDetector:
         for box in small_face_regions(probabilities, scale, pyramid.height, pyramid.width):
             for fine in scales:
                 for tile in _tiles(box, fine, probabilities.size * 4):
-                    candidates, _ = self._pnet(pyramid.region(tile, fine), fine, tile[:2])
+                    candidates, _ = self._pnet(pyramid.region(tile, fine), fine, tile[:2], SMALL_FACE_PNET_THRESHOLD)
                     if candidates is not None:
                         found.append(candidates)
         return found
@@ -435,10 +491,14 @@ class FaceDetector:
             finest = probabilities if finest is None else finest
             if candidates is not None:
                 found.append(candidates)
-        if self.small_faces and min_face_size is None and finest is not None and smallest > self.min_face_size:
-            found += self._small_faces(pyramid, finest, scales[0])
+        small_pass = self.small_faces and min_face_size is None and finest is not None and smallest > self.min_face_size
+        if small_pass:
+            fine = self._small_faces(pyramid, finest, scales[0])
+            if fine:
+                fine = np.concatenate(fine)
+                found.append(fine[nms(fine[:, :4], fine[:, 4], SMALL_FACE_NMS)])  # over all its scales and tiles
             smallest = float(self.min_face_size)
-        cascade = Cascade(pyramid, smallest, np.empty((0, 4), np.float32))
+        cascade = Cascade(pyramid, smallest, np.empty((0, 4), np.float32), small_pass=small_pass)
         if found:
             candidates = np.concatenate(found)
             candidates = candidates[nms(candidates[:, :4], candidates[:, 4], 0.7)]
@@ -453,8 +513,11 @@ class FaceDetector:
         passed = scores > THRESHOLDS[1]
         boxes, scores, offsets = cascade.boxes[passed], scores[passed], rnet_output[passed, :4]
         keep = nms(boxes, scores, 0.7)
-        cascade.boxes = _square(_regress(boxes[keep], offsets[keep], plus_one=True))
-        cascade.scores = scores[keep]
+        boxes, scores = _square(_regress(boxes[keep], offsets[keep], plus_one=True)), scores[keep]
+        if cascade.small_pass:  # boxes too small to end at min_face_size after O-Net
+            large = boxes[:, 2] - boxes[:, 0] >= cascade.min_face_size
+            boxes, scores = boxes[large], scores[large]
+        cascade.boxes, cascade.scores = boxes, scores
         cascade.cut(ONET_SIZE)
         return cascade
 
