@@ -20,6 +20,7 @@ import time
 from pathlib import Path
 
 import pytest
+
 from live_server import stop_process
 
 BASE_CACHE = Path(os.environ.get("STRA_DOCKER_BASE_CACHE", "/var/cache/stra-face/debian-bookworm-python3.tar"))

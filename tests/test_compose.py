@@ -27,6 +27,7 @@ import uuid
 from concurrent.futures import ThreadPoolExecutor
 
 import pytest
+
 from conftest import FACES, PGVECTOR_SOURCE, ROOT, need
 from dockerlib import BASE_CACHE, Engine, free_port, iptables_rules, skip_unless_engine_possible
 

@@ -18,6 +18,7 @@ import uuid
 from pathlib import Path
 
 import pytest
+
 from conftest import FACES, ROOT, need
 from dockerlib import Engine, free_port, iptables_rules, skip_unless_engine_possible
 
